@@ -1,0 +1,1 @@
+"""optiforge.agents (see docs/DESIGN.md)."""

@@ -1,0 +1,24 @@
+"""The typer application object shared by every command module.
+
+Command modules (``optiforge/cli/<command>.py``) import ``app`` from here and register
+their commands on it. They import heavy packages only inside the command function, so that
+``optiforge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="optiforge",
+    help=(
+        "LLMs optimize what gradients cannot reach: prompts, code, numbers, and "
+        "optimization models of word problems.\n\n"
+        "Without --base-url, optiforge starts an embedded llama.cpp server on this machine "
+        "with the default model (Qwen2.5-Coder-1.5B), pulling it first if needed."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)

@@ -1,0 +1,1 @@
+"""optiforge.datasets (see docs/DESIGN.md)."""

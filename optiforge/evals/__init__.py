@@ -1,0 +1,1 @@
+"""optiforge.evals (see docs/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""optiforge.llm (see docs/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""optiforge.prompts (see docs/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""optiforge.solvers (see docs/DESIGN.md)."""

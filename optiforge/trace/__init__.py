@@ -1,0 +1,1 @@
+"""optiforge.trace (see docs/DESIGN.md)."""
