@@ -22,3 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+@app.command()
+def version() -> None:
+    """Print the optiforge version."""
+    from optiforge import __version__
+
+    typer.echo(__version__)
