@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Keep ``optiforge`` a command group even while it has a single command."""
+
+
 @app.command()
 def version() -> None:
     """Print the optiforge version."""
