@@ -1,1 +1,35 @@
-"""optiforge.agents (see docs/DESIGN.md)."""
+"""Agents: LLM optimizers on trace graphs, a trainer, and the modelling team.
+
+Names are imported lazily so that ``import optiforge.agents`` stays cheap:
+
+- ``Optimizer``, ``OptoPrime``, ``OPRO``, ``TextGrad`` (``optiforge.agents.optim``)
+- ``train`` (``optiforge.agents.trainer``)
+- ``solve``, ``asolve`` (``optiforge.agents.team``): word problem -> :class:`Solution`
+- ``Solution``, ``StepRecord`` (``optiforge.agents.solution``)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Optimizer": "optiforge.agents.optim",
+    "OptoPrime": "optiforge.agents.optim",
+    "OPRO": "optiforge.agents.optim",
+    "TextGrad": "optiforge.agents.optim",
+    "train": "optiforge.agents.trainer",
+    "solve": "optiforge.agents.team",
+    "asolve": "optiforge.agents.team",
+    "Solution": "optiforge.agents.solution",
+    "StepRecord": "optiforge.agents.solution",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optiforge.agents' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
