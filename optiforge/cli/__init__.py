@@ -31,24 +31,8 @@ def main(argv: list[str] | None = None) -> None:
 
     _register_commands()
     try:
-        rv = app(args=argv, standalone_mode=False)
-        if isinstance(rv, int) and rv:
-            sys.exit(rv)
+        # Standalone mode: click handles its own usage errors (exit 2) and Ctrl-C.
+        app(args=argv, prog_name="optiforge")
     except OptiforgeError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.stderr.write("aborted\n")
-            sys.exit(1)
-        raise
