@@ -1,1 +1,68 @@
-"""optiforge.llm (see docs/DESIGN.md)."""
+"""optiforge.llm: one client for every model backend.
+
+- :class:`LLM`: sync and async chat over OpenAI-compatible servers (vLLM, the embedded
+  llama.cpp server, any other) and litellm for hosted ``provider/model`` names; with a
+  persistent cache, bounded concurrency, retries, usage and budget, structured output.
+- :mod:`optiforge.llm.testing`: :class:`~optiforge.llm.testing.ScriptedLLM` for unit tests.
+- :mod:`optiforge.llm.store`: the local model store (``optiforge models``).
+- :mod:`optiforge.llm.local`: the embedded llama.cpp server (``optiforge serve --local``).
+- :mod:`optiforge.llm.vllm`: the vLLM launcher (``optiforge serve --model``).
+
+Names are imported lazily so that ``import optiforge.llm`` stays cheap. See docs/llm.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from optiforge.llm.client import LLM
+    from optiforge.llm.errors import (
+        BudgetExceeded,
+        ContextLengthError,
+        LLMError,
+        LLMRequestError,
+        LLMResponseError,
+        LLMUnavailableError,
+        LocalServerError,
+        ModelNotFoundError,
+        ModelStoreError,
+        StructuredOutputError,
+        VllmLaunchError,
+    )
+    from optiforge.llm.types import Budget, ChatResult, TagUsage, UsageSnapshot
+
+_EXPORTS = {
+    "LLM": "optiforge.llm.client",
+    "ChatResult": "optiforge.llm.types",
+    "Budget": "optiforge.llm.types",
+    "TagUsage": "optiforge.llm.types",
+    "UsageSnapshot": "optiforge.llm.types",
+    "LLMError": "optiforge.llm.errors",
+    "BudgetExceeded": "optiforge.llm.errors",
+    "StructuredOutputError": "optiforge.llm.errors",
+    "LLMRequestError": "optiforge.llm.errors",
+    "ModelNotFoundError": "optiforge.llm.errors",
+    "ContextLengthError": "optiforge.llm.errors",
+    "LLMUnavailableError": "optiforge.llm.errors",
+    "LLMResponseError": "optiforge.llm.errors",
+    "ModelStoreError": "optiforge.llm.errors",
+    "LocalServerError": "optiforge.llm.errors",
+    "VllmLaunchError": "optiforge.llm.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optiforge.llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,64 @@
+"""Errors raised by :mod:`optiforge.llm`. Each message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optiforge.errors import OptiforgeError
+
+
+class LLMError(OptiforgeError):
+    """Base class of every error raised while talking to a model."""
+
+
+class BudgetExceeded(LLMError):
+    """A call would exceed the client's budget (max calls or max tokens); nothing was sent."""
+
+
+class StructuredOutputError(LLMError):
+    """The model's reply did not validate against the requested pydantic model, even after
+    one re-ask with the validation error. ``texts`` holds the raw replies, ``errors`` the
+    validation messages (one per failing sample)."""
+
+    def __init__(self, message: str, *, texts: list[str], errors: list[str]) -> None:
+        super().__init__(message)
+        self.texts = texts
+        self.errors = errors
+
+
+class LLMRequestError(LLMError):
+    """The server rejected the request (a 4xx other than 429). Not retried: fix the request."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class ModelNotFoundError(LLMRequestError):
+    """The server does not serve the requested model."""
+
+
+class ContextLengthError(LLMRequestError):
+    """The prompt plus ``max_tokens`` does not fit the model's context window."""
+
+
+class LLMUnavailableError(LLMError):
+    """The server could not be reached, timed out or kept failing (5xx / 429) after retries."""
+
+
+class LLMResponseError(LLMError):
+    """The server answered with something that is not a valid completion (malformed JSON,
+    a truncated stream, no choices), even after retries."""
+
+
+class ModelStoreError(LLMError):
+    """A model could not be found, fetched or verified in the model store."""
+
+
+class LocalServerError(LLMError):
+    """The embedded llama.cpp server could not start or stopped answering."""
+
+
+class VllmLaunchError(LLMError):
+    """``optiforge serve --model`` could not start a vLLM server."""
