@@ -1,0 +1,22 @@
+"""LLM optimizers on trace graphs: OptoPrime, OPRO and a TextGrad-style optimizer.
+
+All share :class:`Optimizer`: ``zero_feedback()``, ``backward(output, feedback)``,
+``step() -> StepReport`` and JSON state with ``save(path)`` / ``load(path)``.
+"""
+
+from __future__ import annotations
+
+from optiforge.agents.optim.base import Change, Optimizer, StepReport, suggestion_schema
+from optiforge.agents.optim.errors import InvalidValueError, OptimizerError, ReplyError
+from optiforge.agents.optim.opro import OPRO
+
+__all__ = [
+    "OPRO",
+    "Change",
+    "InvalidValueError",
+    "Optimizer",
+    "OptimizerError",
+    "ReplyError",
+    "StepReport",
+    "suggestion_schema",
+]
