@@ -1,0 +1,501 @@
+"""Stream problems through an agent with bounded concurrency; journal, score, resume.
+
+The agent is any async function ``(Problem) -> Solution``; the CLI wires
+:func:`optiforge.agents.asolve` with an LLM, tests inject fakes. Every finished problem
+is appended to ``DIR/results.jsonl`` (fsync per line) before the next is reported, so a
+kill loses at most the problems in flight; ``resume=True`` skips every finished id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from optiforge.datasets.problem import Problem
+from optiforge.evals.journal import Journal, read_journal, read_meta, write_meta
+from optiforge.evals.records import (
+    INFRA_FAILURES,
+    EvalError,
+    ResultRecord,
+    RunMeta,
+    Session,
+    StepSummary,
+)
+from optiforge.evals.scoring import DEFAULT_RULE, score_all
+
+AgentFn = Callable[[Problem], Awaitable[Any]]
+
+_INFEASIBLE_STATUSES = {"infeasible", "unbounded", "infeasible_or_unbounded"}
+
+
+class ProgressSink(Protocol):
+    """Receives progress events (the rich bar, or a test probe)."""
+
+    def start(self, total: int, done: int, correct: int, scored: int) -> None: ...
+    def update(self, record: ResultRecord) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class EvalOutcome:
+    """What one call of :func:`run_eval` did."""
+
+    out_dir: Path
+    planned: int
+    skipped_done: int
+    finished: int
+    summary: dict[str, Any]
+
+
+def _status_value(result: Any) -> str | None:
+    if result is None:
+        return None
+    status = getattr(result, "status", None)
+    return getattr(status, "value", status)
+
+
+def _prediction(solution: Any) -> tuple[float | None, str]:
+    answer = getattr(solution, "answer", None)
+    if answer is not None:
+        try:
+            return float(answer), "value"
+        except (TypeError, ValueError):
+            return None, "none"
+    status = _status_value(getattr(solution, "result", None))
+    if status in _INFEASIBLE_STATUSES or getattr(solution, "failure_class", None) == "infeasible":
+        return None, "infeasible"
+    return None, "none"
+
+
+def record_from_solution(
+    problem: Problem,
+    solution: Any,
+    *,
+    elapsed_s: float,
+    started_at: float,
+    session: int,
+    samples: int = 1,
+) -> ResultRecord:
+    """Score a :class:`~optiforge.agents.solution.Solution` and turn it into a journal line."""
+    pred, pred_kind = _prediction(solution)
+    result = getattr(solution, "result", None)
+    status = _status_value(result)
+    correct = score_all(pred, pred_kind, problem.answer, problem.answer_kind)  # type: ignore[arg-type]
+    agent_class = getattr(solution, "failure_class", None)
+    code = getattr(solution, "code", None)
+    executed = result is not None and status not in (None, "error") and agent_class != "code_error"
+    failure = None
+    ok = correct.get(DEFAULT_RULE)
+    if ok is False:
+        if agent_class:
+            failure = agent_class
+        elif pred_kind == "infeasible":
+            failure = "infeasible"
+        elif pred_kind == "none":
+            failure = "code_error" if (code and not executed) else "no_answer"
+        else:
+            failure = "formulation"
+    elif ok is None and agent_class in INFRA_FAILURES | {"timeout"}:
+        failure = agent_class
+    steps = []
+    for st in getattr(solution, "steps", None) or []:
+        steps.append(
+            StepSummary(
+                role=str(getattr(st, "role", "")),
+                ok=bool(getattr(st, "ok", True)),
+                summary=str(getattr(st, "summary", ""))[:500],
+                calls=int(getattr(st, "calls", 0) or 0),
+                tokens=int(getattr(st, "prompt_tokens", 0) or 0)
+                + int(getattr(st, "completion_tokens", 0) or 0),
+                elapsed_s=float(getattr(st, "elapsed_s", 0.0) or 0.0),
+            )
+        )
+    return ResultRecord(
+        id=problem.id,
+        dataset=problem.dataset,
+        category=problem.category,
+        text=problem.text,
+        answer_field=problem.answer_field,
+        gt=problem.answer,
+        gt_kind=problem.answer_kind,
+        prediction=pred,
+        prediction_kind=pred_kind,
+        solve_status=status,
+        correct=correct,
+        executed=executed,
+        failure_class=failure,
+        agent_failure_class=agent_class,
+        error=getattr(solution, "error", None),
+        calls=int(getattr(solution, "calls", 0) or 0),
+        prompt_tokens=int(getattr(solution, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(solution, "completion_tokens", 0) or 0),
+        elapsed_s=round(elapsed_s, 4),
+        agent=str(getattr(solution, "agent", "") or ""),
+        samples=samples,
+        session=session,
+        started_at=started_at,
+        finished_at=time.time(),
+        formulation=getattr(solution, "formulation", None),
+        formulation_markdown=getattr(solution, "formulation_markdown", None),
+        code=code,
+        solver_log=getattr(result, "log_tail", None) if result is not None else None,
+        solver_message=getattr(result, "message", None) if result is not None else None,
+        steps=steps,
+    )
+
+
+def _failure_record(
+    problem: Problem,
+    failure_class: str,
+    error: str,
+    *,
+    elapsed_s: float,
+    started_at: float,
+    session: int,
+    agent: str,
+    samples: int,
+) -> ResultRecord:
+    correct = score_all(None, "none", problem.answer, problem.answer_kind)  # type: ignore[arg-type]
+    return ResultRecord(
+        id=problem.id,
+        dataset=problem.dataset,
+        category=problem.category,
+        text=problem.text,
+        answer_field=problem.answer_field,
+        gt=problem.answer,
+        gt_kind=problem.answer_kind,
+        correct=correct,
+        failure_class=failure_class,
+        agent_failure_class=failure_class,
+        error=error,
+        elapsed_s=round(elapsed_s, 4),
+        agent=agent,
+        samples=samples,
+        session=session,
+        started_at=started_at,
+        finished_at=time.time(),
+    )
+
+
+def _classify_exception(exc: BaseException) -> str:
+    mod = type(exc).__module__ or ""
+    name = type(exc).__name__
+    if mod.startswith(("optiforge.llm", "openai", "httpx", "httpcore", "litellm")):
+        return "llm_error"
+    if "Connection" in name or isinstance(exc, ConnectionError):
+        return "llm_error"
+    return "agent_crash"
+
+
+def _check_identity(old: RunMeta, new: RunMeta, out_dir: Path) -> None:
+    diffs = [
+        f"{k}: {getattr(old, k)!r} in the run, {getattr(new, k)!r} now"
+        for k in RunMeta.IDENTITY
+        if getattr(old, k) != getattr(new, k)
+    ]
+    if diffs:
+        raise EvalError(
+            f"{out_dir} holds a different run ({'; '.join(diffs)}). Resume with the same "
+            "settings, or choose a new --out directory."
+        )
+
+
+async def run_eval(
+    problems: Sequence[Problem],
+    agent_fn: AgentFn,
+    out_dir: str | Path,
+    *,
+    meta: RunMeta | None = None,
+    concurrency: int = 4,
+    resume: bool = False,
+    retry_failed: bool = False,
+    problem_timeout: float | None = None,
+    max_consecutive_failures: int | None = None,
+    progress: ProgressSink | bool = False,
+    write_report: bool = True,
+    usage: Callable[[], dict[str, Any] | None] | None = None,
+) -> EvalOutcome:
+    """Run ``agent_fn`` over ``problems`` and journal each result in ``out_dir``.
+
+    - ``concurrency``: problems in flight at once (the LLM client bounds its own requests).
+    - ``resume``: continue a run in ``out_dir``, skipping finished ids; without it, an
+      ``out_dir`` that already holds results is an error (nothing is overwritten).
+    - ``retry_failed``: with ``resume``, also re-run problems whose last record failed for
+      infrastructure reasons (``llm_error``, ``agent_crash``).
+    - ``problem_timeout``: seconds per problem; a problem that takes longer is recorded
+      with failure class ``timeout``.
+    - ``max_consecutive_failures``: stop the run (:class:`EvalError`) after this many
+      infrastructure failures in a row, e.g. a model server that went away. Default
+      ``max(5, 2 * concurrency)``; 0 disables.
+    - ``progress``: True for a rich progress bar on stderr, or a :class:`ProgressSink`.
+    - ``usage``: called at the end of the session; its dict (e.g. ``llm.usage``) goes to
+      ``run.json``.
+
+    Writes ``results.jsonl``, ``run.json`` and (``write_report``) ``summary.json``,
+    ``report.md``, ``report.html``. Cancelling the task (Ctrl-C under ``asyncio.run``)
+    leaves every finished line on disk and marks the session interrupted.
+    """
+    out = Path(out_dir)
+    if concurrency < 1:
+        raise EvalError(f"concurrency must be >= 1, got {concurrency}")
+    seen: set[str] = set()
+    for p in problems:
+        if p.id in seen:
+            raise EvalError(f"problem id {p.id!r} appears twice; ids must be unique")
+        seen.add(p.id)
+    if meta is None:
+        meta = RunMeta(dataset=problems[0].dataset if problems else "")
+    if not meta.answer_field and problems:
+        meta.answer_field = problems[0].answer_field
+    journal = Journal(out)
+    old_meta = read_meta(out)
+    existing = read_journal(journal.path)
+    if (existing.records or existing.torn_bytes) and not resume:
+        raise EvalError(
+            f"{out} already holds {len(existing.records)} results. Pass --resume to continue "
+            "that run, or choose a new --out directory."
+        )
+    done: dict[str, ResultRecord] = {}
+    if resume:
+        if old_meta is not None:
+            _check_identity(old_meta, meta, out)
+        contents = journal.repair()
+        done = contents.latest()
+        if retry_failed:
+            done = {k: r for k, r in done.items() if r.failure_class not in INFRA_FAILURES}
+    from optiforge import __version__
+
+    if old_meta is not None and resume:
+        sessions = list(old_meta.sessions)
+        created = old_meta.created_at
+        planned_ids = list(dict.fromkeys([*old_meta.planned_ids, *(p.id for p in problems)]))
+    else:
+        sessions, created = [], time.time()
+        planned_ids = [p.id for p in problems]
+    todo = [p for p in problems if p.id not in done]
+    session = Session(
+        index=len(sessions) + 1,
+        started_at=time.time(),
+        planned=len(problems),
+        skipped_done=len(problems) - len(todo),
+    )
+    meta = meta.model_copy(
+        update={
+            "sessions": [*sessions, session],
+            "created_at": created,
+            "planned_ids": planned_ids,
+            "optiforge_version": __version__,
+        }
+    )
+    journal.open()
+    write_meta(out, meta)
+
+    sink: ProgressSink | None
+    if progress is True:
+        sink = RichProgress(label=f"eval {meta.dataset}")
+    elif progress is False:
+        sink = None
+    else:
+        sink = progress
+    wanted = {p.id for p in problems}
+    prior = [r for r in done.values() if r.id in wanted]
+    prior_scored = [r for r in prior if r.scored]
+    if sink:
+        sink.start(
+            len(problems),
+            len(prior),
+            sum(1 for r in prior_scored if r.correct.get(DEFAULT_RULE)),
+            len(prior_scored),
+        )
+
+    limit = max_consecutive_failures
+    if limit is None:
+        limit = max(5, 2 * concurrency)
+    queue: asyncio.Queue[Problem] = asyncio.Queue()
+    for p in todo:
+        queue.put_nowait(p)
+    state = {"consecutive": 0, "abort": None, "finished": 0}
+
+    async def one(problem: Problem) -> ResultRecord:
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            if problem_timeout:
+                solution = await asyncio.wait_for(agent_fn(problem), problem_timeout)
+            else:
+                solution = await agent_fn(problem)
+        except asyncio.TimeoutError:
+            return _failure_record(
+                problem,
+                "timeout",
+                f"no result within {problem_timeout:g} s",
+                elapsed_s=time.perf_counter() - t0,
+                started_at=started,
+                session=session.index,
+                agent=meta.agent,
+                samples=meta.samples,
+            )
+        except Exception as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
+            return _failure_record(
+                problem,
+                _classify_exception(exc),
+                f"{type(exc).__name__}: {exc}\n{tb}"[:4000],
+                elapsed_s=time.perf_counter() - t0,
+                started_at=started,
+                session=session.index,
+                agent=meta.agent,
+                samples=meta.samples,
+            )
+        return record_from_solution(
+            problem,
+            solution,
+            elapsed_s=time.perf_counter() - t0,
+            started_at=started,
+            session=session.index,
+            samples=meta.samples,
+        )
+
+    async def worker() -> None:
+        while state["abort"] is None:
+            try:
+                problem = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            record = await one(problem)
+            if state["abort"] is not None:
+                return  # the run is being stopped: this problem counts as not finished
+            # Synchronous append+fsync: no await between, so cancellation cannot split it.
+            journal.append(record)
+            state["finished"] += 1
+            if record.failure_class in INFRA_FAILURES or record.agent_failure_class in (
+                INFRA_FAILURES
+            ):
+                state["consecutive"] += 1
+                if limit and state["consecutive"] >= limit:
+                    state["abort"] = record
+            else:
+                state["consecutive"] = 0
+            if sink:
+                sink.update(record)
+
+    status = "crashed"
+    try:
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        status = "aborted" if state["abort"] is not None else "completed"
+    except asyncio.CancelledError:
+        status = "interrupted"
+        raise
+    finally:
+        journal.close()
+        if sink:
+            sink.stop()
+        session.ended_at = time.time()
+        session.finished = state["finished"]
+        session.status = status
+        if usage is not None:
+            try:
+                session.usage = usage()
+            except Exception:  # usage is informative only; never lose the run over it
+                session.usage = None
+        write_meta(out, meta)
+        summary: dict[str, Any] = {}
+        if write_report:
+            from optiforge.evals.report import write_reports
+
+            summary = write_reports(out)
+    if state["abort"] is not None:
+        rec: ResultRecord = state["abort"]  # type: ignore[assignment]
+        first = (rec.error or "").strip().splitlines()[0] if rec.error else rec.failure_class
+        raise EvalError(
+            f"stopped after {limit} problems in a row failed with {rec.failure_class}: "
+            f"{first}. Check that the model server is running and reachable. Finished "
+            f"problems are saved in {journal.path}; rerun with --resume --retry-failed."
+        )
+    return EvalOutcome(
+        out_dir=out,
+        planned=len(problems),
+        skipped_done=len(problems) - len(todo),
+        finished=state["finished"],
+        summary=summary,
+    )
+
+
+class RichProgress:
+    """A rich progress bar on stderr: done/total, running accuracy and throughput."""
+
+    def __init__(self, label: str = "eval") -> None:
+        self.label = label
+        self._progress: Any = None
+        self._task: Any = None
+        self._correct = 0
+        self._scored = 0
+        self._t0 = 0.0
+        self._new = 0
+
+    def _fields(self) -> dict[str, str]:
+        acc = (
+            f"{self._correct}/{self._scored} = {100 * self._correct / self._scored:.1f}%"
+            if (self._scored)
+            else "-"
+        )
+        dt = max(time.perf_counter() - self._t0, 1e-9)
+        rate = self._new / dt * 60
+        return {"acc": acc, "rate": f"{rate:.1f}/min"}
+
+    def start(self, total: int, done: int, correct: int, scored: int) -> None:
+        """Show the bar; ``done`` problems were finished by earlier sessions."""
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._correct, self._scored = correct, scored
+        self._t0 = time.perf_counter()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("acc {task.fields[acc]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            self.label, total=total, completed=done, **self._fields()
+        )
+
+    def update(self, record: ResultRecord) -> None:
+        """Advance by one finished problem."""
+        self._new += 1
+        if record.scored:
+            self._scored += 1
+            if record.correct.get(DEFAULT_RULE):
+                self._correct += 1
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, **self._fields())
+
+    def stop(self) -> None:
+        """Remove the live display."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
