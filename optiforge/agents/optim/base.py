@@ -29,6 +29,7 @@ from optiforge.agents.optim import params as P
 from optiforge.agents.optim.checks import coerce_value, same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
+from optiforge.errors import OptiforgeError
 
 log = logging.getLogger("optiforge.agents.optim")
 
@@ -129,9 +130,7 @@ def suggestion_schema(
     for i, p in enumerate(params):
         name = P.name(p)
         fields[f"v{i}"] = (_field_type(P.value(p)), Field(alias=name))
-    Suggestion = create_model(
-        "Suggestion", __config__=ConfigDict(populate_by_name=True), **fields
-    )
+    Suggestion = create_model("Suggestion", __config__=ConfigDict(populate_by_name=True), **fields)
     top: dict[str, Any] = {}
     if reasoning:
         top["reasoning"] = (str, Field(max_length=reasoning_chars))
@@ -233,7 +232,7 @@ class Optimizer:
         start = time.perf_counter()
         self.step_count += 1
         report = StepReport(step=self.step_count, optimizer=self.kind)
-        before = (self._calls, self._prompt_tokens, self._completion_tokens)
+        before = self._usage()
         try:
             reasoning, values = self._propose(report)
         except ReplyError as exc:
@@ -244,9 +243,10 @@ class Optimizer:
         else:
             report.reasoning = reasoning
             self._apply(values, reasoning, report)
-        report.calls = self._calls - before[0]
-        report.prompt_tokens = self._prompt_tokens - before[1]
-        report.completion_tokens = self._completion_tokens - before[2]
+        after = self._usage()
+        report.calls = after[0] - before[0]
+        report.prompt_tokens = after[1] - before[1]
+        report.completion_tokens = after[2] - before[2]
         report.elapsed_s = round(time.perf_counter() - start, 3)
         self._after_step(report)
         self.log.append(json.loads(report.model_dump_json(fallback=repr)))
@@ -273,9 +273,17 @@ class Optimizer:
             old = P.value(p)
             if same_value(old, new):
                 continue
-            P.set_value(p, new)
+            try:
+                P.set_value(p, new)
+            except OptiforgeError as exc:  # the trace engine refused it (e.g. code recompile)
+                report.errors.append(f"{name}: {exc}")
+                log.warning(
+                    "%s step %d: could not set %s: %s", self.kind, self.step_count, name, exc
+                )
+                continue
+            reason = report.detail.get("reasons", {}).get(name, reasoning)
             report.changes.append(
-                Change(name=name, old=_jsonable(old), new=_jsonable(new), reason=reasoning)
+                Change(name=name, old=_jsonable(old), new=_jsonable(new), reason=reason)
             )
 
     # -- talking to the LLM ---------------------------------------------------------------
@@ -283,6 +291,19 @@ class Optimizer:
         self._calls += 0 if getattr(result, "cached", False) else 1
         self._prompt_tokens += int(getattr(result, "prompt_tokens", 0) or 0)
         self._completion_tokens += int(getattr(result, "completion_tokens", 0) or 0)
+
+    def _usage(self) -> tuple[int, int, int]:
+        """(calls, prompt tokens, completion tokens) spent under this optimizer's tag.
+
+        Read from the client's per-tag counters when it has them (exact, including
+        structured-output re-asks), else from this optimizer's own count.
+        """
+        usage = getattr(self.llm, "usage", None)
+        for_tag = getattr(usage, "for_tag", None)
+        if callable(for_tag):
+            t = for_tag(self.tag)
+            return t.calls, t.prompt_tokens, t.completion_tokens
+        return self._calls, self._prompt_tokens, self._completion_tokens
 
     def _chat(
         self, messages: list[dict[str, str]], *, schema: type[BaseModel] | None, **kw: Any

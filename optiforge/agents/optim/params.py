@@ -43,19 +43,18 @@ def name(p: Any) -> str:
 
 def value(p: Any) -> Any:
     """The parameter's current value."""
-    return p.data if hasattr(p, "data") else p.value
+    return p.value
 
 
 def set_value(p: Any, new: Any) -> None:
-    """Give the parameter a new value (the trace engine decides what that entails, e.g.
-    recompiling a trainable function)."""
-    for method in ("set_value", "_set"):
-        fn = getattr(p, method, None)
-        if callable(fn):
-            fn(new)
-            return
-    if hasattr(p, "data"):
-        p.data = new
+    """Give the parameter a new, already checked value.
+
+    ``ParameterNode.set`` validates again and, for a trainable function, recompiles it; a
+    failure there raises the trace engine's error and leaves the value unchanged.
+    """
+    setter = getattr(p, "set", None)
+    if callable(setter):
+        setter(new)
     else:
         p.value = new
 

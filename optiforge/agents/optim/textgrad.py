@@ -1,0 +1,233 @@
+"""A TextGrad-style optimizer: textual gradients on every edge, then a rewrite per variable.
+
+``backward`` runs the trace engine's backward pass with :class:`TextualGradientPropagator`:
+for each recorded step on a path from a parameter to the output, the LLM is asked how
+each input should change to improve that step's output given the feedback on it (the
+"textual gradient" along the edge). Gradients reaching a node by several paths are joined.
+``step`` then asks the LLM, once per parameter that received a gradient, to rewrite the
+parameter accordingly, under its constraints, showing gradients from earlier steps
+(gradient memory) so that advice is not forgotten or undone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from optiforge.agents.optim import params as P
+from optiforge.agents.optim.base import Optimizer, StepReport, suggestion_schema
+from optiforge.agents.optim.errors import OptimizerError, ReplyError
+from optiforge.prompts import render_prompt
+from optiforge.trace.feedback import Propagator, topological_order
+
+log = logging.getLogger("optiforge.agents.optim")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + "\n... (truncated)"
+
+
+def _show(node: Any, limit: int) -> str:
+    value = getattr(node, "value", node)
+    if isinstance(value, BaseException):
+        text = getattr(node, "message", None) or f"{type(value).__name__}: {value}"
+        tb = getattr(node, "traceback", "")
+        return _clip(f"raised {text}\n{tb}".strip(), limit)
+    return _clip(repr(value) if not isinstance(value, str) else value, limit)
+
+
+class TextualGradientPropagator(Propagator):
+    """Propagator asking the LLM for the feedback each input of a step should receive.
+
+    Plugs into ``node.backward(feedback, propagator=...)`` of :mod:`optiforge.trace`. Only
+    edges that lead back to one of the optimizer's parameters are asked about, so inputs
+    that cannot change cost nothing.
+    """
+
+    def __init__(self, optimizer: TextGrad) -> None:
+        self.optimizer = optimizer
+        self._relevant: set[Any] = set()
+
+    def init(self, output: Any, feedback: Any) -> Any:
+        """Mark the nodes through which feedback can reach a parameter."""
+        params = set(self.optimizer.parameters)
+        relevant: set[Any] = set()
+        for n in reversed(topological_order(output)):  # parents before children
+            if n in params or any(p in relevant for p in n.parents):
+                relevant.add(n)
+        self._relevant = relevant
+        return feedback if isinstance(feedback, str) else str(feedback)
+
+    def propagate(self, child: Any, feedback: Any) -> Mapping[Any, Any]:
+        """One LLM call per relevant parent of ``child``: its textual gradient."""
+        out: dict[Any, str] = {}
+        for index, parent in enumerate(child.parents):
+            if parent in self._relevant and parent not in out:
+                out[parent] = self.optimizer.edge_gradient(child, index, str(feedback))
+        return out
+
+    def combine(self, a: Any, b: Any) -> Any:
+        """Gradients arriving by two paths are both kept."""
+        if a is b or a == b:
+            return a
+        return f"{a}\n\n{b}"
+
+
+class TextGrad(Optimizer):
+    """TextGrad-style optimizer: LLM propagator for gradients, LLM rewrite per parameter.
+
+    Args:
+        parameters: trainable nodes (text, code, numbers...).
+        llm: the LLM client.
+        memory: gradients from this many earlier steps are shown per parameter (0: none).
+        gradient_tokens: ``max_tokens`` for each gradient call.
+        value_chars: values longer than this are truncated in prompts.
+    """
+
+    kind = "textgrad"
+
+    def __init__(
+        self,
+        parameters: Iterable[Any],
+        llm: Any,
+        *,
+        memory: int = 3,
+        gradient_tokens: int = 160,
+        value_chars: int = 2000,
+        max_tokens: int = 768,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(parameters, llm, max_tokens=max_tokens, **kwargs)
+        if memory < 0:
+            raise OptimizerError("memory must be 0 or more")
+        self.memory = memory
+        self.gradient_tokens = gradient_tokens
+        self.value_chars = value_chars
+        #: Past gradients per parameter name, oldest first.
+        self.gradient_memory: dict[str, list[str]] = {}
+        self._last_gradients: dict[str, str] = {}
+
+    def propagator(self) -> TextualGradientPropagator:
+        """A fresh LLM propagator for one backward pass."""
+        return TextualGradientPropagator(self)
+
+    # -- gradients --------------------------------------------------------------------------
+    def edge_gradient(self, child: Any, index: int, feedback: str) -> str:
+        """Ask how input ``index`` of ``child``'s step should change, given ``feedback``."""
+        op = getattr(child, "op", None)
+        argnames = getattr(child, "argnames", ())
+        target = child.parents[index]
+        arg = argnames[index] if index < len(argnames) else f"arg{index}"
+        op_name = getattr(op, "name", child.name)
+        lines = [f"{child.name} = {op_name}({', '.join(argnames)})"]
+        doc = getattr(op, "doc", "") or ""
+        if doc:
+            lines.append(f"Documentation: {doc}")
+        source = getattr(op, "source", None)
+        if source:
+            lines.append(f"Source:\n{_clip(source, self.value_chars)}")
+        inputs = []
+        for i, p in enumerate(child.parents):
+            a = argnames[i] if i < len(argnames) else f"arg{i}"
+            role = " (trainable)" if getattr(p, "trainable", False) else ""
+            desc = f" - {p.description}" if getattr(p, "description", None) else ""
+            inputs.append(f"{a} = {_show(p, self.value_chars)}{role}{desc}")
+        content = render_prompt(
+            "optimizers/textgrad_gradient",
+            operation="\n".join(lines),
+            inputs="\n".join(inputs),
+            output=_show(child, self.value_chars),
+            feedback=_clip(feedback, self.value_chars),
+            target=f"{arg}" + (f" ({target.name})" if target.name != arg else ""),
+        )
+        messages = [
+            {"role": "system", "content": render_prompt("optimizers/textgrad_gradient_system")},
+            {"role": "user", "content": content},
+        ]
+        texts, _ = self._chat(messages, schema=None, max_tokens=self.gradient_tokens)
+        text = (texts[0] if texts else "").strip()
+        if not text:
+            log.warning(
+                "textgrad: empty gradient for %s -> %s; passing the feedback on", child.name, arg
+            )
+            return feedback
+        return text
+
+    # -- the step ----------------------------------------------------------------------------
+    def _step_messages(self, p: Any, name: str, gradient: str) -> list[dict[str, str]]:
+        value = P.value(p)
+        kind = "code" if P.is_code(p) else type(value).__name__
+        past = self.gradient_memory.get(name, [])[-self.memory :] if self.memory else []
+        memory = ""
+        if past:
+            memory = (
+                "\n# Feedback from earlier steps (oldest first)\n"
+                + "\n".join(f"- {_clip(g, 600)}" for g in past)
+                + "\n"
+            )
+        constraint = P.constraint(p)
+        content = render_prompt(
+            "optimizers/textgrad_step",
+            name=name,
+            kind=kind,
+            description=f"\n{P.description(p)}" if P.description(p) else "",
+            value=_clip(value if isinstance(value, str) else repr(value), self.value_chars * 2),
+            constraints=f"\n# Constraints\n{constraint}\n" if constraint else "",
+            gradients=_clip(gradient, self.value_chars * 2),
+            memory=memory,
+        )
+        return [
+            {"role": "system", "content": render_prompt("optimizers/textgrad_step_system")},
+            {"role": "user", "content": content},
+        ]
+
+    def _propose(self, report: StepReport) -> tuple[str, dict[str, Any]]:
+        self._last_gradients = {}
+        values: dict[str, Any] = {}
+        reasons: dict[str, str] = {}
+        failures = 0
+        for p in self.parameters:
+            fb = P.feedback(p)
+            if fb is None or (isinstance(fb, str) and not fb.strip()):
+                continue
+            name = P.name(p)
+            gradient = fb if isinstance(fb, str) else str(fb)
+            self._last_gradients[name] = gradient
+            try:
+                reason, new = self._ask(
+                    self._step_messages(p, name, gradient),
+                    report,
+                    names=[name],
+                    schema=suggestion_schema([p]),
+                )
+            except ReplyError as exc:
+                failures += 1
+                report.errors.append(f"{name}: {exc}")
+                continue
+            values.update(new)
+            reasons[name] = reason
+        report.detail["gradients"] = dict(self._last_gradients)
+        report.detail["reasons"] = reasons
+        if not self._last_gradients:
+            return "no feedback reached any parameter: call backward() before step()", {}
+        if failures and not values:
+            raise ReplyError(f"no usable reply for any of {list(self._last_gradients)}")
+        return "\n".join(f"{k}: {v}" for k, v in reasons.items()), values
+
+    def _after_step(self, report: StepReport) -> None:
+        for name, gradient in self._last_gradients.items():
+            self.gradient_memory.setdefault(name, []).append(gradient)
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["gradient_memory"] = self.gradient_memory
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any], *, restore_values: bool = True) -> None:
+        super().load_state_dict(state, restore_values=restore_values)
+        memory = state.get("gradient_memory", {})
+        if not isinstance(memory, dict) or not all(isinstance(v, list) for v in memory.values()):
+            raise OptimizerError("state 'gradient_memory' must map parameter names to lists")
+        self.gradient_memory = {k: [str(g) for g in v] for k, v in memory.items()}
