@@ -14,24 +14,7 @@ Names are imported lazily so that ``import optiforge.llm`` stays cheap. See docs
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from optiforge.llm.client import LLM
-    from optiforge.llm.errors import (
-        BudgetExceeded,
-        ContextLengthError,
-        LLMError,
-        LLMRequestError,
-        LLMResponseError,
-        LLMUnavailableError,
-        LocalServerError,
-        ModelNotFoundError,
-        ModelStoreError,
-        StructuredOutputError,
-        VllmLaunchError,
-    )
-    from optiforge.llm.types import Budget, ChatResult, TagUsage, UsageSnapshot
+from typing import Any
 
 _EXPORTS = {
     "LLM": "optiforge.llm.client",

@@ -8,6 +8,7 @@ server's URL is not part of the key: the embedded server picks a new port every 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -125,8 +126,6 @@ class ResponseCache:
             conns, self._all = self._all, []
             self._closed = True
         for c in conns:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 c.close()
-            except sqlite3.Error:
-                pass
         self._local = threading.local()

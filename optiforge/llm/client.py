@@ -1,0 +1,330 @@
+"""The client everyone uses: :class:`LLM`.
+
+Routes, chosen from ``model`` and ``base_url``:
+
+- ``base_url`` set: any OpenAI-compatible server (vLLM, llama.cpp, others) via the openai SDK.
+- ``base_url`` unset and ``model`` a ``provider/model`` name (e.g. ``openai/gpt-4o-mini``,
+  ``anthropic/claude-...``): litellm, imported on first use.
+- otherwise: the embedded llama.cpp server (:mod:`optiforge.llm.local`) with ``model`` taken
+  from the model store (or a ``.gguf`` path); started on first use, shared per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from optiforge.llm.base import BaseLLM, ChatRequest, Completion, SchemaUnsupported, StreamEvent
+from optiforge.llm.cache import ResponseCache
+from optiforge.llm.errors import LLMError, LLMResponseError
+from optiforge.llm.retry import SchemaRejected, with_retries
+from optiforge.llm.types import Budget
+
+
+def is_litellm_model(model: str) -> bool:
+    """True for ``provider/model`` names that litellm should handle (no base URL given)."""
+    from optiforge.llm.store import MODELS
+
+    if "/" not in model or model in MODELS or model.endswith(".gguf"):
+        return False
+    return not Path(model).expanduser().exists()
+
+
+def _import_litellm() -> Any:
+    # litellm otherwise downloads a price map at import time; the local copy is enough.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+    except ImportError:
+        raise LLMError(
+            "model names like 'provider/model' need litellm: pip install 'optiforge[hosted]' "
+            "(or pass base_url for an OpenAI-compatible server)"
+        ) from None
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LLM(BaseLLM):
+    """One client, sync (:meth:`chat`, :meth:`stream`) and async (:meth:`achat`,
+    :meth:`astream`), for every backend. Unset arguments come from
+    :func:`optiforge.config.load_settings` (flags > ``OPTIFORGE_*`` > optiforge.toml).
+
+    ``cache``: True/False, or a :class:`ResponseCache` to share one between clients.
+    ``budget``: a :class:`Budget` or ``{"max_calls": ..., "max_tokens": ...}``.
+    Use it as a context manager or call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        cache: bool | ResponseCache | None = None,
+        cache_dir: str | Path | None = None,
+        max_retries: int | None = None,
+        budget: Budget | dict[str, Any] | None = None,
+        settings: Any = None,
+    ) -> None:
+        from optiforge.config import load_settings
+
+        s = settings if settings is not None else load_settings()
+        self.settings = s
+        model = model or s.model
+        base_url = base_url if base_url is not None else s.base_url
+        self.api_key = api_key if api_key is not None else s.api_key
+        self.timeout = float(timeout if timeout is not None else s.timeout)
+        self.max_retries = int(max_retries if max_retries is not None else s.max_retries)
+        if self.max_retries < 0:
+            raise LLMError(f"max_retries must be >= 0, got {self.max_retries}")
+        if isinstance(cache, ResponseCache):
+            store = cache
+        elif cache if cache is not None else s.cache:
+            store = ResponseCache(
+                Path(cache_dir).expanduser() if cache_dir else s.resolved_cache_dir
+            )
+        else:
+            store = None
+        super().__init__(
+            model,
+            concurrency=int(concurrency if concurrency is not None else s.concurrency),
+            cache=store,
+            budget=budget,
+        )
+        if base_url:
+            self.route = "openai"
+            self.base_url: str | None = base_url.rstrip("/")
+        elif is_litellm_model(model):
+            self.route = "litellm"
+            self.base_url = None
+        else:
+            self.route = "local"
+            self.base_url = None  # known once the embedded server runs
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]
+        self._clients = weakref.WeakKeyDictionary()
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        where = self.base_url or ("litellm" if self.route == "litellm" else "embedded server")
+        return f"LLM(model={self.model!r}, route={self.route!r}, at={where!r})"
+
+    # -- routing ------------------------------------------------------------------------
+    def _cache_identity(self) -> dict[str, Any]:
+        # The embedded and remote routes share answers for the same model name; the URL
+        # (a fresh port each run) is deliberately left out.
+        return {"route": "litellm" if self.route == "litellm" else "openai", "model": self.model}
+
+    def ensure_server(self) -> str | None:
+        """Start the embedded server now if this client uses it (pulling the model first if
+        needed) and return the base URL; returns None for the litellm route."""
+        if self._closed:
+            raise LLMError("this LLM client was closed; create a new one")
+        if self.route != "local" or self.base_url is not None:
+            return self.base_url
+        with self._start_lock:
+            if self.base_url is None:
+                from optiforge.llm.local import ensure_local_server
+
+                server = ensure_local_server(self.model, self.settings)
+                self._served_name = server.alias
+                self.base_url = server.base_url
+        return self.base_url
+
+    async def _prepare(self) -> None:
+        if self._closed:
+            raise LLMError("this LLM client was closed; create a new one")
+        if self.route == "local" and self.base_url is None:
+            await asyncio.to_thread(self.ensure_server)
+
+    @property
+    def _where(self) -> str:
+        return self.base_url or f"litellm ({self.model})"
+
+    @property
+    def _wire_model(self) -> str:
+        return getattr(self, "_served_name", None) or self.model
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            import httpx
+            import openai
+
+            limits = httpx.Limits(
+                max_connections=max(self.concurrency * 2, 8),
+                max_keepalive_connections=max(self.concurrency * 2, 8),
+            )
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key or "not-needed",
+                timeout=self.timeout,
+                max_retries=0,  # retries are ours (backoff with jitter, clear errors)
+                http_client=httpx.AsyncClient(timeout=self.timeout, limits=limits),
+            )
+            self._clients[loop] = client
+        return client
+
+    def _params(self, req: ChatRequest) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "model": self._wire_model,
+            "messages": req.messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+        }
+        if req.n != 1:
+            p["n"] = req.n
+        if req.seed is not None:
+            p["seed"] = req.seed
+        if req.stop:
+            p["stop"] = req.stop
+        if req.response_format is not None:
+            p["response_format"] = req.response_format
+        return p
+
+    # -- transport ----------------------------------------------------------------------
+    async def _acomplete(self, request: ChatRequest) -> Completion:
+        params = self._params(request)
+        if self.route == "litellm":
+            litellm = _import_litellm()
+
+            async def send() -> Any:
+                return await litellm.acompletion(
+                    **params, api_key=self.api_key, timeout=self.timeout, num_retries=0
+                )
+        else:
+            client = self._client()
+
+            async def send() -> Any:
+                return await client.chat.completions.create(**params)
+
+        async def attempt() -> Completion:
+            return _to_completion(await send(), self._where, self.model)
+
+        try:
+            return await with_retries(
+                attempt,
+                max_retries=self.max_retries,
+                where=self._where,
+                model=self.model,
+                timeout=self.timeout,
+            )
+        except SchemaRejected as exc:
+            if request.response_format is not None:
+                raise SchemaUnsupported(str(exc)) from exc
+            raise
+
+    async def _astream_raw(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        params = {**self._params(request), "stream": True}
+        if self.route != "litellm":
+            params["stream_options"] = {"include_usage": True}
+
+        async def open_stream() -> Any:
+            if self.route == "litellm":
+                return await _import_litellm().acompletion(
+                    **params, api_key=self.api_key, timeout=self.timeout, num_retries=0
+                )
+            return await self._client().chat.completions.create(**params)
+
+        stream = await with_retries(
+            open_stream,
+            max_retries=self.max_retries,
+            where=self._where,
+            model=self.model,
+            timeout=self.timeout,
+        )
+        finished = False
+        try:
+            async for chunk in stream:
+                usage = getattr(chunk, "usage", None)
+                ev = StreamEvent()
+                if usage is not None:
+                    ev.prompt_tokens = getattr(usage, "prompt_tokens", None)
+                    ev.completion_tokens = getattr(usage, "completion_tokens", None)
+                for choice in getattr(chunk, "choices", None) or []:
+                    delta = getattr(choice, "delta", None)
+                    ev.delta += (getattr(delta, "content", None) or "") if delta else ""
+                    if choice.finish_reason:
+                        ev.finish_reason = choice.finish_reason
+                        finished = True
+                yield ev
+        except Exception as exc:
+            from optiforge.llm.retry import classify
+
+            raise classify(
+                exc, where=self._where, model=self.model, timeout=self.timeout
+            ).error from exc
+        if not finished:
+            raise LLMResponseError(
+                f"the stream from {self._where} ended before the reply was finished (no "
+                "finish_reason); the server may have dropped the connection. Retry the call."
+            )
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close HTTP connections and the cache. The embedded server keeps running for
+        other clients and stops when the process exits."""
+        if self._closed:
+            return
+        self._closed = True
+        from optiforge.llm._loop import background_loop
+
+        bg = background_loop()
+        for loop, client in list(self._clients.items()):
+            try:
+                if loop is bg:
+                    asyncio.run_coroutine_threadsafe(client.close(), bg).result(timeout=5)
+                elif not loop.is_closed() and not loop.is_running():
+                    loop.run_until_complete(client.close())
+            except Exception:  # closing is best effort; sockets die with the loop anyway
+                pass
+        self._clients.clear()
+        super().close()
+
+    async def aclose(self) -> None:
+        """Async form of :meth:`close` (closes this loop's connections properly)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.close()
+        await asyncio.to_thread(self.close)
+
+
+def _to_completion(resp: Any, where: str, model: str) -> Completion:
+    """Turn an SDK response into a :class:`Completion`, rejecting malformed ones."""
+    choices = getattr(resp, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise LLMResponseError(f"{where} returned a completion without choices: {resp!r:.300}")
+    try:
+        ordered = sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)
+        texts = []
+        for c in ordered:
+            content = c.message.content
+            if content is None:
+                content = ""
+            if not isinstance(content, str):
+                raise TypeError(f"content is {type(content).__name__}")
+            texts.append(content)
+        reasons = [c.finish_reason for c in ordered]
+    except (AttributeError, TypeError) as exc:
+        raise LLMResponseError(
+            f"{where} returned a malformed completion ({exc}): {resp!r:.300}"
+        ) from None
+    usage = getattr(resp, "usage", None)
+    ptok = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
+    ctok = int(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else 0
+    return Completion(
+        texts=texts,
+        finish_reasons=reasons,
+        prompt_tokens=ptok,
+        completion_tokens=ctok,
+        model=str(getattr(resp, "model", None) or model),
+    )
