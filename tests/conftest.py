@@ -65,14 +65,14 @@ def _require_slow(request, name: str) -> None:
 
 
 @pytest.fixture
-def tiny_llm(request, _tiny_llm_session):
+def tiny_llm(request):
     """SmolLM2-135M on the embedded server (session-wide; tests must be marked slow)."""
     _require_slow(request, "tiny_llm")
-    return _tiny_llm_session
+    return request.getfixturevalue("_tiny_llm_session")
 
 
 @pytest.fixture
-def coder_llm(request, _coder_llm_session):
+def coder_llm(request):
     """Qwen2.5-Coder-1.5B on the embedded server (session-wide; tests must be marked slow)."""
     _require_slow(request, "coder_llm")
-    return _coder_llm_session
+    return request.getfixturevalue("_coder_llm_session")
