@@ -297,7 +297,7 @@ def _load_builtin(name: str) -> list[Problem]:
 
 
 def _resolve_columns(
-    path: Path, header: Sequence[str], columns: Mapping[str, str] | None
+    path: Path, header: Sequence[str], columns: Mapping[str, str] | None, line: int
 ) -> dict[str, tuple[str, bool]]:
     """Map our field -> (column, explicitly_requested)."""
     columns = dict(columns or {})
@@ -322,7 +322,7 @@ def _resolve_columns(
             f"no problem-text column: looked for {list(DEFAULT_COLUMNS['text'])}; "
             "map yours with a column mapping (CLI: --column text=COLUMN)",
             path=str(path),
-            line=1,
+            line=line,
         )
     return out
 
@@ -351,12 +351,11 @@ def _load_user_file(
     else:
         raise DatasetError("unsupported file type: use .jsonl or .csv", path=str(path))
     dataset = path.stem
-    mapping: dict[str, tuple[str, bool]] | None = None
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for lineno, rec in rows:
-        if mapping is None:
-            mapping = _resolve_columns(path, list(rec.keys()), columns)
+        # Resolved per record: JSONL records need not all carry the same optional keys.
+        mapping = _resolve_columns(path, list(rec.keys()), columns, lineno)
         values: dict[str, Any] = {}
         for fieldname, (col, explicit) in mapping.items():
             if col not in rec:

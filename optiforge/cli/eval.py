@@ -1,0 +1,294 @@
+"""``optiforge eval``: run an agent over a benchmark, journaled and resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from optiforge.cli.app import app
+
+
+def _load_agent_fn(spec: str) -> Any:
+    """Import ``module:function`` or ``path/to/file.py:function``."""
+    from optiforge.evals.records import EvalError
+
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise EvalError(f"--agent-fn {spec!r} must look like module:function or file.py:function")
+    try:
+        if target.endswith(".py"):
+            path = Path(target).expanduser().resolve()
+            mod_spec = importlib.util.spec_from_file_location(f"_optiforge_agent_{path.stem}", path)
+            if mod_spec is None or mod_spec.loader is None or not path.exists():
+                raise EvalError(f"--agent-fn: no such file {path}")
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ImportError as exc:
+        raise EvalError(f"--agent-fn: cannot import {target!r}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise EvalError(f"--agent-fn: {target!r} has no callable {attr!r}")
+    return fn
+
+
+def check_server(base_url: str, timeout: float = 10.0) -> None:
+    """Fail fast with a clear message when an OpenAI-compatible server does not answer."""
+    import httpx
+
+    from optiforge.evals.records import EvalError
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        resp = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise EvalError(
+            f"cannot reach the model server at {base_url} ({type(exc).__name__}: {exc}). "
+            "Start it (for example `optiforge serve`), fix --base-url, or leave --base-url "
+            "out to use the embedded local server."
+        ) from None
+    if resp.status_code >= 500:
+        raise EvalError(
+            f"the model server at {base_url} answered HTTP {resp.status_code} on /models; "
+            "check its logs"
+        )
+
+
+def _resume_command(out_dir: Path) -> str:
+    argv = list(sys.argv[1:]) or ["eval"]
+    cleaned: list[str] = []
+    skip = False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a in ("--out", "-o"):
+            skip = i + 1 < len(argv)
+            continue
+        if a.startswith("--out=") or a == "--resume":
+            continue
+        cleaned.append(a)
+    return shlex.join(["optiforge", *cleaned, "--out", str(out_dir), "--resume"])
+
+
+@app.command("eval")
+def eval_command(
+    dataset: str = typer.Argument(
+        ..., help="Built-in dataset (nl4opt, optibench) or a .jsonl/.csv file."
+    ),
+    agent: str = typer.Option("team", "--agent", help="Agent: team or direct."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name (default from settings)."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server URL; omit for the embedded server."
+    ),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", help="Problems (and LLM requests) in flight at once."
+    ),
+    samples: int = typer.Option(1, "--samples", "-k", help="Samples per problem (voting)."),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="Run the first N problems."),
+    ids: str | None = typer.Option(None, "--ids", help="Comma-separated problem ids."),
+    sample: str | None = typer.Option(
+        None,
+        "--sample",
+        help="A shipped id list (nl4opt-readme40, optibench-readme40) or an id-list file.",
+    ),
+    category: list[str] | None = typer.Option(
+        None,
+        "--category",
+        help="Keep problems with all these comma-separated labels (linear, nonlinear, table, "
+        "no-table, orlm245, llm4or-clean...); repeat to OR.",
+    ),
+    answer_field: str | None = typer.Option(
+        None, "--answer-field", help="Grade against this answer variant (see docs/datasets.md)."
+    ),
+    column: list[str] | None = typer.Option(
+        None, "--column", help="User files: FIELD=COLUMN (fields: id, text, answer, ...)."
+    ),
+    include_unscored: bool = typer.Option(
+        False,
+        "--include-unscored",
+        help="Also run problems without a usable ground truth (reported, not scored).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output directory (default runs/eval-DATASET-AGENT-TIME)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="With --resume: re-run problems that hit LLM/agent errors."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Seconds per problem before it counts as a timeout."
+    ),
+    max_calls: int | None = typer.Option(None, "--max-calls", help="LLM calls per problem."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Tokens per problem."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM response cache."),
+    max_failures: int | None = typer.Option(
+        None,
+        "--max-failures",
+        help="Stop after this many LLM/agent failures in a row (default max(5, 2*concurrency)).",
+    ),
+    agent_fn: str | None = typer.Option(
+        None,
+        "--agent-fn",
+        help="Evaluate your own async agent: module:function or file.py:function taking a "
+        "Problem and returning a Solution (no LLM is started).",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Evaluate an agent on a benchmark; writes results.jsonl, summary.json, report.md/html."""
+    from rich.console import Console
+
+    from optiforge.config import load_settings
+    from optiforge.datasets import DatasetError, count_unscorable, load_dataset
+    from optiforge.evals.records import EvalError, RunMeta
+    from optiforge.evals.runner import run_eval
+    from optiforge.evals.sample import load_sample
+    from optiforge.evals.scoring import DEFAULT_RULE
+
+    console = Console(stderr=True)
+    if agent not in ("team", "direct") and agent_fn is None:
+        raise EvalError(f"--agent must be team or direct, got {agent!r}")
+    if samples < 1:
+        raise EvalError(f"--samples must be >= 1, got {samples}")
+    if retry_failed and not resume:
+        raise EvalError("--retry-failed needs --resume")
+    settings = load_settings(model=model, base_url=base_url, concurrency=concurrency)
+    conc = settings.concurrency
+    if conc < 1:
+        raise EvalError(f"--concurrency must be >= 1, got {conc}")
+
+    id_list: list[str] | None = None
+    if ids:
+        id_list = [i.strip() for i in ids.split(",") if i.strip()]
+    if sample:
+        sample_ids = load_sample(sample)
+        id_list = sample_ids if id_list is None else [i for i in id_list if i in set(sample_ids)]
+    problems = load_dataset(
+        dataset,
+        answer_field=answer_field,
+        ids=id_list,
+        category=category or None,
+        columns=column or None,
+    )
+    unscorable = count_unscorable(problems)
+    if unscorable and not include_unscored:
+        problems = [p for p in problems if p.scorable]
+        field = problems[0].answer_field if problems else (answer_field or "answer")
+        console.print(
+            f"[yellow]note:[/] {unscorable} problem(s) have no usable ground truth under "
+            f"answer field {field!r} and are not run (pass --include-unscored to run them)."
+        )
+    if limit is not None:
+        problems = problems[: max(limit, 0)]
+    if not problems:
+        raise DatasetError("no problems left to run after the filters")
+
+    name = Path(dataset).stem if Path(dataset).suffix else dataset.lower()
+    agent_name = "custom" if agent_fn else agent
+    out_dir = out or Path("runs") / f"eval-{name}-{agent_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    budget = {k: v for k, v in (("max_calls", max_calls), ("max_tokens", max_tokens)) if v}
+    meta = RunMeta(
+        dataset=name,
+        answer_field=problems[0].answer_field,
+        agent=agent_name if not agent_fn else f"custom:{agent_fn}",
+        model=None if agent_fn else settings.model,
+        base_url=None if agent_fn else settings.base_url,
+        samples=samples,
+        budget=budget or None,
+        filters={
+            "ids": id_list,
+            "sample": sample,
+            "limit": limit,
+            "category": category or None,
+            "include_unscored": include_unscored,
+        },
+        command=shlex.join(["optiforge", *sys.argv[1:]]),
+    )
+
+    llm = None
+    usage = None
+    if agent_fn:
+        fn = _load_agent_fn(agent_fn)
+    else:
+        if settings.base_url:
+            check_server(settings.base_url)
+        from optiforge.agents import asolve
+        from optiforge.llm import LLM
+
+        llm = LLM(
+            model=settings.model,
+            base_url=settings.base_url,
+            cache=False if no_cache else None,
+            concurrency=conc,
+            settings=settings,
+        )
+        llm.ensure_server()  # start (and pull) the embedded model before the bar shows
+
+        async def fn(problem: Any) -> Any:
+            return await asolve(
+                problem.text,
+                llm=llm,
+                agent=agent,
+                budget=budget or None,
+                samples=samples,
+            )
+
+        def usage() -> dict[str, Any]:
+            return llm.usage.snapshot().model_dump()
+
+    console.print(
+        f"eval [bold]{name}[/]: {len(problems)} problems, agent {meta.agent}"
+        f"{', model ' + str(meta.model) if meta.model else ''}, concurrency {conc} -> {out_dir}"
+    )
+    try:
+        outcome = asyncio.run(
+            run_eval(
+                problems,
+                fn,
+                out_dir,
+                meta=meta,
+                concurrency=conc,
+                resume=resume,
+                retry_failed=retry_failed,
+                problem_timeout=timeout,
+                max_consecutive_failures=max_failures,
+                progress=progress,
+                usage=usage,
+            )
+        )
+    except KeyboardInterrupt:
+        from optiforge.evals.journal import read_journal
+
+        done = len(read_journal(out_dir).latest())
+        console.print(
+            f"\n[yellow]Interrupted.[/] {done} finished problem(s) are saved in "
+            f"{out_dir / 'results.jsonl'}.\nResume with:\n  {_resume_command(out_dir)}"
+        )
+        raise typer.Exit(130) from None
+    finally:
+        if llm is not None:
+            llm.close()
+    s = outcome.summary
+    acc = s["accuracy"][DEFAULT_RULE]
+    pct = "-" if acc["accuracy"] is None else f"{100 * acc['accuracy']:.1f}%"
+    rate = s["execution_rate"]
+    exec_pct = "-" if rate is None else f"{100 * rate:.1f}%"
+    console.print(
+        f"done: {outcome.finished} run now, {outcome.skipped_done} already done; accuracy "
+        f"({DEFAULT_RULE}, answer field {s['answer_field']!r}) {acc['correct']}/"
+        f"{acc['scored']} = {pct}; execution rate {exec_pct}"
+    )
+    console.print(
+        f"reports: {out_dir / 'report.html'}, {out_dir / 'report.md'}, {out_dir / 'summary.json'}"
+    )
