@@ -1,0 +1,270 @@
+"""Backward: propagate feedback from an output to all its ancestors, in linear time.
+
+One pass computes a reverse topological order with an explicit stack (no recursion, so
+chains of 100,000 nodes work), then walks it once: each node's feedback for this pass is the
+combination of what its children sent, and the propagator turns it into feedback for the
+node's parents. Node identity is the dict key everywhere, so there is no value comparison
+and nothing quadratic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from optiforge.trace.errors import FeedbackError, GraphCycleError
+from optiforge.trace.nodes import MessageNode, Node, ParameterNode
+
+__all__ = [
+    "FeedbackRecord",
+    "GraphPropagator",
+    "Propagator",
+    "Subgraph",
+    "backward",
+    "combine_feedback",
+    "feedback_subgraphs",
+    "topological_order",
+]
+
+_MISSING = object()
+
+
+def combine_feedback(a: Any, b: Any) -> Any:
+    """Combine two feedback objects into one.
+
+    Rules: None is neutral; text is joined with a blank line; numbers are summed; dicts are
+    merged (keys present in both are combined recursively); lists are concatenated; any other
+    type uses ``a.combine(b)`` when it defines ``combine``, else ``a + b``. Anything else
+    raises :class:`FeedbackError`.
+    """
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, str) and isinstance(b, str):
+        if not a:
+            return b
+        if not b:
+            return a
+        return f"{a}\n\n{b}"
+    num = (int, float, complex)
+    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool | str):
+        return a + b
+    if isinstance(a, dict) and isinstance(b, dict):
+        merged = dict(a)
+        for k, v in b.items():
+            merged[k] = combine_feedback(merged[k], v) if k in merged else v
+        return merged
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    combine = getattr(a, "combine", None)
+    if callable(combine):
+        return combine(b)
+    if type(a) is type(b) and not isinstance(a, (str, *num, dict, list)):
+        try:
+            return a + b
+        except TypeError:
+            pass
+    raise FeedbackError(
+        f"cannot combine feedback of type {type(a).__name__} with {type(b).__name__}; "
+        "give every backward() call the same kind of feedback, or use a type that defines "
+        "combine(other) or __add__"
+    )
+
+
+class Propagator:
+    """Turns a node's feedback into feedback for each of its parents.
+
+    Subclass and override :meth:`propagate` (and optionally :meth:`init` and
+    :meth:`combine`). One instance serves one ``backward`` call at a time.
+    """
+
+    def init(self, output: Node, feedback: Any) -> Any:
+        """Return the feedback placed on ``output`` at the start of a pass."""
+        return feedback
+
+    def propagate(self, child: Node, feedback: Any) -> Mapping[Node, Any]:
+        """Return ``{parent: feedback_for_parent}`` for (some of) ``child.parents``.
+
+        ``feedback`` is the child's combined feedback in this pass. A parent left out of the
+        mapping receives nothing through this edge.
+        """
+        raise NotImplementedError
+
+    def combine(self, a: Any, b: Any) -> Any:
+        """Combine two feedbacks arriving at the same node in one pass."""
+        return combine_feedback(a, b)
+
+
+class GraphPropagator(Propagator):
+    """The default: every ancestor receives the output's feedback unchanged.
+
+    The summary that lets an optimizer see *how* a parameter influenced the output is the
+    :class:`FeedbackRecord` the pass leaves on each parameter: its
+    :meth:`FeedbackRecord.subgraph` is the minimal subgraph from the parameter to the output.
+    Feedback that reaches a node twice by different paths in one pass is the same object and
+    is kept once (a diamond does not duplicate text or double a score).
+    """
+
+    def propagate(self, child: Node, feedback: Any) -> Mapping[Node, Any]:
+        """Send ``feedback`` unchanged to every parent."""
+        return dict.fromkeys(child.parents, feedback)
+
+    def combine(self, a: Any, b: Any) -> Any:
+        """Keep one copy of the same feedback object; otherwise use :func:`combine_feedback`."""
+        if a is b:
+            return a
+        return combine_feedback(a, b)
+
+
+def topological_order(output: Node) -> list[Node]:
+    """Return ``output`` and all its ancestors, each node before all of its parents.
+
+    Runs in O(nodes + edges) with an explicit stack. Raises :class:`GraphCycleError` when a
+    node is its own ancestor (possible only if ``parents`` was edited by hand).
+    """
+    if not isinstance(output, Node):
+        raise TypeError(f"expected a Node, got {type(output).__name__}")
+    state: dict[Node, int] = {}  # 1 = on the current path, 2 = finished
+    post: list[Node] = []
+    stack: list[tuple[Node, bool]] = [(output, False)]
+    push = stack.append
+    pop = stack.pop
+    while stack:
+        n, done = pop()
+        if done:
+            state[n] = 2
+            post.append(n)
+            continue
+        if state.get(n) is not None:  # a stale entry: n was entered from another branch
+            continue
+        state[n] = 1
+        push((n, True))
+        for p in n.parents:
+            ps = state.get(p)
+            if ps is None:
+                push((p, False))
+            elif ps == 1:
+                # Nodes in state 1 are exactly those on the current depth-first path.
+                raise GraphCycleError(
+                    f"node {p.name!r} is its own ancestor (through {n.name!r}); a trace graph "
+                    "must be acyclic: do not edit node.parents by hand"
+                )
+    post.reverse()
+    return post
+
+
+@dataclass(eq=False)
+class Subgraph:
+    """The part of one backward pass that an optimizer shows for some parameters.
+
+    ``nodes`` are the nodes on a path from one of ``parameters`` to ``output``, in
+    topological order (parents first, ``output`` last). ``inputs`` are the other parents of
+    those nodes (values the computation read but that do not depend on the parameters).
+    """
+
+    output: Node
+    feedback: Any
+    parameters: list[ParameterNode]
+    nodes: list[Node]
+    inputs: list[Node]
+
+    def render(self, **options: Any) -> Any:
+        """Render the OptoPrime sections (see :func:`optiforge.trace.render.render_sections`)."""
+        from optiforge.trace.render import render_sections
+
+        return render_sections([self], **options)
+
+
+@dataclass(eq=False)
+class FeedbackRecord:
+    """What one ``backward`` call left behind: the output, the feedback given, and the order
+    in which it visited ``output`` and its ancestors (output first)."""
+
+    output: Node
+    feedback: Any
+    order: list[Node] = field(repr=False)
+
+    def subgraph(self, *parameters: ParameterNode) -> Subgraph:
+        """Minimal subgraph connecting ``parameters`` to the output (O(size of the pass))."""
+        params = list(dict.fromkeys(parameters))
+        marked: set[Node] = set(params)
+        path: list[Node] = []
+        for n in reversed(self.order):  # parents before children
+            if n in marked:
+                path.append(n)
+                continue
+            for p in n.parents:
+                if p in marked:
+                    marked.add(n)
+                    path.append(n)
+                    break
+        if self.output not in marked:
+            path = [n for n in path if n in params]
+        in_path = set(path)
+        inputs: list[Node] = []
+        seen: set[Node] = set()
+        for n in path:
+            if isinstance(n, MessageNode):
+                for p in n.parents:
+                    if p not in in_path and p not in seen:
+                        seen.add(p)
+                        inputs.append(p)
+        return Subgraph(self.output, self.feedback, params, path, inputs)
+
+
+def backward(output: Node, feedback: Any, propagator: Propagator | None = None) -> FeedbackRecord:
+    """Propagate ``feedback`` about ``output`` to all its ancestors; see :meth:`Node.backward`."""
+    if not isinstance(output, Node):
+        raise TypeError(f"backward() needs a Node, got {type(output).__name__}")
+    prop = propagator if propagator is not None else GraphPropagator()
+    order = topological_order(output)
+    record = FeedbackRecord(output, feedback, order)
+    pending: dict[Node, Any] = {output: prop.init(output, feedback)}
+    pop = pending.pop
+    combine = prop.combine
+    for n in order:
+        fb = pop(n, _MISSING)
+        if fb is _MISSING:
+            continue  # no path carried feedback here (the propagator left this edge out)
+        n.feedback = fb if n.feedback is None else combine_feedback(n.feedback, fb)
+        if isinstance(n, ParameterNode):
+            n.feedback_records.append(record)
+        if not n.parents:
+            continue
+        sent = prop.propagate(n, fb)
+        if not sent:
+            continue
+        if not isinstance(sent, Mapping):
+            raise FeedbackError(
+                f"{type(prop).__name__}.propagate() must return a mapping of parent -> "
+                f"feedback, got {type(sent).__name__}"
+            )
+        for parent, pfb in sent.items():
+            old = pending.get(parent, _MISSING)
+            pending[parent] = pfb if old is _MISSING else combine(old, pfb)
+    if pending:
+        stray = next(iter(pending))
+        raise FeedbackError(
+            f"{type(prop).__name__}.propagate() sent feedback to {getattr(stray, 'name', stray)!r}, "
+            "which is not a parent of the node it was propagating from"
+        )
+    return record
+
+
+def feedback_subgraphs(parameters: Iterable[ParameterNode]) -> list[Subgraph]:
+    """One :class:`Subgraph` per backward pass that reached any of ``parameters``.
+
+    Each subgraph holds the parameters that pass reached and the minimal subgraph connecting
+    them to that pass's output. Passes are listed in the order they happened.
+    """
+    groups: dict[int, tuple[FeedbackRecord, list[ParameterNode]]] = {}
+    for p in parameters:
+        for rec in p.feedback_records:
+            entry = groups.get(id(rec))
+            if entry is None:
+                groups[id(rec)] = (rec, [p])
+            elif p not in entry[1]:
+                entry[1].append(p)
+    return [rec.subgraph(*params) for rec, params in groups.values()]
