@@ -265,7 +265,7 @@ def _svg_hbars(title: str, items: Sequence[tuple[str, float, str]], max_value: f
     """Horizontal bars: (label, value, text shown at the bar end)."""
     h = 30 + _BAR_H * max(len(items), 1) + 10
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{h}" role="img" '
+        f'<svg width="{_W}" height="{h}" role="img" '
         f'aria-label="{html.escape(title)}">',
         f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>',
     ]
@@ -290,7 +290,7 @@ def _svg_histogram(title: str, values: Sequence[float], unit: str, bins: int = 1
     h, top, bottom, left = 210, 28, 40, 40
     plot_w, plot_h = _W - left - 10, h - top - bottom
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{h}" role="img" '
+        f'<svg width="{_W}" height="{h}" role="img" '
         f'aria-label="{html.escape(title)}">',
         f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>',
     ]

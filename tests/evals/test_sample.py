@@ -1,0 +1,45 @@
+"""The fixed README samples are exactly what the documented rule generates."""
+
+import pytest
+
+from optiforge.datasets import DatasetError, load_dataset
+from optiforge.evals.sample import (
+    builtin_samples,
+    load_sample,
+    readme_sample,
+    render_sample_file,
+    samples_dir,
+)
+
+
+@pytest.mark.parametrize("dataset", ["nl4opt", "optibench"])
+def test_shipped_sample_matches_the_rule(dataset):
+    shipped = (samples_dir() / f"{dataset}-readme40.txt").read_text(encoding="utf-8")
+    assert shipped == render_sample_file(dataset)
+    ids = load_sample(f"{dataset}-readme40")
+    assert ids == readme_sample(dataset) and len(ids) == len(set(ids)) == 40
+    problems = load_dataset(dataset, ids=ids)
+    assert all(p.answer_kind == "value" for p in problems)
+
+
+def test_sample_properties():
+    nl = load_dataset("nl4opt", ids=load_sample("nl4opt-readme40"))
+    assert all(p.answer_status == "agreed" for p in nl)
+    ob = load_dataset("optibench", ids=load_sample("optibench-readme40"))
+    assert all(p.notes is None and "nl4opt-overlap" not in p.tags for p in ob)
+    cats = {c: sum(p.category == c for p in ob) for c in {p.category for p in ob}}
+    assert cats == {
+        "linear/no-table": 23,
+        "linear/table": 5,
+        "nonlinear/no-table": 9,
+        "nonlinear/table": 3,
+    }
+    assert builtin_samples() == ["nl4opt-readme40", "optibench-readme40"]
+
+
+def test_sample_from_file_and_unknown(tmp_path):
+    f = tmp_path / "ids.txt"
+    f.write_text("nl4opt-0001\nnl4opt-0002\n")
+    assert load_sample(str(f)) == ["nl4opt-0001", "nl4opt-0002"]
+    with pytest.raises(DatasetError, match="nl4opt-readme40"):
+        load_sample("nope")
