@@ -1,0 +1,56 @@
+"""benchmarks/eval_readme_table.py renders the README table from summary.json files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from optiforge.evals import ResultRecord, RunMeta
+from optiforge.evals.journal import Journal, write_meta
+from optiforge.evals.report import write_reports
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "eval_readme_table.py"
+
+
+def _run_dir(path: Path, oks: list[bool]) -> None:
+    with Journal(path) as j:
+        for i, ok in enumerate(oks):
+            j.append(
+                ResultRecord(
+                    id=f"p{i}",
+                    gt=1.0,
+                    gt_kind="value",
+                    prediction=1.0 if ok else 3.0,
+                    prediction_kind="value",
+                    executed=True,
+                    prompt_tokens=200,
+                    correct={k: ok for k in ("strict_1e-6", "rel_1e-4", "dp2", "orlm_round_5pct")},
+                )
+            )
+    write_meta(
+        path,
+        RunMeta(dataset="nl4opt", agent="direct", model="m", filters={"sample": "nl4opt-readme40"}),
+    )
+    write_reports(path)
+
+
+def test_table_from_runs_and_update(tmp_path):
+    _run_dir(tmp_path / "a", [True, False, True, True])
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "a"), str(tmp_path / "a" / "summary.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| nl4opt")]
+    assert len(rows) == 2 and "75.0% (3/4)" in rows[0] and "`nl4opt-readme40`" in rows[0]
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- eval-table:start -->\nold\n<!-- eval-table:end -->\nend\n")
+    subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "a"), "--update", str(readme)], check=True
+    )
+    text = readme.read_text()
+    assert "old" not in text and "75.0% (3/4)" in text and text.endswith("end\n")
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "cannot read" in bad.stderr
