@@ -208,12 +208,15 @@ class Bundle:
                 varargs = pname
         self._posnames = tuple(pos)
         self._varargs = varargs or "args"
-        self.source: str | None = None
         self._state: _CodeState | None = None
         if self.trainable:
-            self.source = function_source(fn)
-            self.op._source = self.source
+            self.op._source = function_source(fn)
             self._state = _CodeState(self)
+
+    @property
+    def source(self) -> str | None:
+        """The original source text (from the def line), or None when unavailable."""
+        return self.op.source
 
     # ----- code ---------------------------------------------------------------------------
     @property
