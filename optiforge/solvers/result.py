@@ -35,4 +35,7 @@ class SolveResult(BaseModel):
     @property
     def ok(self) -> bool:
         """True when there is a usable objective value."""
-        return self.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE) and self.objective is not None
+        return (
+            self.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE)
+            and self.objective is not None
+        )

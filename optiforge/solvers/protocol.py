@@ -1,0 +1,206 @@
+"""The result protocol between a sandboxed program and optiforge.
+
+A program reports its result by calling ``report(...)``, a built-in provided by the sandbox
+(no import needed). The call writes one JSON line to a private channel; the last valid line
+wins. Programs that do not call it can print a line ``OBJECTIVE: <number>``, which the
+fallback parser reads. See docs/solvers.md ("Sandbox result protocol").
+
+This module is imported inside the sandbox worker; keep it standard-library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+#: Status words a program may pass to ``report(status=...)`` and what they mean.
+STATUS_ALIASES = {
+    "optimal": "optimal",
+    "locallyoptimal": "optimal",
+    "globallyoptimal": "optimal",
+    "feasible": "feasible",
+    "infeasible": "infeasible",
+    "unbounded": "unbounded",
+    "infeasibleorunbounded": "infeasible_or_unbounded",
+    "inforunbd": "infeasible_or_unbounded",
+    "time_limit": "time_limit",
+    "timelimit": "time_limit",
+    "maxtimelimit": "time_limit",
+    "maxiterations": "time_limit",
+    "maxevaluations": "time_limit",
+    "error": "error",
+    "other": "error",
+    "unknown": "error",
+}
+
+MAX_REPORT_BYTES = 1 << 20
+MAX_REPORTED_VARIABLES = 100_000
+
+_OBJECTIVE_LINE = re.compile(
+    r"^\s*(?:optimal\s+|best\s+|final\s+)?(?:objective|obj)(?:\s+(?:value|function\s+value))?"
+    r"\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf(?:inity)?|nan)\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+class ReportError(TypeError):
+    """``report()`` was called with arguments it cannot use."""
+
+
+def normalize_status(status: Any) -> str:
+    """Map a status (our words, Pyomo TerminationCondition, SCIP strings) to SolveStatus."""
+    if status is None:
+        return "optimal"
+    raw = getattr(status, "name", None) or str(status)
+    key = re.sub(r"[^a-z_]", "", raw.split(".")[-1].lower())
+    key_nounder = key.replace("_", "")
+    for k in (key, key_nounder):
+        if k in STATUS_ALIASES:
+            return STATUS_ALIASES[k]
+    raise ReportError(
+        f"report(status={status!r}): unknown status; use one of optimal, feasible, "
+        "infeasible, unbounded, infeasible_or_unbounded, time_limit, error"
+    )
+
+
+def _number(v: Any, what: str) -> float:
+    if v is None:
+        raise ReportError(f"{what} is None")
+    try:
+        val = v() if callable(v) and not isinstance(v, (int, float)) else v
+        val = getattr(val, "value", val) if not isinstance(val, (int, float)) else val
+        f = float(val)
+    except Exception:
+        raise ReportError(f"{what} must be a number, got {type(v).__name__} {v!r:.60}") from None
+    return f
+
+
+def _pyomo_values(model: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        from pyomo.environ import Var
+    except ImportError:  # pragma: no cover - pyomo is always there in the sandbox
+        return out
+    for comp in model.component_data_objects(Var, active=True, descend_into=True):
+        if comp.value is not None:
+            out[comp.name] = float(comp.value)
+    return out
+
+
+def _pyomo_objective(model: Any) -> float | None:
+    try:
+        from pyomo.environ import Objective, value
+    except ImportError:  # pragma: no cover
+        return None
+    objs = list(model.component_data_objects(Objective, active=True, descend_into=True))
+    if len(objs) != 1:
+        raise ReportError("report(model=...): the model must have exactly one active objective")
+    try:
+        return float(value(objs[0]))
+    except Exception:
+        return None
+
+
+def _results_status(results: Any) -> Any:
+    """Termination condition of a Pyomo (legacy or appsi) results object."""
+    solver = getattr(results, "solver", None)
+    tc = getattr(solver, "termination_condition", None)
+    if tc is None:
+        tc = getattr(results, "termination_condition", None)
+    return tc
+
+
+def build_report(
+    objective: Any = None,
+    status: Any = None,
+    variables: Any = None,
+    *,
+    model: Any = None,
+    results: Any = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """Validate ``report()`` arguments and return the JSON-ready payload."""
+    if results is not None and status is None:
+        status = _results_status(results)
+    st = normalize_status(status)
+    if model is not None:
+        if variables is None:
+            variables = _pyomo_values(model)
+        if objective is None and st in ("optimal", "feasible"):
+            objective = _pyomo_objective(model)
+    obj: float | None = None
+    if objective is not None:
+        obj = _number(objective, "report(objective=...)")
+        if math.isnan(obj):
+            raise ReportError("report(objective=...) is NaN")
+    if st in ("optimal", "feasible") and obj is None:
+        raise ReportError(
+            f"report(status={st!r}) needs objective=<number> (or model=<solved Pyomo model>)"
+        )
+    vals: dict[str, float] = {}
+    if variables is not None:
+        if hasattr(variables, "component_data_objects"):
+            vals = _pyomo_values(variables)
+        elif isinstance(variables, dict):
+            if len(variables) > MAX_REPORTED_VARIABLES:
+                raise ReportError(f"report(variables=...) has more than {MAX_REPORTED_VARIABLES}")
+            for k, v in variables.items():
+                vals[str(k)] = _number(v, f"report(variables=...)[{k!r}]")
+        else:
+            raise ReportError(
+                "report(variables=...) must be a dict {name: value} or a Pyomo model, got "
+                f"{type(variables).__name__}"
+            )
+    msg = None if message is None else str(message)[:2000]
+    return {"objective": obj, "status": st, "variables": vals, "message": msg}
+
+
+def parse_report_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The last valid report line of the channel, or (None, why) if none is valid."""
+    last_error = None
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            st = normalize_status(data.get("status"))
+            obj = data.get("objective")
+            if obj is not None:
+                obj = float(obj)
+            if st in ("optimal", "feasible") and (obj is None or math.isnan(obj)):
+                raise ValueError("optimal/feasible without objective")
+            raw_vars = data.get("variables") or {}
+            if not isinstance(raw_vars, dict):
+                raise ValueError("variables is not an object")
+            variables = {str(k): float(v) for k, v in raw_vars.items()}
+            msg = data.get("message")
+            return {
+                "objective": obj,
+                "status": st,
+                "variables": variables,
+                "message": None if msg is None else str(msg)[:2000],
+            }, None
+        except (ValueError, TypeError, ReportError) as e:
+            last_error = f"invalid report line ({e}): {line[:200]!r}"
+    return None, last_error
+
+
+def parse_objective_line(stdout: str) -> float | None:
+    """Fallback: the value of the last line like ``OBJECTIVE: 123.5`` in ``stdout``.
+
+    Accepted forms (case-insensitive): ``Objective: v``, ``Objective value: v``,
+    ``Optimal objective value = v``, ``obj = v``.
+    """
+    matches = _OBJECTIVE_LINE.findall(stdout or "")
+    if not matches:
+        return None
+    try:
+        v = float(matches[-1])
+    except ValueError:
+        return None
+    return None if math.isnan(v) else v
