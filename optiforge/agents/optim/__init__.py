@@ -9,6 +9,8 @@ from __future__ import annotations
 from optiforge.agents.optim.base import Change, Optimizer, StepReport, suggestion_schema
 from optiforge.agents.optim.errors import InvalidValueError, OptimizerError, ReplyError
 from optiforge.agents.optim.opro import OPRO
+from optiforge.agents.optim.optoprime import OptoPrime
+from optiforge.agents.optim.textgrad import TextGrad, TextualGradientPropagator
 
 __all__ = [
     "OPRO",
@@ -16,7 +18,10 @@ __all__ = [
     "InvalidValueError",
     "Optimizer",
     "OptimizerError",
+    "OptoPrime",
     "ReplyError",
     "StepReport",
+    "TextGrad",
+    "TextualGradientPropagator",
     "suggestion_schema",
 ]

@@ -118,17 +118,17 @@ def _field_type(value: Any) -> Any:
 
 
 def suggestion_schema(
-    params: Iterable[Any], *, reasoning: bool = True, reasoning_chars: int = 800
+    params: Mapping[str, Any], *, reasoning: bool = True, reasoning_chars: int = 800
 ) -> type[BaseModel]:
     """A pydantic reply model with one typed field per parameter (under ``suggestion``).
 
     Sent as ``response_format`` so that grammar-constrained backends can only produce a
     well-formed reply: numbers as numbers, text and code as strings, and every parameter
-    named exactly as in the prompt.
+    named exactly as in the prompt. ``params`` maps the names shown to the model to the
+    parameter nodes.
     """
     fields: dict[str, Any] = {}
-    for i, p in enumerate(params):
-        name = P.name(p)
+    for i, (name, p) in enumerate(params.items()):
         fields[f"v{i}"] = (_field_type(P.value(p)), Field(alias=name))
     Suggestion = create_model("Suggestion", __config__=ConfigDict(populate_by_name=True), **fields)
     top: dict[str, Any] = {}
@@ -165,15 +165,12 @@ class Optimizer:
                 "no trainable parameters: create them with node(value, trainable=True) or "
                 "@bundle(trainable=True), and pass them (or module.parameters()) to the optimizer"
             )
-        names = [P.name(p) for p in params]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise OptimizerError(
-                f"two parameters share the name(s) {dupes}; give them distinct names"
-            )
         if max_attempts < 1:
             raise OptimizerError("max_attempts must be at least 1")
         self.parameters: list[Any] = params
+        # The same unique names the trace renderer shows in #Variables (``offset``,
+        # ``__code_scale``; ``param0``, ``param1`` when two share a name).
+        self._name_of: dict[Any, str] = P.unique_names(params)
         self.llm = llm
         self.max_attempts = max_attempts
         self.temperature = temperature
@@ -192,18 +189,27 @@ class Optimizer:
     @property
     def names(self) -> list[str]:
         """Parameter names, in order."""
-        return [P.name(p) for p in self.parameters]
+        return [self._name_of[p] for p in self.parameters]
+
+    def name_of(self, p: Any) -> str:
+        """The unique name this optimizer (and its prompts) use for parameter ``p``."""
+        return self._name_of[p]
+
+    @property
+    def named_parameters(self) -> dict[str, Any]:
+        """``{name: parameter}`` in order."""
+        return {self._name_of[p]: p for p in self.parameters}
 
     def parameter(self, name: str) -> Any:
         """The parameter called ``name``; OptimizerError if unknown."""
         for p in self.parameters:
-            if P.name(p) == name:
+            if self._name_of[p] == name:
                 return p
         raise OptimizerError(f"no parameter named {name!r}; known: {self.names}")
 
     def values(self) -> dict[str, Any]:
         """Current ``{name: value}`` of every parameter."""
-        return {P.name(p): P.value(p) for p in self.parameters}
+        return {self._name_of[p]: P.value(p) for p in self.parameters}
 
     def zero_feedback(self) -> None:
         """Forget the feedback collected since the last step."""
@@ -350,11 +356,13 @@ class Optimizer:
         names: list[str] | None = None,
         schema: type[BaseModel] | None = None,
         validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        aliases: Mapping[str, str] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Ask until a reply yields checked values or ``max_attempts`` is spent.
 
-        Each unusable reply is logged, recorded in ``report.errors`` and answered with a
-        short correction so the next attempt can fix it.
+        ``names`` are the parameter names shown to the model; ``aliases`` maps them to this
+        optimizer's names when they differ. Each unusable reply is logged, recorded in
+        ``report.errors`` and answered with a short correction so the next attempt can fix it.
         """
         names = names or self.names
         messages = list(messages)
@@ -366,6 +374,8 @@ class Optimizer:
                 reasoning, raw = parse_suggestion(
                     parsed[0] if parsed and parsed[0] else text, names
                 )
+                if aliases:
+                    raw = {aliases.get(k, k): v for k, v in raw.items()}
                 values, errors = self.check(raw)
                 if validate is not None and values:
                     values = validate(values)
@@ -402,7 +412,7 @@ class Optimizer:
             "version": STATE_VERSION,
             "optimizer": self.kind,
             "step_count": self.step_count,
-            "parameters": {P.name(p): _jsonable(P.value(p)) for p in self.parameters},
+            "parameters": {k: _jsonable(v) for k, v in self.values().items()},
             "log": self.log,
         }
 

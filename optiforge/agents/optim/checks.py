@@ -76,10 +76,18 @@ def check_code(new: str, old: str) -> str:
         raise InvalidValueError(
             f"suggested code does not compile: {exc.msg} (line {exc.lineno})"
         ) from None
-    fn = _first_function(tree)
+    want = function_signature(old)
+    wanted_name = want.split("(", 1)[0] if want else None
+    fn = next(
+        (
+            n
+            for n in tree.body
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == wanted_name
+        ),
+        None,
+    ) or _first_function(tree)
     if fn is None:
         raise InvalidValueError("suggested code defines no function; keep the 'def' line")
-    want = function_signature(old)
     got = _signature(fn)
     if want is not None and got != want:
         raise InvalidValueError(f"suggested code changes the signature: expected {want}, got {got}")

@@ -202,7 +202,7 @@ class OPRO(Optimizer):
         for p in self.parameters:
             v = P.value(p)
             kind = "code" if P.is_code(p) else type(v).__name__
-            line = f"- {P.name(p)} ({kind})"
+            line = f"- {self.name_of(p)} ({kind})"
             if P.description(p):
                 line += f": {P.description(p)}"
             if P.constraint(p):
@@ -239,7 +239,9 @@ class OPRO(Optimizer):
                 else:
                     rendered.append(str(ex))
             examples = "\n# Examples of the task\n" + "\n\n".join(rendered) + "\n"
-        fields = ", ".join(f'"{P.name(p)}": {_example_json(P.value(p))}' for p in self.parameters)
+        fields = ", ".join(
+            f'"{self.name_of(p)}": {_example_json(P.value(p))}' for p in self.parameters
+        )
         content = render_prompt(
             "optimizers/opro",
             task=self.task,
@@ -269,7 +271,7 @@ class OPRO(Optimizer):
             if isinstance(s, Exception):
                 raise OptimizerError(f"the objective failed on the current values: {s}") from s
             self.observe(start, s)
-        schema = suggestion_schema(self.parameters, reasoning=False)
+        schema = suggestion_schema(self.named_parameters, reasoning=False)
         messages = self.meta_prompt()
         candidates: list[dict[str, Any]] = []
         for attempt in range(1, self.max_attempts + 1):

@@ -37,8 +37,15 @@ def collect(parameters: Any) -> list[Any]:
 
 
 def name(p: Any) -> str:
-    """The parameter's graph name (``offset:0``)."""
+    """The parameter's own name (not necessarily unique)."""
     return str(p.name)
+
+
+def unique_names(params: list[Any]) -> dict[Any, str]:
+    """``{parameter: unique name}``, exactly as the trace renderer names them in prompts."""
+    from optiforge.trace.render import assign_names
+
+    return assign_names(params)
 
 
 def value(p: Any) -> Any:
@@ -73,10 +80,7 @@ def constraint(p: Any) -> str:
 def is_code(p: Any) -> bool | None:
     """True if the parameter holds function source code; None if unknown (decided by
     looking at the value)."""
-    flag = getattr(p, "is_code", None)
-    if isinstance(flag, bool):
-        return flag
-    if "__code" in name(p):
+    if getattr(p, "kind", None) == "code":  # optiforge.trace.bundle.CodeParameter
         return True
     return None
 

@@ -115,12 +115,21 @@ class TextGrad(Optimizer):
     # -- gradients --------------------------------------------------------------------------
     def edge_gradient(self, child: Any, index: int, feedback: str) -> str:
         """Ask how input ``index`` of ``child``'s step should change, given ``feedback``."""
+        from optiforge.trace.render import assign_names
+
         op = getattr(child, "op", None)
-        argnames = getattr(child, "argnames", ())
-        target = child.parents[index]
-        arg = argnames[index] if index < len(argnames) else f"arg{index}"
+        argnames = tuple(getattr(child, "argnames", ()))
+        parents = child.parents
+        names = assign_names(
+            [*(p for p in parents if getattr(p, "trainable", False)), child, *parents]
+        )
+        target = names[parents[index]]
         op_name = getattr(op, "name", child.name)
-        lines = [f"{child.name} = {op_name}({', '.join(argnames)})"]
+        args = ", ".join(
+            f"{argnames[i] if i < len(argnames) else f'arg{i}'}={names[p]}"
+            for i, p in enumerate(parents)
+        )
+        lines = [f"{names[child]} = {op_name}({args})"]
         doc = getattr(op, "doc", "") or ""
         if doc:
             lines.append(f"Documentation: {doc}")
@@ -128,18 +137,17 @@ class TextGrad(Optimizer):
         if source:
             lines.append(f"Source:\n{_clip(source, self.value_chars)}")
         inputs = []
-        for i, p in enumerate(child.parents):
-            a = argnames[i] if i < len(argnames) else f"arg{i}"
+        for p in dict.fromkeys(parents):
             role = " (trainable)" if getattr(p, "trainable", False) else ""
-            desc = f" - {p.description}" if getattr(p, "description", None) else ""
-            inputs.append(f"{a} = {_show(p, self.value_chars)}{role}{desc}")
+            desc = f"  # {p.description}" if getattr(p, "description", None) else ""
+            inputs.append(f"{names[p]}{role} = {_show(p, self.value_chars)}{desc}")
         content = render_prompt(
             "optimizers/textgrad_gradient",
             operation="\n".join(lines),
             inputs="\n".join(inputs),
-            output=_show(child, self.value_chars),
+            output=f"{names[child]} = {_show(child, self.value_chars)}",
             feedback=_clip(feedback, self.value_chars),
-            target=f"{arg}" + (f" ({target.name})" if target.name != arg else ""),
+            target=target,
         )
         messages = [
             {"role": "system", "content": render_prompt("optimizers/textgrad_gradient_system")},
@@ -191,7 +199,7 @@ class TextGrad(Optimizer):
             fb = P.feedback(p)
             if fb is None or (isinstance(fb, str) and not fb.strip()):
                 continue
-            name = P.name(p)
+            name = self.name_of(p)
             gradient = fb if isinstance(fb, str) else str(fb)
             self._last_gradients[name] = gradient
             try:
@@ -199,7 +207,7 @@ class TextGrad(Optimizer):
                     self._step_messages(p, name, gradient),
                     report,
                     names=[name],
-                    schema=suggestion_schema([p]),
+                    schema=suggestion_schema({name: p}),
                 )
             except ReplyError as exc:
                 failures += 1

@@ -1,0 +1,195 @@
+"""OptoPrime with a scripted LLM: prompt sections, parsing, memory, code repair, state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optiforge.agents.optim import OptimizerError, OptoPrime
+from optiforge.llm.testing import ScriptedLLM
+from optiforge.trace import ExecutionError, Module, bundle, node
+
+
+@bundle
+def add(x, y):
+    """Add x and y."""
+    return x + y
+
+
+def program():
+    offset = node(
+        1,
+        name="offset",
+        trainable=True,
+        description="added to the input",
+        constraint="an integer between 0 and 100",
+    )
+    x = node(3, name="x")
+    return offset, x
+
+
+def test_prompt_has_every_section_with_the_right_values():
+    offset, x = program()
+    llm = ScriptedLLM('{"reasoning": "3 + 7 = 10", "suggestion": {"offset": 7}}')
+    opt = OptoPrime([offset], llm)
+    opt.zero_feedback()
+    opt.backward(add(x, offset), "The output should be 10.")
+    report = opt.step()
+
+    assert report.ok and offset.value == 7 and isinstance(offset.value, int)
+    assert report.changes[0].old == 1 and report.changes[0].reason == "3 + 7 = 10"
+    req = llm.requests[0]
+    prompt = req.prompt
+    for section in (
+        "#Instruction",
+        "#Code",
+        "#Documentation",
+        "#Variables",
+        "#Constraints",
+        "#Inputs",
+        "#Others",
+        "#Outputs",
+        "#Feedback",
+    ):
+        assert section in prompt, section
+    assert "add0 = add(x=x0, y=offset)" in prompt
+    assert "[add] Add x and y." in prompt
+    assert "(int) offset=1" in prompt
+    assert "(offset) an integer between 0 and 100" in prompt
+    assert "(int) x0=3" in prompt
+    assert "(int) add0=4" in prompt
+    assert "The output should be 10." in prompt
+    assert '"offset": ...' in prompt
+    assert "#Variables" in req.system and "suggestion" in req.system
+    assert req.response_format is not None
+
+
+def test_malformed_then_wrong_type_then_good_reply():
+    offset, x = program()
+    llm = ScriptedLLM(
+        [
+            "I think offset should become seven.",
+            '{"reasoning": "r", "suggestion": {"offset:0": "seven"}}',
+            '```json\n{"reasoning": "r", "suggestion": {"offset:0": 7,}}\n```',
+        ]
+    )
+    opt = OptoPrime([offset], llm, structured=False, max_attempts=3)
+    opt.backward(add(x, offset), "should be 10")
+    report = opt.step()
+    assert report.ok and report.attempts == 3 and offset.value == 7
+    assert "no JSON object" in report.errors[0]
+    assert "expected a number" in report.errors[1]
+    # The retry tells the model what was wrong.
+    assert "could not be used" in llm.requests[1].messages[-1]["content"]
+
+
+def test_all_replies_unusable_changes_nothing(caplog):
+    offset, x = program()
+    llm = ScriptedLLM("no idea")
+    opt = OptoPrime([offset], llm, structured=False, max_attempts=2)
+    opt.backward(add(x, offset), "should be 10")
+    with caplog.at_level("WARNING", logger="optiforge.agents.optim"):
+        report = opt.step()
+    assert not report.ok and report.changes == [] and offset.value == 1
+    assert report.attempts == 2 and len(llm.requests) == 2
+    assert "unusable reply" in caplog.text
+    assert "no change" in str(report)
+    assert opt.log[-1]["ok"] is False
+
+
+def test_step_without_feedback_makes_no_call():
+    offset, _ = program()
+    llm = ScriptedLLM([])
+    report = OptoPrime([offset], llm).step()
+    assert report.ok and not report.changes and not llm.requests
+
+
+def test_minibatch_feedback_and_memory():
+    offset, _ = program()
+    llm = ScriptedLLM(
+        [
+            '{"reasoning": "r", "suggestion": {"offset": 5}}',
+            '{"reasoning": "r", "suggestion": {"offset": 7}}',
+        ]
+    )
+    opt = OptoPrime([offset], llm, memory=3)
+    opt.backward(add(node(3, name="a"), offset), "should be 10")
+    opt.backward(add(node(5, name="b"), offset), "should be 12")
+    opt.step()
+    first = llm.requests[0].prompt
+    assert "should be 10" in first and "should be 12" in first
+    assert "#Past attempts" not in first
+    opt.zero_feedback()
+    opt.backward(add(node(3, name="a"), offset), "should be 10, got 8")
+    opt.step()
+    second = llm.requests[1].prompt
+    assert "#Past attempts" in second and "offset = 1" in second
+    assert offset.value == 7
+    assert len(opt.memory) == 2
+
+
+def test_two_parameters_with_the_same_name_get_unique_names():
+    a = node(1.0, name="w", trainable=True)
+    b = node(2.0, name="w", trainable=True)
+    llm = ScriptedLLM('{"reasoning": "r", "suggestion": {"w0": 4.0, "w1": 5.0}}')
+    opt = OptoPrime([a, b], llm)
+    assert opt.names == ["w", "w0"]
+    opt.backward(add(a, b), "make it 9")
+    opt.step()
+    prompt_names = json.dumps(llm.requests[0].response_format)
+    assert '"w"' in prompt_names and '"w0"' in prompt_names
+    assert a.value == 1.0 and b.value == 4.0  # "w1" matches nothing; "w0" is b
+
+
+class Buggy(Module):
+    @bundle(trainable=True)
+    def mean(self, xs):
+        """Return the arithmetic mean of the list xs."""
+        return sum(xs) / (len(xs) - 1)
+
+    def forward(self, xs):
+        return self.mean(xs)
+
+
+def test_code_repair_from_an_exception_node(tmp_path):
+    model = Buggy()
+    fixed = "def mean(self, xs):\n    return sum(xs) / len(xs)\n"
+    llm = ScriptedLLM(
+        [
+            json.dumps(
+                {"reasoning": "r", "suggestion": {"__code_mean": "def mean(xs):\n    return 1"}}
+            ),
+            json.dumps({"reasoning": "divide by len(xs)", "suggestion": {"__code_mean": fixed}}),
+        ]
+    )
+    opt = OptoPrime(model.parameters(), llm, structured=False)
+    with pytest.raises(ExecutionError) as info:
+        model(node([4], name="xs"))
+    opt.backward(info.value.exception_node, "It crashed; it must return the mean.")
+    report = opt.step()
+    assert report.ok and report.attempts == 2
+    assert "signature" in report.errors[0]
+    assert "ZeroDivisionError" in llm.requests[0].prompt
+    assert "(code) __code_mean:def mean(self, xs):" in llm.requests[0].prompt
+    assert model(node([2, 4])).value == 3
+
+    path = opt.save(tmp_path / "state.json")
+    model2 = Buggy()
+    opt2 = OptoPrime(model2.parameters(), ScriptedLLM([]))
+    opt2.load(path)
+    assert model2(node([2, 4])).value == 3
+    assert opt2.step_count == 1 and opt2.log == opt.log
+
+
+def test_load_rejects_foreign_state(tmp_path):
+    offset, _ = program()
+    other = node("x", name="other", trainable=True)
+    path = OptoPrime([other], ScriptedLLM([])).save(tmp_path / "s.json")
+    with pytest.raises(OptimizerError, match="does not have"):
+        OptoPrime([offset], ScriptedLLM([])).load(path)
+    state = json.loads(path.read_text())
+    state["optimizer"] = "opro"
+    path.write_text(json.dumps(state))
+    with pytest.raises(OptimizerError, match="not 'optoprime'"):
+        OptoPrime([other], ScriptedLLM([])).load(path)
