@@ -112,6 +112,9 @@ class LLM(BaseLLM):
         self._start_lock = threading.Lock()
         self._closed = False
 
+    #: First backoff step in seconds (doubles per retry, with full jitter).
+    retry_base_delay = 0.5
+
     def __repr__(self) -> str:
         where = self.base_url or ("litellm" if self.route == "litellm" else "embedded server")
         return f"LLM(model={self.model!r}, route={self.route!r}, at={where!r})"
@@ -216,6 +219,7 @@ class LLM(BaseLLM):
                 where=self._where,
                 model=self.model,
                 timeout=self.timeout,
+                base_delay=self.retry_base_delay,
             )
         except SchemaRejected as exc:
             if request.response_format is not None:
@@ -240,6 +244,7 @@ class LLM(BaseLLM):
             where=self._where,
             model=self.model,
             timeout=self.timeout,
+            base_delay=self.retry_base_delay,
         )
         finished = False
         try:
