@@ -382,16 +382,20 @@ def train(
                         if output is None or not hasattr(output, "backward"):
                             continue
                         optimizer.backward(output, e.feedback)
+                before_step = optimizer.values()
                 report = optimizer.step()
                 val_score = validate()
+                # Without a validation set the batch score is the best signal there is; it
+                # measures the values *before* this step.
                 current = val_score if val is not None else train_score
+                scored_values = optimizer.values() if val is not None else before_step
                 improved = False
                 if current is not None and (
                     result.best_val_score is None or better(current, result.best_val_score)
                 ):
                     improved = True
                     result.best_val_score = current
-                    best_values = optimizer.values()
+                    best_values = scored_values
                     result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
                     since_best = 0
                 else:
@@ -432,6 +436,18 @@ def train(
                     break
             if result.stopped_early:
                 break
+    if val is None and result.steps and not wants_score:
+        # The last step's values were never scored: score them on the last batch so that
+        # keep_best compares like with like instead of discarding them unseen.
+        last = result.steps[-1]
+        evals = runner.run([(i, data[i]) for i in last.batch], record=False)
+        final = _mean([e.score for e, _ in evals])
+        if final is not None and (
+            result.best_val_score is None or better(final, result.best_val_score)
+        ):
+            result.best_val_score = final
+            best_values = optimizer.values()
+            result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
     if keep_best and result.best_val_score is not None:
         for name, value in best_values.items():
             P.set_value(optimizer.parameter(name), value)

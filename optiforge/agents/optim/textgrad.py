@@ -157,7 +157,7 @@ class TextGrad(Optimizer):
         text = (texts[0] if texts else "").strip()
         if not text:
             log.warning(
-                "textgrad: empty gradient for %s -> %s; passing the feedback on", child.name, arg
+                "textgrad: empty gradient for %s -> %s; passing the feedback on", child.name, target
             )
             return feedback
         return text
