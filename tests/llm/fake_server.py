@@ -7,6 +7,7 @@ Each incoming request takes the next behaviour from the queue (the last one repe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -76,10 +77,8 @@ def sleep(seconds: float, then: Behaviour | None = None) -> Behaviour:
 
     def run(h, req):
         time.sleep(seconds)
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             (then or ok("late"))(h, req)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     return run
 

@@ -52,7 +52,7 @@ def test_timeouts_exhaust_retries_with_clear_error(fake, make_llm):
     with fake.FakeServer([fake.sleep(2)]) as srv:
         llm = make_llm(srv.base_url, timeout=0.3, max_retries=2)
         t0 = time.monotonic()
-        with pytest.raises(LLMUnavailableError, match="did not answer after 0.3 s"):
+        with pytest.raises(LLMUnavailableError, match=r"did not answer after 0\.3 s"):
             llm.chat("x")
         assert time.monotonic() - t0 < 2.5
         assert len(srv.requests) == 3
@@ -72,7 +72,7 @@ def test_500_then_success(fake, make_llm):
 def test_5xx_forever_gives_up(fake, make_llm):
     with fake.FakeServer([fake.status(502, "bad gateway")]) as srv:
         llm = make_llm(srv.base_url, max_retries=2)
-        with pytest.raises(LLMUnavailableError, match="HTTP 502.*gave up after 3 attempts"):
+        with pytest.raises(LLMUnavailableError, match=r"HTTP 502.*gave up after 3 attempts"):
             llm.chat("x")
         assert len(srv.requests) == 3
 
