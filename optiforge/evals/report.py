@@ -201,9 +201,9 @@ def render_markdown(summary: dict[str, Any], records: Sequence[ResultRecord]) ->
         "|---|---:|---:|---:|---|",
     ]
     for rule, a in acc.items():
+        definition = summary["rules"][rule].replace("|", "\\|")
         lines.append(
-            f"| `{rule}` | {a['correct']} | {a['scored']} | {_pct(a['accuracy'])} | "
-            f"{summary['rules'][rule]} |"
+            f"| `{rule}` | {a['correct']} | {a['scored']} | {_pct(a['accuracy'])} | {definition} |"
         )
     lines += ["", "## By category", "", "| category | n | scored | correct | accuracy |"]
     lines.append("|---|---:|---:|---:|---:|")
@@ -265,8 +265,7 @@ def _svg_hbars(title: str, items: Sequence[tuple[str, float, str]], max_value: f
     """Horizontal bars: (label, value, text shown at the bar end)."""
     h = 30 + _BAR_H * max(len(items), 1) + 10
     parts = [
-        f'<svg width="{_W}" height="{h}" role="img" '
-        f'aria-label="{html.escape(title)}">',
+        f'<svg width="{_W}" height="{h}" role="img" aria-label="{html.escape(title)}">',
         f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>',
     ]
     if not items:
@@ -290,8 +289,7 @@ def _svg_histogram(title: str, values: Sequence[float], unit: str, bins: int = 1
     h, top, bottom, left = 210, 28, 40, 40
     plot_w, plot_h = _W - left - 10, h - top - bottom
     parts = [
-        f'<svg width="{_W}" height="{h}" role="img" '
-        f'aria-label="{html.escape(title)}">',
+        f'<svg width="{_W}" height="{h}" role="img" aria-label="{html.escape(title)}">',
         f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>',
     ]
     if not values:
@@ -312,7 +310,7 @@ def _svg_histogram(title: str, values: Sequence[float], unit: str, bins: int = 1
         a, b = lo + i * width, lo + (i + 1) * width
         parts.append(
             f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" '
-            f'fill="#3b6fb6"><title>{a:.0f}-{b:.0f} {html.escape(unit)}: {c}</title></rect>'
+            f'fill="#3b6fb6"><title>{a:.3g}-{b:.3g} {html.escape(unit)}: {c}</title></rect>'
         )
         if c:
             parts.append(
@@ -322,9 +320,9 @@ def _svg_histogram(title: str, values: Sequence[float], unit: str, bins: int = 1
     axis_y = top + plot_h
     parts.append(
         f'<line x1="{left}" y1="{axis_y}" x2="{left + plot_w}" y2="{axis_y}" stroke="#333"/>'
-        f'<text x="{left}" y="{axis_y + 16}" font-size="11">{lo:.0f}</text>'
+        f'<text x="{left}" y="{axis_y + 16}" font-size="11">{lo:.3g}</text>'
         f'<text x="{left + plot_w}" y="{axis_y + 16}" font-size="11" text-anchor="end">'
-        f"{hi:.0f}</text>"
+        f"{hi:.3g}</text>"
         f'<text x="{left + plot_w / 2}" y="{axis_y + 32}" font-size="12" text-anchor="middle">'
         f"{html.escape(unit)} per problem (n = {len(values)})</text>"
     )
