@@ -132,14 +132,17 @@ def test_minibatch_feedback_and_memory():
 def test_two_parameters_with_the_same_name_get_unique_names():
     a = node(1.0, name="w", trainable=True)
     b = node(2.0, name="w", trainable=True)
-    llm = ScriptedLLM('{"reasoning": "r", "suggestion": {"w0": 4.0, "w1": 5.0}}')
+    probe = OptoPrime([a, b], ScriptedLLM([]))
+    first, second = probe.names
+    assert first == "w" and second != "w"
+    llm = ScriptedLLM(json.dumps({"reasoning": "r", "suggestion": {first: 4.0, second: 5.0}}))
     opt = OptoPrime([a, b], llm)
-    assert opt.names == ["w", "w0"]
     opt.backward(add(a, b), "make it 9")
     opt.step()
-    prompt_names = json.dumps(llm.requests[0].response_format)
-    assert '"w"' in prompt_names and '"w0"' in prompt_names
-    assert a.value == 1.0 and b.value == 4.0  # "w1" matches nothing; "w0" is b
+    schema = json.dumps(llm.requests[0].response_format)
+    assert f'"{first}"' in schema and f'"{second}"' in schema
+    assert f"(float) {second}=2.0" in llm.requests[0].prompt
+    assert (a.value, b.value) == (4.0, 5.0)
 
 
 class Buggy(Module):
