@@ -185,6 +185,8 @@ def _failure_record(
 def _classify_exception(exc: BaseException) -> str:
     mod = type(exc).__module__ or ""
     name = type(exc).__name__
+    if name == "BudgetExceeded":
+        return "budget"
     if mod.startswith(("optiforge.llm", "openai", "httpx", "httpcore", "litellm")):
         return "llm_error"
     if "Connection" in name or isinstance(exc, ConnectionError):

@@ -201,3 +201,24 @@ async def test_progress_sink_sees_every_result(tmp_path, fake):
     await run_eval(_problems(3), fake.always_right, tmp_path, progress=Probe())
     assert events[0] == ("start", 3, 0) and events[-1] == ("stop",)
     assert len([e for e in events if e[0] == "update"]) == 3
+
+
+async def test_exception_classes(tmp_path):
+    from optiforge.llm.errors import BudgetExceeded, LLMUnavailableError
+
+    errors = {
+        "nl4opt-0001": LLMUnavailableError("server gone"),
+        "nl4opt-0002": BudgetExceeded("max_calls reached"),
+        "nl4opt-0003": ValueError("bug in the agent"),
+    }
+
+    async def agent(p):
+        raise errors[p.id]
+
+    await run_eval(_problems(3), agent, tmp_path, max_consecutive_failures=0)
+    got = {r.id: r.failure_class for r in read_journal(tmp_path).records}
+    assert got == {
+        "nl4opt-0001": "llm_error",
+        "nl4opt-0002": "budget",
+        "nl4opt-0003": "agent_crash",
+    }
