@@ -183,11 +183,13 @@ def eval_command(
     )
     unscorable = count_unscorable(problems)
     if unscorable and not include_unscored:
+        selected = len(problems)
         problems = [p for p in problems if p.scorable]
         field = problems[0].answer_field if problems else (answer_field or "answer")
         console.print(
-            f"[yellow]note:[/] {unscorable} problem(s) have no usable ground truth under "
-            f"answer field {field!r} and are not run (pass --include-unscored to run them)."
+            f"[yellow]note:[/] {unscorable} of {selected} selected problems have no usable "
+            f"ground truth under answer field {field!r}; they are left out (pass "
+            "--include-unscored to run them)."
         )
     if limit is not None:
         problems = problems[: max(limit, 0)]

@@ -307,14 +307,6 @@ async def run_eval(
     wanted = {p.id for p in problems}
     prior = [r for r in done.values() if r.id in wanted]
     prior_scored = [r for r in prior if r.scored]
-    if sink:
-        sink.start(
-            len(problems),
-            len(prior),
-            sum(1 for r in prior_scored if r.correct.get(DEFAULT_RULE)),
-            len(prior_scored),
-        )
-
     limit = max_consecutive_failures
     if limit is None:
         limit = max(5, 2 * concurrency)
@@ -388,6 +380,13 @@ async def run_eval(
 
     status = "crashed"
     try:
+        if sink:
+            sink.start(
+                len(problems),
+                len(prior),
+                sum(1 for r in prior_scored if r.correct.get(DEFAULT_RULE)),
+                len(prior_scored),
+            )
         workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
         try:
             await asyncio.gather(*workers)
@@ -445,6 +444,10 @@ class RichProgress:
         self._scored = 0
         self._t0 = 0.0
         self._new = 0
+        self._total = 0
+        self._done = 0
+        self._plain: Any = None
+        self._last_line = 0.0
 
     def _fields(self) -> dict[str, str]:
         acc = (
@@ -470,6 +473,13 @@ class RichProgress:
 
         self._correct, self._scored = correct, scored
         self._t0 = time.perf_counter()
+        self._total, self._done = total, done
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            # Logs (CI, nohup): a plain line now and then instead of a live bar.
+            self._plain = console
+            self._last_line = 0.0
+            return
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -478,7 +488,7 @@ class RichProgress:
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console,
             transient=False,
         )
         self._progress.start()
@@ -493,8 +503,18 @@ class RichProgress:
             self._scored += 1
             if record.correct.get(DEFAULT_RULE):
                 self._correct += 1
+        self._done += 1
         if self._progress is not None:
             self._progress.update(self._task, advance=1, **self._fields())
+        elif self._plain is not None:
+            now = time.perf_counter()
+            if now - self._last_line >= 30 or self._done == self._total:
+                self._last_line = now
+                f = self._fields()
+                self._plain.print(
+                    f"{self.label}: {self._done}/{self._total} acc {f['acc']} {f['rate']}",
+                    highlight=False,
+                )
 
     def stop(self) -> None:
         """Remove the live display."""
