@@ -95,7 +95,12 @@ def eval_command(
     concurrency: int | None = typer.Option(
         None, "--concurrency", "-c", help="Problems (and LLM requests) in flight at once."
     ),
-    samples: int = typer.Option(1, "--samples", "-k", help="Samples per problem (voting)."),
+    samples: int | None = typer.Option(
+        None,
+        "--samples",
+        "-k",
+        help="Formulations sampled per problem for voting (default: the agent's own).",
+    ),
     limit: int | None = typer.Option(None, "--limit", "-n", help="Run the first N problems."),
     ids: str | None = typer.Option(None, "--ids", help="Comma-separated problem ids."),
     sample: str | None = typer.Option(
@@ -130,8 +135,9 @@ def eval_command(
     timeout: float | None = typer.Option(
         None, "--timeout", help="Seconds per problem before it counts as a timeout."
     ),
-    max_calls: int | None = typer.Option(None, "--max-calls", help="LLM calls per problem."),
-    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Tokens per problem."),
+    budget: int | None = typer.Option(
+        None, "--budget", help="LLM samples one problem may use (default: the agent's own)."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM response cache."),
     max_failures: int | None = typer.Option(
         None,
@@ -159,8 +165,10 @@ def eval_command(
     console = Console(stderr=True)
     if agent not in ("team", "direct") and agent_fn is None:
         raise EvalError(f"--agent must be team or direct, got {agent!r}")
-    if samples < 1:
+    if samples is not None and samples < 1:
         raise EvalError(f"--samples must be >= 1, got {samples}")
+    if budget is not None and budget < 1:
+        raise EvalError(f"--budget must be >= 1, got {budget}")
     if retry_failed and not resume:
         raise EvalError("--retry-failed needs --resume")
     settings = load_settings(model=model, base_url=base_url, concurrency=concurrency)
@@ -199,7 +207,6 @@ def eval_command(
     name = Path(dataset).stem if Path(dataset).suffix else dataset.lower()
     agent_name = "custom" if agent_fn else agent
     out_dir = out or Path("runs") / f"eval-{name}-{agent_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    budget = {k: v for k, v in (("max_calls", max_calls), ("max_tokens", max_tokens)) if v}
     meta = RunMeta(
         dataset=name,
         answer_field=problems[0].answer_field,
@@ -207,7 +214,7 @@ def eval_command(
         model=None if agent_fn else settings.model,
         base_url=None if agent_fn else settings.base_url,
         samples=samples,
-        budget=budget or None,
+        budget={"llm_samples": budget} if budget else None,
         filters={
             "ids": id_list,
             "sample": sample,
@@ -242,7 +249,7 @@ def eval_command(
                 problem.text,
                 llm=llm,
                 agent=agent,
-                budget=budget or None,
+                budget=budget,
                 samples=samples,
             )
 

@@ -80,7 +80,7 @@ class ResultRecord(BaseModel):
     completion_tokens: int = 0
     elapsed_s: float = 0.0
     agent: str = ""
-    samples: int = 1
+    samples: int | None = None
     session: int = 1
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -124,7 +124,8 @@ class RunMeta(BaseModel):
     agent: str = ""
     model: str | None = None
     base_url: str | None = None
-    samples: int = 1
+    #: Samples per problem passed to the agent (None: the agent's default).
+    samples: int | None = None
     budget: dict[str, Any] | None = None
     filters: dict[str, Any] = Field(default_factory=dict)
     planned_ids: list[str] = Field(default_factory=list)

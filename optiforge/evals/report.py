@@ -185,7 +185,7 @@ def render_markdown(summary: dict[str, Any], records: Sequence[ResultRecord]) ->
         f"# Eval report: {summary['dataset']} ({summary['agent'] or 'agent'}"
         f"{', ' + summary['model'] if summary.get('model') else ''})",
         "",
-        f"- answer field: `{summary['answer_field']}`; samples per problem: {summary['samples']}",
+        f"- answer field: `{summary['answer_field']}`; samples per problem: {summary['samples'] or 'agent default'}",
         f"- problems: {summary['finished']} finished of {summary['planned']} planned"
         f"{'' if summary['complete'] else ' (partial run: resume with --resume)'}; "
         f"{summary['scored']} scored, {summary['unscored']} without a usable ground truth",

@@ -79,7 +79,7 @@ def record_from_solution(
     elapsed_s: float,
     started_at: float,
     session: int,
-    samples: int = 1,
+    samples: int | None = None,
 ) -> ResultRecord:
     """Score a :class:`~optiforge.agents.solution.Solution` and turn it into a journal line."""
     pred, pred_kind = _prediction(solution)
@@ -158,7 +158,7 @@ def _failure_record(
     started_at: float,
     session: int,
     agent: str,
-    samples: int,
+    samples: int | None,
 ) -> ResultRecord:
     correct = score_all(None, "none", problem.answer, problem.answer_kind)  # type: ignore[arg-type]
     return ResultRecord(
