@@ -21,6 +21,7 @@ import itertools
 import linecache
 import textwrap
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -264,8 +265,8 @@ class Bundle:
                     f"not {self.fn.__name__}"
                 )
         if isinstance(target, ast.AsyncFunctionDef) != self.is_async:
-            want = "async def" if self.is_async else "def (not async def)"
-            raise CodeError(f"the new code of {name} must stay a {want}")
+            want = "an async def" if self.is_async else "a plain def (not async def)"
+            raise CodeError(f"the new code of {name} must stay {want}")
         target.decorator_list = []  # a proposal may repeat @bundle(...): never re-bundle
         try:
             code = compile(tree, filename, "exec")
@@ -295,6 +296,9 @@ class Bundle:
                 new_fn.__code__, fn_globals, new_fn.__name__, new_fn.__defaults__, None
             )
             new_fn.__kwdefaults__ = namespace[target.name].__kwdefaults__
+        # Keep the source visible to tracebacks while the function lives, then drop it, so
+        # the linecache does not grow with every proposal an optimizer makes.
+        weakref.finalize(new_fn, linecache.cache.pop, filename, None)
         new_key = _signature_key(new_fn)
         if self._signature is not None and new_key != self._signature:
             raise CodeError(

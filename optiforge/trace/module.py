@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +53,16 @@ class Module:
     def named_parameters(self, include_frozen: bool = False) -> dict[str, ParameterNode]:
         """Map dotted paths (``"planner.prompt"``, ``"scale.__code"``) to parameters.
 
-        Each parameter appears once (under the first path found). Frozen parameters
+        Each parameter appears once (under its shortest path, first in attribute order). Frozen parameters
         (``trainable=False``) are left out unless ``include_frozen``.
         """
         found: dict[str, ParameterNode] = {}
         seen_params: set[int] = set()
         seen_objs: set[int] = set()
-        stack: list[tuple[str, Any]] = [("", self)]
+        # Breadth first, in attribute order: a shared parameter is listed under its shortest path.
+        stack: deque[tuple[str, Any]] = deque([("", self)])
         while stack:
-            prefix, obj = stack.pop()
+            prefix, obj = stack.popleft()
             for path, p in _direct_parameters(prefix, obj, stack, seen_objs):
                 if id(p) in seen_params:
                     continue

@@ -32,15 +32,16 @@ _NOT_IDENT = re.compile(r"\W+")
 
 
 def _ident(name: str) -> str:
-    s = _NOT_IDENT.sub("_", name).strip("_") or "node"
+    s = _NOT_IDENT.sub("_", name).rstrip("_") or "node"
     return s if not s[0].isdigit() else f"n{s}"
 
 
 def assign_names(nodes: Iterable[Node]) -> dict[Node, str]:
     """Give each node a unique identifier, stable for a given order of ``nodes``.
 
-    Parameters keep their own name when it is unique (``offset``, ``__code_scale``);
-    other nodes get their base name plus a counter (``add0``, ``int1``).
+    Parameters keep their own name (``offset``, ``__code_scale``); a second parameter with
+    the same name gets a number (``offset1``). Other nodes get their base name plus a
+    counter (``add0``, ``int1``).
     """
     nodes = list(dict.fromkeys(nodes))
     names: dict[Node, str] = {}
@@ -48,10 +49,12 @@ def assign_names(nodes: Iterable[Node]) -> dict[Node, str]:
     counters: dict[str, int] = {}
     for n in nodes:  # parameters first, so they keep their exact names
         if isinstance(n, ParameterNode):
-            base = n.name if n.name.startswith("__") else _ident(n.name)
-            if base not in used:
-                names[n] = base
-                used.add(base)
+            base = _ident(n.name)
+            name, k = base, 1
+            while name in used:
+                name, k = f"{base}{k}", k + 1
+            names[n] = name
+            used.add(name)
     for n in nodes:
         if n in names:
             continue
