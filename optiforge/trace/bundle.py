@@ -431,6 +431,14 @@ class Bundle:
         _TRACING.reset(token)
         return self._finish(result, parents, names)
 
+    def __copy__(self) -> Bundle:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Bundle:
+        # A bundle is part of a function or class definition, like the function itself:
+        # copying a Module must keep pointing at it (its per-instance code is copied).
+        return self
+
     def __repr__(self) -> str:
         kind = "trainable " if self.trainable else ""
         return f"<{kind}bundle {self.op.name}>"

@@ -9,6 +9,7 @@ and nothing quadratic.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 _MISSING = object()
+_UPDATE_LOCK = threading.Lock()
 
 
 def combine_feedback(a: Any, b: Any) -> Any:
@@ -228,9 +230,15 @@ def backward(output: Node, feedback: Any, propagator: Propagator | None = None) 
         fb = pop(n, _MISSING)
         if fb is _MISSING:
             continue  # no path carried feedback here (the propagator left this edge out)
-        n.feedback = fb if n.feedback is None else combine_feedback(n.feedback, fb)
-        if isinstance(n, ParameterNode):
-            n.feedback_records.append(record)
+        if n.feedback is None and not isinstance(n, ParameterNode):
+            n.feedback = fb
+        else:
+            # Shared nodes (parameters above all) may get feedback from backward passes in
+            # several threads at once: combine under a lock so no update is lost.
+            with _UPDATE_LOCK:
+                n.feedback = fb if n.feedback is None else combine_feedback(n.feedback, fb)
+                if isinstance(n, ParameterNode):
+                    n.feedback_records.append(record)
         if not n.parents:
             continue
         sent = prop.propagate(n, fb)

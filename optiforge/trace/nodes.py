@@ -197,6 +197,12 @@ class Node:
     def __str__(self) -> str:
         return str(self._value)
 
+    def __int__(self) -> int:
+        return int(self._value)
+
+    def __float__(self) -> float:
+        return float(self._value)
+
     def __format__(self, spec: str) -> str:
         return format(self._value, spec)
 
@@ -245,6 +251,11 @@ class Node:
 
     def __invert__(self) -> MessageNode:
         return _apply(_OPS["invert"], operator.invert, ("x",), (self,), (self._value,))
+
+    def __round__(self, ndigits: int | None = None) -> MessageNode:
+        if ndigits is None:
+            return _apply(_OPS["round"], round, ("x",), (self,), (self._value,))
+        return _binary_apply(_OPS["round"], round, self, ndigits, ("x", "ndigits"))
 
 
 def _format(template: Any, *args: Any, **kwargs: Any) -> Any:
@@ -558,6 +569,7 @@ _OPS: dict[str, Op] = {
     "pos": Op("pos", "Returns +x."),
     "abs": Op("abs", "Returns abs(x)."),
     "invert": Op("invert", "Returns ~x."),
+    "round": Op("round", "Returns round(x, ndigits)."),
 }
 
 

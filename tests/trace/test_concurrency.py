@@ -117,3 +117,19 @@ def test_long_chain_is_freed_without_recursion_error():
     last = weakref.ref(x)
     del x
     assert last() is None
+
+
+def test_parallel_backward_on_a_shared_parameter_loses_no_feedback():
+    p = node(1, trainable=True)
+
+    def run():
+        for _ in range(300):
+            (p * 2).backward(1)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert p.feedback == 1800
+    assert len(p.feedback_records) == 1800

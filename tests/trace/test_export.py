@@ -259,3 +259,20 @@ def test_cli_graph_help_and_errors(tmp_path):
     assert cyc.returncode == 2 and "cycle" in cyc.stderr
     wrong = _cli(str(bad), "--format", "png")
     assert wrong.returncode != 0 and "png" in wrong.stderr
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_html_for_a_large_graph_falls_back_to_a_table(tmp_path):
+    x = node(0)
+    for _ in range(1000):
+        x = x + 1  # 2001 nodes: each add has a constant input
+    page = tmp_path / "big.html"
+    page.write_text(to_html(x))
+    stub = tmp_path / "run.js"
+    stub.write_text(NODE_STUB)
+    proc = subprocess.run(
+        ["node", str(stub), str(page)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["created"] == {"svg": 0, "g": 0, "rows": 2001}

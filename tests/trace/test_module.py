@@ -154,3 +154,19 @@ def test_zero_feedback_clears_all_parameters():
     assert m.inner.step.code.feedback == "fb" and m.weights[0].feedback == "fb"
     m.zero_feedback()
     assert all(p.feedback is None and not p.feedback_records for p in m.parameters())
+
+
+def test_deepcopy_keeps_optimized_code_and_is_independent():
+    import copy
+
+    m = Inner()
+    m.step.code.value = "def step(self, x):\n    return x + 10\n"
+    m.prompt.value = "tuned"
+    best = copy.deepcopy(m)
+    assert best(node(1)).value == 11 and best.prompt.value == "tuned"
+    m.step.code.value = "def step(self, x):\n    return x - 1\n"
+    m.prompt.value = "worse"
+    assert m(node(1)).value == 0
+    assert best(node(1)).value == 11 and best.prompt.value == "tuned"
+    assert best.step.code is not m.step.code
+    assert list(best.named_parameters()) == list(m.named_parameters())

@@ -213,3 +213,11 @@ def test_copy_and_pickle_of_nodes_work():
     assert q is not p and q.value == [1, 2] and q.name == "xs"
     r = pickle.loads(pickle.dumps(p))
     assert r.value == [1, 2] and isinstance(r, ParameterNode)
+
+
+def test_round_is_recorded_and_int_float_read_values():
+    x = node(2.567)
+    r = round(x, 1)
+    assert isinstance(r, MessageNode) and r.value == 2.6 and r.op.name == "round"
+    assert round(x).value == 3
+    assert int(node(3.9)) == 3 and float(node(2)) == 2.0
