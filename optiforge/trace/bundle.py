@@ -200,6 +200,13 @@ class Bundle:
         )
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
+        if self.is_async:
+            # Let inspect.iscoroutinefunction(bundle) answer True, as it does for the function
+            # (callers such as trainers decide from it whether to await).
+            inner = inspect.unwrap(fn)
+            self.__code__ = inner.__code__
+            self.__defaults__ = getattr(inner, "__defaults__", None)
+            self.__kwdefaults__ = getattr(inner, "__kwdefaults__", None)
         self._signature = _signature_key(fn)
         pos, varargs = [], None
         for pname, kind in self._signature or ():
@@ -485,10 +492,23 @@ class BoundBundle:
         """Name and documentation of the bundled method."""
         return self.bundle.op
 
+    _FORWARDED = frozenset(
+        {"__name__", "__qualname__", "__wrapped__", "__code__", "__defaults__", "__kwdefaults__"}
+    )
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name not in ("__name__", "__qualname__", "__wrapped__"):
+        if name.startswith("__") and name not in BoundBundle._FORWARDED:
             raise AttributeError(name)
         return getattr(self.bundle, name)
+
+    @property
+    def __signature__(self) -> inspect.Signature | None:
+        """The signature without ``self``, as for a bound method."""
+        try:
+            sig = inspect.signature(self.bundle.fn)
+        except (TypeError, ValueError):
+            return None
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
 
     def __repr__(self) -> str:
         return f"<bound {self.bundle!r} of {type(self.__self__).__name__}>"

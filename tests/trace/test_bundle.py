@@ -323,3 +323,16 @@ async def test_async_exception_becomes_exception_node():
         await boom(node(1))
     assert isinstance(info.value.exception_node.value, RuntimeError)
     assert is_tracing()  # the flag was restored after the failure
+
+
+def test_inspect_sees_async_bundles_and_bound_signatures():
+    import inspect
+
+    assert inspect.iscoroutinefunction(async_double)
+    assert not inspect.iscoroutinefunction(add)
+    g = Greeter("Hi")
+    assert inspect.iscoroutinefunction(g.shout)
+    assert not inspect.iscoroutinefunction(g.greet)
+    assert list(inspect.signature(g.greet).parameters) == ["greeting", "name"]
+    assert list(inspect.signature(add).parameters) == ["a", "b"]
+    assert asyncio.iscoroutinefunction(async_double)
