@@ -46,6 +46,8 @@ _MS_REC = 1 << 14
 _MS_PRIVATE = 1 << 18
 _MS_NOSUID = 2
 _MS_NODEV = 4
+_MS_BIND = 4096
+_MS_MOVE = 8192
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -107,13 +109,15 @@ def _preload() -> None:
     m.c = pyo.Constraint(expr=sum(m.x[i] for i in m.I) + 2 * m.y <= 10.5)
     m.d = pyo.Constraint(m.I, rule=lambda m, i: m.x[i] <= 4 + i)
     m.o = pyo.Objective(expr=m.x[1] + 2 * m.x[2] + m.y, sense=pyo.maximize)
-    for name in ("appsi_highs", "highs"):
+    # Never *run* HiGHS here: its global thread pool would be inherited half-dead by the
+    # forked children and deadlock their MIP solves. Loading the plugins is what costs.
+    for name in ("appsi_highs", "scip_direct"):
         with contextlib.suppress(Exception):
-            opt = pyo.SolverFactory(name)
-            if opt.available(exception_flag=False):
-                opt.solve(m)
+            pyo.SolverFactory(name).available(exception_flag=False)
     with contextlib.suppress(Exception):
-        pyo.value(m.o)
+        from pyomo.repn.standard_repn import generate_standard_repn
+
+        generate_standard_repn(m.c.body)
     s = pyscipopt.Model()
     s.hideOutput()
     x = s.addVar("x", ub=3)
@@ -145,6 +149,70 @@ def _probe_namespaces() -> bool:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
+
+
+def _exposure_plan() -> list[tuple[str, list[str]]]:
+    """Directories an unprivileged uid cannot traverse that hide what Python needs.
+
+    Returns ``[(blocked_dir, [needed children])]``, e.g. ``[("/root", ["/root/.pyenv"])]``.
+    In the child's mount namespace each blocked dir is covered by an empty tmpfs and only
+    the needed children are bound back, so the program can import the interpreter's modules
+    but sees nothing else there.
+    """
+    import stat
+
+    needed: set[str] = {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)}
+    needed.update(p for p in sys.path if p and os.path.exists(p))
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if isinstance(f, str) and os.path.isabs(f):
+            needed.add(os.path.dirname(f))
+    plan: dict[str, set[str]] = {}
+    for path in needed:
+        path = os.path.realpath(path)
+        parts = path.strip("/").split("/")
+        cur = ""
+        for k, part in enumerate(parts[:-1]):
+            cur = f"{cur}/{part}"
+            try:
+                mode = os.stat(cur).st_mode
+            except OSError:
+                break
+            if not mode & stat.S_IXOTH:
+                plan.setdefault(cur, set()).add(f"{cur}/{parts[k + 1]}")
+                break
+    # Only the outermost blocked dirs; nested ones are inside a bound-back child already.
+    tops = sorted(plan, key=len)
+    keep = [t for t in tops if not any(t != o and t.startswith(o + "/") for o in tops)]
+    return [(d, sorted(plan[d])) for d in keep]
+
+
+def _expose(plan: list[tuple[str, list[str]]], stage: str) -> None:
+    """Cover each blocked dir with a tmpfs and bind its needed children back (child only)."""
+    os.mkdir(stage, 0o700)
+    n = 0
+    for blocked, children in plan:
+        staged = []
+        for child in children:
+            tmp = os.path.join(stage, str(n))
+            n += 1
+            os.mkdir(tmp)
+            if _libc.mount(child.encode(), tmp.encode(), None, _MS_BIND | _MS_REC, None) != 0:
+                raise OSError(ctypes.get_errno(), f"bind {child} failed")
+            staged.append((tmp, child))
+        if (
+            _libc.mount(
+                b"tmpfs", blocked.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,mode=0755"
+            )
+            != 0
+        ):
+            raise OSError(ctypes.get_errno(), f"tmpfs over {blocked} failed")
+        for tmp, child in staged:
+            os.makedirs(child, exist_ok=True)
+            if _libc.mount(tmp.encode(), child.encode(), None, _MS_MOVE, None) != 0:
+                raise OSError(ctypes.get_errno(), f"move mount to {child} failed")
+            os.rmdir(tmp)
+    os.rmdir(stage)
 
 
 def _proc_table() -> list[tuple[int, int, int]]:
@@ -215,7 +283,9 @@ class Worker:
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
         self.namespaces = _probe_namespaces()
-        self.drop_uid = os.geteuid() == 0
+        # A separate uid needs the mount namespace to expose the interpreter's files.
+        self.drop_uid = self.namespaces and os.geteuid() == 0
+        self.exposure = _exposure_plan() if self.drop_uid else []
         self.job_uid = UID_BASE + os.getpid() if self.drop_uid else None
         self.baseline_vm = _vm_size()
         self.jobs = 0
@@ -377,6 +447,8 @@ def _child(
                 raise OSError(ctypes.get_errno(), "tmpfs mount failed")
             for p in ("/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue"):
                 _mount_tmpfs(p, 1, None)
+            if worker.exposure:
+                _expose(worker.exposure, os.path.join(workdir, ".expose"))
         os.chdir(workdir)
         program = os.path.join(workdir, "program.py")
         with open(program, "w", encoding="utf-8") as f:

@@ -1,0 +1,470 @@
+"""Render a :class:`ModelIR` as readable math (Markdown + LaTeX) or as a runnable Pyomo script."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import keyword
+from typing import Any
+
+from optiforge.solvers.compile import classify_compiled, compile_ir
+from optiforge.solvers.expr import comparison_parts, parse, parse_for_all
+from optiforge.solvers.ir import ModelIR, _element_key
+
+# ---------------------------------------------------------------------------------------------
+# Markdown / LaTeX
+
+_PREC = {ast.Add: 1, ast.Sub: 1, ast.Mult: 2, ast.Div: 2, ast.Pow: 4}
+_FUNC_TEX = {"exp": r"\exp", "log": r"\ln", "log10": r"\log_{10}", "sin": r"\sin", "cos": r"\cos"}
+_CMP_TEX = {
+    ast.LtE: r"\le",
+    ast.GtE: r"\ge",
+    ast.Eq: "=",
+    ast.Lt: "<",
+    ast.Gt: ">",
+    ast.NotEq: r"\ne",
+}
+
+
+def _tex_name(name: str) -> str:
+    if len(name) == 1:
+        return name
+    return r"\mathit{" + name.replace("_", r"\_") + "}"
+
+
+def _tex_num(v: float | int) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v)
+
+
+class _Tex:
+    def expr(self, n: ast.AST, prec: int = 0) -> str:
+        if isinstance(n, ast.Constant):
+            if isinstance(n.value, str):
+                return r"\text{" + n.value.replace("_", r"\_") + "}"
+            return _tex_num(n.value)
+        if isinstance(n, ast.Name):
+            return _tex_name(n.id)
+        if isinstance(n, ast.Subscript):
+            idx = n.slice.elts if isinstance(n.slice, ast.Tuple) else [n.slice]
+            return f"{_tex_name(n.value.id)}_{{{','.join(self.expr(i) for i in idx)}}}"  # type: ignore[attr-defined]
+        if isinstance(n, ast.UnaryOp):
+            inner = self.expr(n.operand, 3)
+            s = (
+                f"-{inner}"
+                if isinstance(n.op, ast.USub)
+                else (rf"\lnot {inner}" if isinstance(n.op, ast.Not) else inner)
+            )
+            return f"\\left({s}\\right)" if prec > 1 else s
+        if isinstance(n, ast.BinOp):
+            p = _PREC[type(n.op)]
+            if isinstance(n.op, ast.Div):
+                s = rf"\frac{{{self.expr(n.left)}}}{{{self.expr(n.right)}}}"
+                return s
+            if isinstance(n.op, ast.Pow):
+                s = f"{{{self.expr(n.left, 5)}}}^{{{self.expr(n.right)}}}"
+            elif isinstance(n.op, ast.Mult):
+                left, right = self.expr(n.left, p), self.expr(n.right, p + 1)
+                sep = r" \cdot " if right[:1].isdigit() or right.startswith("-") else " "
+                s = f"{left}{sep}{right}"
+            else:
+                op = "+" if isinstance(n.op, ast.Add) else "-"
+                s = f"{self.expr(n.left, p)} {op} {self.expr(n.right, p + 1)}"
+            return f"\\left({s}\\right)" if p < prec else s
+        if isinstance(n, ast.Call):
+            f = n.func.id  # type: ignore[attr-defined]
+            if f in ("sum", "min", "max") and len(n.args) == 1:
+                a = n.args[0]
+                big = {"sum": r"\sum", "min": r"\min", "max": r"\max"}[f]
+                if isinstance(a, (ast.GeneratorExp, ast.ListComp)):
+                    s = f"{big}_{{{self.gens(a.generators)}}} {self.expr(a.elt, 2)}"
+                else:
+                    s = f"{big} {self.expr(a)}"
+                return f"\\left({s}\\right)" if prec > 1 else s
+            args = ", ".join(self.expr(a) for a in n.args)
+            if f == "sqrt":
+                return rf"\sqrt{{{args}}}"
+            if f == "abs":
+                return rf"\left|{args}\right|"
+            if f in ("min", "max"):
+                return rf"\{f}\left({args}\right)"
+            return rf"{_FUNC_TEX.get(f, f)}\left({args}\right)"
+        if isinstance(n, ast.Compare):
+            parts = [self.expr(n.left)]
+            for op, c in zip(n.ops, n.comparators, strict=False):
+                parts += [_CMP_TEX[type(op)], self.expr(c)]
+            return " ".join(parts)
+        if isinstance(n, ast.BoolOp):
+            j = r" \land " if isinstance(n.op, ast.And) else r" \lor "
+            return j.join(self.expr(v) for v in n.values)
+        return ast.unparse(n)
+
+    def gens(self, gens: list[ast.comprehension]) -> str:
+        out = []
+        for g in gens:
+            src = self.expr(g.iter) if not isinstance(g.iter, ast.Call) else self.range(g.iter)
+            s = rf"{self.expr(g.target)} \in {src}"
+            if g.ifs:
+                s += ": " + r" \land ".join(self.expr(c) for c in g.ifs)
+            out.append(s)
+        return ", ".join(out)
+
+    def range(self, call: ast.Call) -> str:
+        args = [self.expr(a) for a in call.args]
+        if len(args) == 1:
+            return rf"\{{0, \dots, {args[0]} - 1\}}"
+        return rf"\{{{args[0]}, \dots, {args[1]} - 1\}}"
+
+
+def _tex_or_code(text: str, fn: Any) -> str:
+    try:
+        return f"${fn()}$"
+    except Exception:
+        return f"`{text}`"
+
+
+def ir_to_markdown(ir: ModelIR) -> str:
+    """Readable Markdown with LaTeX math for ``ir`` (renders even when the IR is invalid)."""
+    t = _Tex()
+    lines = [f"### Model `{ir.name}`", ""]
+    if ir.sets:
+        lines.append("**Sets**")
+        lines.append("")
+        for s in ir.sets:
+            shown = ", ".join(s.elements[:12]) + (", ..." if len(s.elements) > 12 else "")
+            lines.append(f"- ${_tex_name(s.name)} = \\{{\\text{{{shown}}}\\}}$" + _src(s.source))
+        lines.append("")
+    if ir.parameters:
+        lines.append("**Parameters**")
+        lines.append("")
+        for p in ir.parameters:
+            if not p.index_sets:
+                lines.append(f"- ${_tex_name(p.name)} = {_tex_num(p.values[0])}$" + _src(p.source))
+            else:
+                vals = ", ".join(_tex_num(v) for v in p.values[:12])
+                more = ", ..." if len(p.values) > 12 else ""
+                idx = ",".join(_tex_name(s) for s in p.index_sets)
+                lines.append(f"- ${_tex_name(p.name)}$ over ${idx}$: {vals}{more}" + _src(p.source))
+        lines.append("")
+    lines.append("**Variables**")
+    lines.append("")
+    for v in ir.variables:
+        idx = ",".join("ijkl"[k] for k in range(len(v.index_sets)))
+        sym = _tex_name(v.name) + (f"_{{{idx}}}" if idx else "")
+        lo = "" if v.lb is None else f"{_tex_num(v.lb)} \\le "
+        hi = "" if v.ub is None else f" \\le {_tex_num(v.ub)}"
+        dom = {"continuous": r"\mathbb{R}", "integer": r"\mathbb{Z}", "binary": r"\{0,1\}"}[
+            v.domain
+        ]
+        where = ""
+        if v.index_sets:
+            where = ", " + ", ".join(
+                f"{'ijkl'[k]} \\in {_tex_name(s)}" for k, s in enumerate(v.index_sets)
+            )
+        extra = "; ".join(x for x in (v.description, v.units and f"units: {v.units}") if x)
+        lines.append(
+            f"- ${lo}{sym}{hi},\\ {sym} \\in {dom}{where}$"
+            + (f" ({extra})" if extra else "")
+            + _src(v.source)
+        )
+    lines.append("")
+    sense = r"\max" if ir.objective.sense == "maximize" else r"\min"
+    obj = _tex_or_code(ir.objective.expression, lambda: t.expr(parse(ir.objective.expression)))
+    if obj.startswith("$"):
+        obj = f"${sense}\\ {obj[1:]}"
+    else:
+        obj = f"{ir.objective.sense} {obj}"
+    lines += ["**Objective**", "", f"- {obj}" + _src(ir.objective.source), ""]
+    if ir.constraints:
+        lines += ["**Constraints**", ""]
+        for c in ir.constraints:
+            body = _tex_or_code(c.expression, lambda c=c: t.expr(parse(c.expression)))
+            forall = ""
+            if c.for_all and c.for_all.strip():
+                forall = " " + _tex_or_code(
+                    c.for_all, lambda c=c: r"\forall\ " + t.gens(parse_for_all(c.for_all or ""))
+                )
+            lines.append(f"- *{c.name}*: {body}{forall}" + _src(c.source))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _src(source: str) -> str:
+    return f" — _“{source.strip()}”_" if source and source.strip() else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pyomo script
+
+_PY_FUNCS = {
+    "exp": "pyo.exp",
+    "log": "pyo.log",
+    "log10": "pyo.log10",
+    "sqrt": "pyo.sqrt",
+    "sin": "pyo.sin",
+    "cos": "pyo.cos",
+}
+_SCRIPT_NAMES = {"m", "pyo", "solver", "results", "report", "tc", "sum", "abs", "min", "max"}
+
+
+@functools.lru_cache(maxsize=1)
+def _model_attrs() -> frozenset[str]:
+    import pyomo.environ as pyo
+
+    return frozenset(dir(pyo.ConcreteModel()))
+
+
+def _int_like_set(elements: list[str]) -> bool:
+    try:
+        return all(float(e).is_integer() and str(int(float(e))) == e for e in elements)
+    except ValueError:
+        return False
+
+
+class _PyomoPrinter:
+    def __init__(self, ir: ModelIR):
+        self.sets = {s.name: s for s in ir.sets}
+        self.int_sets = {s.name for s in ir.sets if _int_like_set(s.elements)}
+        self.params = {p.name: p for p in ir.parameters}
+        self.vars = {v.name: v for v in ir.variables}
+        attrs = _model_attrs()
+        self.attr = {v: (v + "_" if v in attrs or v.startswith("_") else v) for v in self.vars}
+        self.local = {
+            n: (n + "_" if n in _SCRIPT_NAMES or keyword.iskeyword(n) else n)
+            for n in list(self.sets) + list(self.params)
+        }
+
+    def elem(self, e: str, set_name: str | None) -> str:
+        if set_name in self.int_sets:
+            return str(int(float(e)))
+        return repr(e)
+
+    def index_sets_of(self, name: str) -> list[str]:
+        if name in self.vars:
+            return self.vars[name].index_sets
+        if name in self.params:
+            return self.params[name].index_sets
+        return []
+
+    def expr(self, n: ast.AST) -> str:
+        if isinstance(n, ast.Constant):
+            return repr(n.value)
+        if isinstance(n, ast.Name):
+            if n.id in self.vars:
+                return f"m.{self.attr[n.id]}"
+            return self.local.get(n.id, n.id)
+        if isinstance(n, ast.Subscript):
+            name = n.value.id  # type: ignore[attr-defined]
+            idx = n.slice.elts if isinstance(n.slice, ast.Tuple) else [n.slice]
+            sets = self.index_sets_of(name)
+            parts = []
+            for k, i in enumerate(idx):
+                s = sets[k] if k < len(sets) else None
+                if isinstance(i, ast.Constant):
+                    parts.append(self.elem(_element_key(i.value), s))
+                else:
+                    parts.append(self.expr(i))
+            base = f"m.{self.attr[name]}" if name in self.vars else self.local.get(name, name)
+            return f"{base}[{', '.join(parts)}]"
+        if isinstance(n, ast.UnaryOp):
+            op = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not "}[type(n.op)]
+            return f"{op}({self.expr(n.operand)})"
+        if isinstance(n, ast.BinOp):
+            op = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}[
+                type(n.op)
+            ]
+            return f"({self.expr(n.left)} {op} {self.expr(n.right)})"
+        if isinstance(n, ast.Compare):
+            ops = {
+                ast.LtE: "<=",
+                ast.GtE: ">=",
+                ast.Eq: "==",
+                ast.Lt: "<",
+                ast.Gt: ">",
+                ast.NotEq: "!=",
+            }
+            s = self.expr(n.left)
+            for op, c in zip(n.ops, n.comparators, strict=False):
+                s += f" {ops[type(op)]} {self.expr(c)}"
+            return s
+        if isinstance(n, ast.BoolOp):
+            j = " and " if isinstance(n.op, ast.And) else " or "
+            return "(" + j.join(self.expr(v) for v in n.values) + ")"
+        if isinstance(n, ast.Call):
+            f = n.func.id  # type: ignore[attr-defined]
+            if len(n.args) == 1 and isinstance(n.args[0], (ast.GeneratorExp, ast.ListComp)):
+                g = n.args[0]
+                inner = f"{self.expr(g.elt)} {self.gens(g.generators)}"
+                if f == "sum":
+                    return f"sum({inner})"
+                return self.minmax(f, f"[{inner}]")
+            if f == "sum" and len(n.args) == 1 and isinstance(n.args[0], ast.Name):
+                name = n.args[0].id
+                if name in self.vars:
+                    return f"sum(m.{self.attr[name]}.values())"
+                return f"sum({self.local.get(name, name)}.values())"
+            args = [self.expr(a) for a in n.args]
+            if f == "abs":
+                return f"pyo.sqrt(({args[0]})**2)"  # smooth form every solver route accepts
+            if f in ("min", "max"):
+                return self.minmax(f, "[" + ", ".join(args) + "]")
+            if f == "range":
+                return f"range({', '.join(args)})"
+            return f"{_PY_FUNCS[f]}({', '.join(args)})"
+        return ast.unparse(n)
+
+    def minmax(self, f: str, items: str) -> str:
+        return f"_{f}({items})"
+
+    def gens(self, gens: list[ast.comprehension]) -> str:
+        out = []
+        for g in gens:
+            s = f"for {g.target.id} in {self.expr(g.iter)}"  # type: ignore[attr-defined]
+            for c in g.ifs:
+                s += f" if {self.expr(c)}"
+            out.append(s)
+        return " ".join(out)
+
+
+_MINMAX_HELPERS = '''
+
+def _min(items):
+    """min() of expressions: (a + b - |a - b|) / 2, folded; exact, and solvers accept it."""
+    items = list(items)
+    acc = items[0]
+    for b in items[1:]:
+        acc = (acc + b - pyo.sqrt((acc - b) ** 2)) / 2
+    return acc
+
+
+def _max(items):
+    """max() of expressions: (a + b + |a - b|) / 2, folded."""
+    items = list(items)
+    acc = items[0]
+    for b in items[1:]:
+        acc = (acc + b + pyo.sqrt((acc - b) ** 2)) / 2
+    return acc
+'''
+
+_REPORT_FALLBACK = """
+try:
+    report  # provided by the optiforge sandbox
+except NameError:  # running standalone: print the result instead
+
+    def report(objective=None, status=None, variables=None, *, model=None, results=None,
+               message=None):
+        if results is not None and status is None:
+            status = results.solver.termination_condition
+        print("STATUS:", status)
+        if model is not None:
+            for v in model.component_data_objects(pyo.Var):
+                print(f"  {v.name} = {v.value}")
+"""
+
+
+def ir_to_pyomo_code(ir: ModelIR, *, time_limit: float = 60.0) -> str:
+    """A standalone Pyomo script for ``ir`` that follows the sandbox result protocol.
+
+    Sets become Python lists and parameters dicts; variables, objective and constraints
+    are Pyomo components. The script solves with HiGHS (``appsi_highs``) for LP, MILP and
+    convex QP and with SCIP (``scip_direct``) otherwise, prints ``OBJECTIVE: <value>`` and
+    calls ``report(...)``. Raises :class:`IRValidationError` if the IR is invalid.
+    """
+    cir = compile_ir(ir)  # validates; the script is only rendered for valid IRs
+    cls = classify_compiled(cir)
+    pr = _PyomoPrinter(ir)
+    out = [
+        f'"""{ir.name}: a {cls.problem_class} model, generated by optiforge from a model IR."""',
+        "",
+        "import pyomo.environ as pyo",
+        _REPORT_FALLBACK,
+    ]
+    uses_minmax = any(
+        "min(" in e or "max(" in e
+        for e in [ir.objective.expression, *[c.expression for c in ir.constraints]]
+    )
+    if uses_minmax:
+        out.append(_MINMAX_HELPERS)
+    out.append(f"m = pyo.ConcreteModel(name={ir.name!r})")
+    out.append("")
+    if ir.sets:
+        out.append("# Sets")
+        for s in ir.sets:
+            items = ", ".join(pr.elem(e, s.name) for e in s.elements)
+            out.append(f"{pr.local[s.name]} = [{items}]")
+        out.append("")
+    if ir.parameters:
+        out.append("# Parameters")
+        import itertools
+
+        for p in ir.parameters:
+            name = pr.local[p.name]
+            if not p.index_sets:
+                out.append(f"{name} = {p.values[0]!r}")
+                continue
+            keys = itertools.product(
+                *(ir_set.elements for ir_set in (pr.sets[s] for s in p.index_sets))
+            )
+            entries = []
+            for key, val in zip(keys, p.values, strict=False):
+                ks = [pr.elem(k, s) for k, s in zip(key, p.index_sets, strict=False)]
+                kt = ks[0] if len(ks) == 1 else "(" + ", ".join(ks) + ")"
+                entries.append(f"{kt}: {val!r}")
+            out.append(f"{name} = {{{', '.join(entries)}}}")
+        out.append("")
+    out.append("# Variables")
+    for v in ir.variables:
+        dom = {"continuous": "pyo.Reals", "integer": "pyo.Integers", "binary": "pyo.Binary"}[
+            v.domain
+        ]
+        args = [f"{pr.local[s]}" for s in v.index_sets]
+        args += [f"within={dom}", f"bounds=({v.lb!r}, {v.ub!r})"]
+        comment = "  # " + v.description if v.description else ""
+        out.append(f"m.{pr.attr[v.name]} = pyo.Var({', '.join(args)}){comment}")
+    out.append("")
+    sense = "pyo.maximize" if ir.objective.sense == "maximize" else "pyo.minimize"
+    out.append("# Objective")
+    out.append(f"m.objective = pyo.Objective(expr={pr.expr(cir.objective_node)}, sense={sense})")
+    out.append("")
+    if ir.constraints:
+        out.append("# Constraints")
+        out.append("m.constraints = pyo.ConstraintList()")
+    for c in ir.constraints:
+        node = parse(c.expression)
+        parts = comparison_parts(node)
+        gens = parse_for_all(c.for_all) if c.for_all and c.for_all.strip() else []
+        indent = ""
+        out.append(f"# {c.name}" + (f": {c.source.strip()}" if c.source.strip() else ""))
+        for g in gens:
+            line = f"{indent}for {g.target.id} in {pr.expr(g.iter)}:"  # type: ignore[attr-defined]
+            out.append(line)
+            indent += "    "
+            for cond in g.ifs:
+                out.append(f"{indent}if {pr.expr(cond)}:")
+                indent += "    "
+        for lhs, op, rhs in parts:
+            op = {"<": "<=", ">": ">="}.get(op, op)
+            out.append(f"{indent}m.constraints.add({pr.expr(lhs)} {op} {pr.expr(rhs)})")
+    out.append("")
+    solver = "appsi_highs" if cls.solver == "highs" else "scip_direct"
+    out += [
+        "# Solve and report",
+        f'solver = pyo.SolverFactory("{solver}")',
+        *(
+            [f"solver.config.time_limit = {float(time_limit)!r}"]
+            if solver == "appsi_highs"
+            else [f'solver.options["limits/time"] = {float(time_limit)!r}']
+        ),
+        "results = solver.solve(m, load_solutions=False)",
+        "tc = results.solver.termination_condition",
+        "if tc == pyo.TerminationCondition.optimal:",
+        "    m.solutions.load_from(results)",
+        '    print("OBJECTIVE:", pyo.value(m.objective))',
+        "    report(model=m, results=results)",
+        "else:",
+        '    print("no optimal solution:", tc)',
+        "    report(status=tc)",
+        "",
+    ]
+    return "\n".join(out)
