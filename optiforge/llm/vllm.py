@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -72,8 +73,8 @@ def parse_version(text: str) -> tuple[int, ...]:
     """``"0.32.0+cpu"`` -> ``(0, 32, 0)``."""
     out = []
     for part in text.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
+        m = re.match(r"\d+", part)  # "2rc1" -> 2
+        out.append(int(m.group()) if m else 0)
     return tuple(out)
 
 
@@ -267,7 +268,8 @@ def wait_until_ready(
         while time.monotonic() - t0 < timeout:
             if not is_alive():
                 raise VllmLaunchError(
-                    f"the vLLM server exited while starting ({phase}).\n{log_tail()}".rstrip()
+                    f"the vLLM server exited while starting (phase: {phase}); its log ends with:\n"
+                    f"{log_tail()}".rstrip()
                 )
             try:
                 r = http.get(f"{base_url}/models")
