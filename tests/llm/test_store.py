@@ -71,7 +71,7 @@ def fake_model(tmp_path, monkeypatch):
 
 
 def test_unknown_model_is_clear(tmp_path):
-    with pytest.raises(ModelStoreError, match="unknown model 'gpt-17'.*smollm2-135m"):
+    with pytest.raises(ModelStoreError, match=r"unknown model 'gpt-17'.*smollm2-135m"):
         ModelStore(tmp_path).pull("gpt-17")
     assert get_spec("qwen2.5-coder-1.5b").size == 1_117_320_768
 

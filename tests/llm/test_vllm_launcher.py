@@ -191,7 +191,7 @@ def test_readiness_errors():
     finally:
         srv.close()
     t0 = time.monotonic()
-    with pytest.raises(VllmLaunchError, match="not ready after 0.5 s"):
+    with pytest.raises(VllmLaunchError, match=r"not ready after 0\.5 s"):
         wait_until_ready("http://127.0.0.1:9/v1", "m", timeout=0.5, interval=0.05)
     assert time.monotonic() - t0 < 5
 
