@@ -293,6 +293,7 @@ class Bundle:
         try:
             exec(code, namespace)
         except Exception as exc:
+            linecache.cache.pop(filename, None)
             raise CodeError(
                 f"defining the new code of {name} raised {type(exc).__name__}: {exc}"
             ) from exc
@@ -302,7 +303,10 @@ class Bundle:
             new_fn = types.FunctionType(
                 new_fn.__code__, fn_globals, new_fn.__name__, new_fn.__defaults__, None
             )
-            new_fn.__kwdefaults__ = namespace[target.name].__kwdefaults__
+            compiled = namespace[target.name]
+            new_fn.__kwdefaults__ = compiled.__kwdefaults__
+            new_fn.__annotations__ = compiled.__annotations__
+            new_fn.__qualname__ = compiled.__qualname__
         # Keep the source visible to tracebacks while the function lives, then drop it, so
         # the linecache does not grow with every proposal an optimizer makes.
         weakref.finalize(new_fn, linecache.cache.pop, filename, None)

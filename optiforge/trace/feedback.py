@@ -123,38 +123,48 @@ class GraphPropagator(Propagator):
 def topological_order(output: Node) -> list[Node]:
     """Return ``output`` and all its ancestors, each node before all of its parents.
 
-    Runs in O(nodes + edges) with an explicit stack. Raises :class:`GraphCycleError` when a
-    node is its own ancestor (possible only if ``parents`` was edited by hand).
+    Runs in O(nodes + edges) with explicit stacks and no per-node allocations beyond two
+    dict entries (Kahn's algorithm over the ancestors). Raises :class:`GraphCycleError` when
+    a node is its own ancestor (possible only if ``parents`` was edited by hand).
     """
     if not isinstance(output, Node):
         raise TypeError(f"expected a Node, got {type(output).__name__}")
-    state: dict[Node, int] = {}  # 1 = on the current path, 2 = finished
-    post: list[Node] = []
-    stack: list[tuple[Node, bool]] = [(output, False)]
-    push = stack.append
-    pop = stack.pop
+    # 1. Find the ancestors and count, for each, the edges coming from its children.
+    waiting: dict[Node, int] = {output: 0}
+    stack = [output]
+    push, pop = stack.append, stack.pop
     while stack:
-        n, done = pop()
-        if done:
-            state[n] = 2
-            post.append(n)
-            continue
-        if state.get(n) is not None:  # a stale entry: n was entered from another branch
-            continue
-        state[n] = 1
-        push((n, True))
-        for p in n.parents:
-            ps = state.get(p)
-            if ps is None:
-                push((p, False))
-            elif ps == 1:
-                # Nodes in state 1 are exactly those on the current depth-first path.
-                raise GraphCycleError(
-                    f"node {p.name!r} is its own ancestor (through {n.name!r}); a trace graph "
-                    "must be acyclic: do not edit node.parents by hand"
-                )
-    post.reverse()
-    return post
+        for p in pop().parents:
+            c = waiting.get(p)
+            if c is None:
+                waiting[p] = 1
+                push(p)
+            else:
+                waiting[p] = c + 1
+    if waiting[output]:
+        raise GraphCycleError(_cycle_message(output))
+    # 2. Emit a node once all its children are emitted.
+    order = [output]
+    emit = order.append
+    i = 0
+    while i < len(order):
+        for p in order[i].parents:
+            c = waiting[p] - 1
+            waiting[p] = c
+            if not c:
+                emit(p)
+        i += 1
+    if len(order) != len(waiting):
+        stuck = next(n for n, c in waiting.items() if c)
+        raise GraphCycleError(_cycle_message(stuck))
+    return order
+
+
+def _cycle_message(n: Node) -> str:
+    return (
+        f"node {n.name!r} is its own ancestor; a trace graph must be acyclic: do not edit "
+        "node.parents by hand"
+    )
 
 
 @dataclass(eq=False)
@@ -226,20 +236,27 @@ def backward(output: Node, feedback: Any, propagator: Propagator | None = None) 
     pending: dict[Node, Any] = {output: prop.init(output, feedback)}
     pop = pending.pop
     combine = prop.combine
+    trusted = type(prop) is GraphPropagator  # sends exactly to child.parents
+    arrived_nodes: list[Node] = []
+    arrived_feedback: list[Any] = []
+    # Phase 1: compute every node's feedback for this pass without touching any node, so a
+    # failing propagator leaves the graph as it was.
     for n in order:
         fb = pop(n, _MISSING)
         if fb is _MISSING:
-            continue  # no path carried feedback here (the propagator left this edge out)
-        if n.feedback is None and not isinstance(n, ParameterNode):
-            n.feedback = fb
-        else:
-            # Shared nodes (parameters above all) may get feedback from backward passes in
-            # several threads at once: combine under a lock so no update is lost.
-            with _UPDATE_LOCK:
-                n.feedback = fb if n.feedback is None else combine_feedback(n.feedback, fb)
-                if isinstance(n, ParameterNode):
-                    n.feedback_records.append(record)
-        if not n.parents:
+            continue  # no path carried feedback here (the propagator left those edges out)
+        arrived_nodes.append(n)
+        arrived_feedback.append(fb)
+        parents = n.parents
+        if not parents:
+            continue
+        if trusted:  # the default propagator, inlined: every parent gets the same object
+            for parent in parents:
+                old = pending.get(parent, _MISSING)
+                if old is _MISSING:
+                    pending[parent] = fb
+                elif old is not fb:
+                    pending[parent] = combine(old, fb)
             continue
         sent = prop.propagate(n, fb)
         if not sent:
@@ -250,14 +267,24 @@ def backward(output: Node, feedback: Any, propagator: Propagator | None = None) 
                 f"feedback, got {type(sent).__name__}"
             )
         for parent, pfb in sent.items():
+            if parent not in parents:
+                raise FeedbackError(
+                    f"{type(prop).__name__}.propagate() sent feedback to "
+                    f"{getattr(parent, 'name', parent)!r}, which is not a parent of {n.name!r}"
+                )
             old = pending.get(parent, _MISSING)
             pending[parent] = pfb if old is _MISSING else combine(old, pfb)
-    if pending:
-        stray = next(iter(pending))
-        raise FeedbackError(
-            f"{type(prop).__name__}.propagate() sent feedback to {getattr(stray, 'name', stray)!r}, "
-            "which is not a parent of the node it was propagating from"
-        )
+    # Phase 2: combine with what nodes already hold (all or nothing), then store. Parameters
+    # may be shared by backward passes in other threads, hence the lock.
+    with _UPDATE_LOCK:
+        combined = [
+            fb if n.feedback is None else combine_feedback(n.feedback, fb)
+            for n, fb in zip(arrived_nodes, arrived_feedback, strict=True)
+        ]
+        for n, value in zip(arrived_nodes, combined, strict=True):
+            n.feedback = value
+            if isinstance(n, ParameterNode):
+                n.feedback_records.append(record)
     return record
 
 

@@ -186,6 +186,14 @@ def test_cycle_is_detected():
         c.backward("x")
     with pytest.raises(GraphCycleError):
         topological_order(c)
+    x = node(1)
+    y = x + 1
+    z = y * 2
+    out = z - 1
+    x.parents = (y,)  # a cycle above the output, not through it
+    with pytest.raises(GraphCycleError, match="own ancestor"):
+        out.backward("x")
+    assert out.feedback is None  # nothing was changed
     s = node(0)
     s.parents = (s,)
     with pytest.raises(GraphCycleError):
