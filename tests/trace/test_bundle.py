@@ -336,3 +336,22 @@ def test_inspect_sees_async_bundles_and_bound_signatures():
     assert list(inspect.signature(g.greet).parameters) == ["greeting", "name"]
     assert list(inspect.signature(add).parameters) == ["a", "b"]
     assert asyncio.iscoroutinefunction(async_double)
+
+
+def test_bundles_under_no_trace_return_parentless_nodes():
+    from optiforge.trace import no_trace
+
+    a = node(1)
+    with no_trace():
+        r = add(a, 2)
+        assert type(r) is Node and r.value == 3 and r.parents == ()
+        with pytest.raises(ExecutionError) as info:
+            add(a, "x")
+        assert info.value.exception_node.parents == ()
+    assert add(a, 2).parents[0] is a
+
+    @no_trace()
+    def quiet():
+        return add(a, 5)
+
+    assert quiet().parents == () and is_tracing()

@@ -127,3 +127,12 @@ def test_assign_names_is_unique_and_keeps_parameter_names():
     assert names[a] == "w" and names[b] == "w1" and names[c] == "my_prompt"
     assert len(set(names.values())) == 5
     assert names[d].startswith("int")
+
+
+def test_subgraph_render_shortcut_matches_render_sections():
+    m = Pipeline()
+    out = m(node("!"))
+    rec = out.backward("fb")
+    sub = rec.subgraph(m.prompt)
+    assert sub.render().text() == render_sections([sub]).text()
+    assert sub.render().variables == "(str) prompt=ab"
