@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from optiforge.solvers.errors import IRValidationError
 from optiforge.solvers.expr import (
     Backend,
+    BrokenReference,
     Evaluator,
     ExprError,
     Indexed,
@@ -264,6 +265,7 @@ def _symbols(ir: ModelIR, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
         if not claim("parameter", p.name):
             continue
         keys = keys_for("parameter", p.name, p.index_sets)
+        sym.broken.add(p.name)  # until it is fully valid
         if keys is None:
             continue
         bad_vals = [v for v in p.values if not math.isfinite(v)]
@@ -278,6 +280,7 @@ def _symbols(ir: ModelIR, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
                 continue
             sym.scalars[p.name] = float(p.values[0])
             sym.scalar_kind[p.name] = "parameter"
+            sym.broken.discard(p.name)
         else:
             if len(p.values) != len(keys):
                 dims = " x ".join(f"{s}({len(sym.sets[s])})" for s in p.index_sets)
@@ -286,6 +289,7 @@ def _symbols(ir: ModelIR, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
                     f"got {len(p.values)}"
                 )
                 continue
+            sym.broken.discard(p.name)
             sym.indexed[p.name] = Indexed(
                 p.name,
                 "parameter",
@@ -300,6 +304,7 @@ def _symbols(ir: ModelIR, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
         if not claim("variable", v.name):
             continue
         keys = keys_for("variable", v.name, v.index_sets)
+        sym.broken.add(v.name)
         if keys is None:
             continue
         lb, ub = v.lb, v.ub
@@ -319,6 +324,7 @@ def _symbols(ir: ModelIR, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
             infos.append(VarInfo(var_label(v.name, key), v.name, kind, lb, ub))
             comps[key] = Poly.var(idx)
         sym.variable_names.append(v.name)
+        sym.broken.discard(v.name)
         if v.index_sets:
             sym.indexed[v.name] = Indexed(v.name, "variable", list(v.index_sets), comps)
         else:
@@ -341,6 +347,8 @@ def compile_ir(ir: ModelIR) -> CompiledIR:
         if isinstance(obj_node, ast.Compare):
             raise ExprError("the objective is an expression to optimize, not a comparison")
         objective = ev.value(obj_node, {})
+    except BrokenReference:
+        pass  # the declaration's own error says it
     except ExprError as e:
         errors.append(f"objective: {e}")
 
@@ -377,6 +385,8 @@ def compile_ir(ir: ModelIR) -> CompiledIR:
                             violated.append(row_label)
                         continue
                     rows.append(Row(row_label, c.name, body, sense, lhs, rhs, env))
+        except BrokenReference:
+            pass
         except ExprError as e:
             errors.append(f"{label}: {e}")
     if errors:

@@ -34,6 +34,10 @@ class ExprError(ValueError):
     """An expression is invalid; the message says what to write instead."""
 
 
+class BrokenReference(ExprError):
+    """The expression uses a name whose own declaration is invalid (reported there)."""
+
+
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _CMP_CONSTRAINT = {ast.LtE: "<=", ast.GtE: ">=", ast.Eq: "==", ast.Lt: "<", ast.Gt: ">"}
 _CMP_FILTER = {**_CMP_CONSTRAINT, ast.NotEq: "!="}
@@ -199,6 +203,8 @@ class Symbols:
     scalar_kind: dict[str, str] = field(default_factory=dict)  # name -> parameter|variable
     indexed: dict[str, Indexed] = field(default_factory=dict)
     variable_names: list[str] = field(default_factory=list)
+    #: Declared names whose declaration was invalid (reported on their own).
+    broken: set[str] = field(default_factory=set)
 
 
 class Backend:
@@ -379,6 +385,8 @@ class Evaluator:
             raise ExprError(f"{_node_text(node)} has no value") from None
 
     def _unknown(self, name: str) -> ExprError:
+        if name in self.sym.broken:
+            return BrokenReference(f"{name!r} is declared but invalid (see its own error)")
         kinds = ", ".join(self.sym.variable_names[:12]) or "(none)"
         return ExprError(
             f"unknown variable {name!r} (no variable, parameter or index has this name; "
