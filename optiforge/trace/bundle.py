@@ -153,12 +153,14 @@ class _CodeState:
         src = self.code._value
         if src is not self._compiled_source and src != self._compiled_source:
             owner = self.code._bundle
-            self._compiled_source = src
+            # Publish the source last: a concurrent caller either compiles too (harmless) or
+            # sees the finished function, never a half-updated state.
             try:
-                self._fn = owner.compile_source(src)
-                self._error = None
+                fn, error = owner.compile_source(src), None
             except CodeError as exc:
-                self._error = exc
+                fn, error = self._fn, exc
+            self._fn, self._error = fn, error
+            self._compiled_source = src
         if self._error is not None:
             raise self._error
         return self._fn
@@ -341,10 +343,10 @@ class Bundle:
             return self._state
         states = d.get(_STATE_ATTR)
         if states is None:
-            states = d[_STATE_ATTR] = {}
+            states = d.setdefault(_STATE_ATTR, {})  # setdefault: atomic if threads race
         st = states.get(self)
         if st is None:
-            st = states[self] = _CodeState(self)
+            st = states.setdefault(self, _CodeState(self))
         return st
 
     def _collect(self, instance: Any, args: tuple, kwargs: dict):

@@ -133,3 +133,29 @@ def test_parallel_backward_on_a_shared_parameter_loses_no_feedback():
         t.join()
     assert p.feedback == 1800
     assert len(p.feedback_records) == 1800
+
+
+def test_threads_share_one_code_parameter_per_instance():
+    from optiforge.trace import Module
+
+    class Agent(Module):
+        @bundle(trainable=True)
+        def step(self, x):
+            return x + 1
+
+    for _ in range(20):
+        agent = Agent()
+        barrier = threading.Barrier(6)
+        outs = []
+
+        def call(agent=agent, barrier=barrier, outs=outs):
+            barrier.wait()
+            outs.append(agent.step(node(1)))
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = {id(o.parents[-1]) for o in outs}
+        assert codes == {id(agent.step.code)}
