@@ -50,8 +50,13 @@ def combine_feedback(a: Any, b: Any) -> Any:
         if not b:
             return a
         return f"{a}\n\n{b}"
+    if isinstance(a, bool) or isinstance(b, bool):
+        raise FeedbackError(
+            "two true/false feedbacks cannot be combined (all passed? any passed?); send "
+            "text or a number (e.g. 1.0 / 0.0) instead"
+        )
     num = (int, float, complex)
-    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool | str):
+    if isinstance(a, num) and isinstance(b, num):
         return a + b
     if isinstance(a, dict) and isinstance(b, dict):
         merged = dict(a)

@@ -108,6 +108,10 @@ def test_combine_rules():
         combine_feedback("a", 1)
     with pytest.raises(FeedbackError):
         combine_feedback(object(), object())
+    with pytest.raises(FeedbackError, match="true/false"):
+        combine_feedback(True, True)
+    with pytest.raises(FeedbackError, match="true/false"):
+        combine_feedback(1, False)
 
 
 def test_numeric_feedback_over_two_outputs_is_summed():
@@ -240,3 +244,13 @@ def test_default_propagator_is_graph_propagator():
 
         backward("not a node", "x")
     assert isinstance(y, Node)
+
+
+def test_failed_combination_changes_nothing():
+    p = node(1, trainable=True)
+    (p + 1).backward("text first")
+    y = p * 3
+    with pytest.raises(FeedbackError):
+        y.backward(2.0)
+    assert y.feedback is None and y.parents[1].feedback is None
+    assert p.feedback == "text first" and len(p.feedback_records) == 1
