@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -260,23 +262,29 @@ def eval_command(
         f"eval [bold]{name}[/]: {len(problems)} problems, agent {meta.agent}"
         f"{', model ' + str(meta.model) if meta.model else ''}, concurrency {conc} -> {out_dir}"
     )
-    try:
-        outcome = asyncio.run(
-            run_eval(
-                problems,
-                fn,
-                out_dir,
-                meta=meta,
-                concurrency=conc,
-                resume=resume,
-                retry_failed=retry_failed,
-                problem_timeout=timeout,
-                max_consecutive_failures=max_failures,
-                progress=progress,
-                usage=usage,
-            )
+
+    async def main() -> Any:
+        # SIGTERM (a scheduler, `timeout`, `kill`) stops as cleanly as Ctrl-C does.
+        task = asyncio.current_task()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run_eval(
+            problems,
+            fn,
+            out_dir,
+            meta=meta,
+            concurrency=conc,
+            resume=resume,
+            retry_failed=retry_failed,
+            problem_timeout=timeout,
+            max_consecutive_failures=max_failures,
+            progress=progress,
+            usage=usage,
         )
-    except KeyboardInterrupt:
+
+    try:
+        outcome = asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         from optiforge.evals.journal import read_journal
 
         done = len(read_journal(out_dir).latest())

@@ -111,7 +111,7 @@ class Session(BaseModel):
     planned: int = 0
     skipped_done: int = 0
     finished: int = 0
-    status: str = "running"  # running | completed | interrupted | aborted | crashed
+    status: str = "running"  # running | completed | interrupted | aborted | crashed | killed
     usage: dict[str, Any] | None = None
 
 

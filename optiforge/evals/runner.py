@@ -274,6 +274,12 @@ async def run_eval(
 
     if old_meta is not None and resume:
         sessions = list(old_meta.sessions)
+        for old_s in sessions:
+            if old_s.status == "running":  # that process died without finishing (kill -9)
+                ends = [r.finished_at for r in done.values() if r.session == old_s.index]
+                old_s.status = "killed"
+                old_s.ended_at = max(ends, default=old_s.started_at)
+                old_s.finished = sum(1 for r in done.values() if r.session == old_s.index)
         created = old_meta.created_at
         planned_ids = list(dict.fromkeys([*old_meta.planned_ids, *(p.id for p in problems)]))
     else:

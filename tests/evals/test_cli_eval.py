@@ -84,7 +84,10 @@ def test_kill_9_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path):
     assert not set(second_calls) & set(finished_first)  # finished problems never re-ran
     s = json.loads((out / "summary.json").read_text())
     assert s["finished"] == 30 and s["complete"] and s["accuracy"]["strict_1e-6"]["accuracy"] == 1.0
-    assert len(json.loads((out / "run.json").read_text())["sessions"]) == 2
+    sessions = json.loads((out / "run.json").read_text())["sessions"]
+    assert [x["status"] for x in sessions] == ["killed", "completed"]
+    assert sessions[0]["finished"] == len(finished_first)
+    assert sessions[0]["ended_at"] > sessions[0]["started_at"]
 
 
 def test_ctrl_c_exits_cleanly_and_says_how_to_resume(tmp_path):
@@ -122,6 +125,35 @@ def test_ctrl_c_exits_cleanly_and_says_how_to_resume(tmp_path):
     res = _run(*args, "--resume")
     assert res.returncode == 0, res.stderr
     assert len(read_journal(out).records) == 20
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "eval",
+        "nl4opt",
+        "--limit",
+        "10",
+        "--agent-fn",
+        f"{FAKE}:always_right",
+        "--concurrency",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        _cmd(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FAKE_AGENT_DELAY": "0.2"},
+    )
+    _wait_for_lines(out / "results.jsonl", 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "--resume" in err, err
+    assert json.loads((out / "run.json").read_text())["sessions"][-1]["status"] == "interrupted"
 
 
 def test_unreachable_model_server_is_a_clear_error(tmp_path):
