@@ -14,13 +14,11 @@ code is different and goes through ``optiforge.solvers``' sandbox, never through
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import inspect
 import itertools
 import linecache
 import textwrap
-import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -277,38 +275,63 @@ class Bundle:
             want = "an async def" if self.is_async else "a plain def (not async def)"
             raise CodeError(f"the new code of {name} must stay {want}")
         target.decorator_list = []  # a proposal may repeat @bundle(...): never re-bundle
+        original = inspect.unwrap(self.fn)
+        fn_globals = getattr(original, "__globals__", None)
+        if fn_globals is None:
+            fn_globals = {"__builtins__": __builtins__}
+        freevars = tuple(getattr(getattr(original, "__code__", None), "co_freevars", ()))
+        cells = getattr(original, "__closure__", None) or ()
+        # Wrap the proposal in a factory function whose parameters are the original's free
+        # variables (including __class__, so zero-argument super() keeps working). Imports
+        # and helpers of the proposal become locals of the factory: nothing leaks into the
+        # user's module, and the new function still reads the live module globals.
+        factory_name = "__optiforge_factory__"
+        factory = ast.FunctionDef(
+            name=factory_name,
+            args=ast.arguments(
+                posonlyargs=[],
+                args=[ast.arg(arg=v) for v in freevars],
+                vararg=None,
+                kwonlyargs=[],
+                kw_defaults=[],
+                kwarg=None,
+                defaults=[],
+            ),
+            body=[*tree.body, ast.Return(value=ast.Name(id=target.name, ctx=ast.Load()))],
+            decorator_list=[],
+            returns=None,
+            type_comment=None,
+        )
+        module = ast.Module(body=[factory], type_ignores=[])
+        ast.copy_location(factory, tree.body[0])
+        ast.fix_missing_locations(module)
         try:
-            code = compile(tree, filename, "exec")
+            code = compile(module, filename, "exec")
         except (SyntaxError, ValueError) as exc:
             raise CodeError(f"the new code of {name} does not compile: {exc}") from exc
         linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
-        original = inspect.unwrap(self.fn)
-        fn_globals = getattr(original, "__globals__", {})
-        closure_vars: dict[str, Any] = {}
-        if getattr(original, "__closure__", None):
-            for var, cell in zip(original.__code__.co_freevars, original.__closure__, strict=False):
-                with contextlib.suppress(ValueError):  # an empty cell has no contents
-                    closure_vars[var] = cell.cell_contents
-        # Run the code in a copy of the function's module globals, so new imports and helpers
-        # do not leak into (or overwrite names of) the user's module.
-        namespace = {**fn_globals, **closure_vars}
+        scratch: dict[str, Any] = {}
         try:
-            exec(code, namespace)
+            exec(code, fn_globals, scratch)
+            values = []
+            for var, cell in zip(freevars, cells, strict=False):
+                try:
+                    values.append(cell.cell_contents)
+                except ValueError:  # an empty cell: the name is not bound yet
+                    raise CodeError(
+                        f"the new code of {name} cannot be built: the variable {var!r} it "
+                        "closes over has no value yet"
+                    ) from None
+            new_fn = scratch[factory_name](*values)
+        except CodeError:
+            linecache.cache.pop(filename, None)
+            raise
         except Exception as exc:
             linecache.cache.pop(filename, None)
             raise CodeError(
                 f"defining the new code of {name} raised {type(exc).__name__}: {exc}"
             ) from exc
-        new_fn = namespace[target.name]
-        if len(tree.body) == 1 and not closure_vars and fn_globals:
-            # Only a def: bind it to the live module globals so later changes to them count.
-            new_fn = types.FunctionType(
-                new_fn.__code__, fn_globals, new_fn.__name__, new_fn.__defaults__, None
-            )
-            compiled = namespace[target.name]
-            new_fn.__kwdefaults__ = compiled.__kwdefaults__
-            new_fn.__annotations__ = compiled.__annotations__
-            new_fn.__qualname__ = compiled.__qualname__
+        new_fn.__qualname__ = getattr(original, "__qualname__", new_fn.__name__)
         # Keep the source visible to tracebacks while the function lives, then drop it, so
         # the linecache does not grow with every proposal an optimizer makes.
         weakref.finalize(new_fn, linecache.cache.pop, filename, None)

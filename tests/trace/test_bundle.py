@@ -355,3 +355,42 @@ def test_bundles_under_no_trace_return_parentless_nodes():
         return add(a, 5)
 
     assert quiet().parents == () and is_tracing()
+
+
+class Base:
+    def describe(self, x):
+        return f"base {x}"
+
+
+class Child(Base):
+    @bundle(trainable=True)
+    def describe(self, x):
+        return "child " + super().describe(x)
+
+
+def test_new_code_keeps_zero_argument_super_working():
+    c = Child()
+    assert c.describe(node(1)).value == "child base 1"
+    c.describe.code.value = (
+        "def describe(self, x):\n    return 'new ' + super().describe(x).upper()\n"
+    )
+    assert c.describe(node(2)).value == "new BASE 2"
+
+
+def test_new_code_with_helpers_still_reads_live_globals_and_can_recurse():
+    global FACTOR
+    original = uses_global.code.value
+    try:
+        uses_global.code.value = (
+            "import math\n\n"
+            "def bump(v):\n    return v + FACTOR\n\n"
+            "def uses_global(x):\n"
+            "    return bump(x) if x > 3 else uses_global(x + 1) + math.floor(0.5)\n"
+        )
+        assert uses_global(node(1)).value == 14  # recursion calls the new function itself
+        FACTOR = 20
+        assert uses_global(node(5)).value == 25
+        assert "bump" not in globals()
+    finally:
+        FACTOR = 10
+        uses_global.code.value = original
