@@ -255,6 +255,26 @@ def _usage_total(clients: Sequence[Any]) -> tuple[int, int]:
     return calls, tokens
 
 
+def evaluate(
+    module: Any,
+    dataset: Sequence[Any],
+    loss_or_feedback_fn: Callable[[Any, Any], Any],
+    *,
+    workers: int = 4,
+    error_score: float | None = None,
+) -> tuple[float | None, list[Evaluation]]:
+    """Score ``module`` on ``dataset`` without recording a graph.
+
+    Examples run in parallel as in :func:`train`. Returns the mean score (None when the
+    function gave no scores) and one :class:`Evaluation` per example, in order.
+    """
+    if workers < 1:
+        raise OptimizerError("workers must be at least 1")
+    runner = _Runner(module, loss_or_feedback_fn, workers, error_score)
+    evals = [e for e, _ in runner.run(list(enumerate(dataset)), record=False)]
+    return _mean([e.score for e in evals]), evals
+
+
 def train(
     module: Any,
     dataset: Sequence[Any],

@@ -232,6 +232,9 @@ class Optimizer:
     def step(self) -> StepReport:
         """Ask the LLM for new values, check them, apply them, and say what changed and why.
 
+        The feedback collected since the last step is consumed: afterwards every parameter's
+        feedback is cleared (as by :meth:`zero_feedback`).
+
         A step whose replies were all unusable returns ``ok=False`` with the reasons in
         ``errors`` and leaves every parameter unchanged.
         """
@@ -255,6 +258,9 @@ class Optimizer:
         report.completion_tokens = after[2] - before[2]
         report.elapsed_s = round(time.perf_counter() - start, 3)
         self._after_step(report)
+        # Feedback was used (or judged unusable): drop it and the graphs it keeps alive, so
+        # the next step sees only new feedback.
+        self.zero_feedback()
         self.log.append(json.loads(report.model_dump_json(fallback=repr)))
         return report
 

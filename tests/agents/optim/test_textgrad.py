@@ -55,7 +55,8 @@ def test_gradients_flow_only_along_trainable_edges_then_step_rewrites():
     assert "# Constraints\nfactor > 0" in step_req.prompt
     assert "GRADIENT for factor" in step_req.prompt
     assert report.detail["gradients"]["factor"].startswith("GRADIENT")
-    assert opt.gradient_memory["factor"] == [factor.feedback]
+    assert opt.gradient_memory["factor"] == [report.detail["gradients"]["factor"]]
+    assert factor.feedback is None  # the step consumed the feedback
 
     # Second round: the first gradient shows up as memory.
     opt.zero_feedback()
