@@ -6,7 +6,8 @@ JSON messages, and never runs untrusted code itself: every program runs in a chi
 for it, which is confined before the program starts:
 
 - its own session and process group; killed if the worker dies (PR_SET_PDEATHSIG);
-- as root: new network and mount namespaces (no network; a private tmpfs over /tmp,
+- as root: no network (the worker lives in a network namespace of its own with no
+  interfaces up, which every child inherits) and a new mount namespace (a private tmpfs over /tmp,
   /var/tmp, /dev/shm, /run/lock as its only writable places) and an unprivileged uid of
   its own, so it cannot signal or write anything of anyone else;
 - rlimits: CPU time, address space, open files, file size (caps stdout/stderr too: they
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -41,6 +43,7 @@ REPORT_FD = 3
 UID_BASE = 200_000  # job uid = UID_BASE + worker pid: unique among live workers
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
 _CLONE_NEWNET = 0x40000000
 _MS_REC = 1 << 14
 _MS_PRIVATE = 1 << 18
@@ -95,12 +98,23 @@ def _preload() -> None:
     """Import and exercise the modelling stack once, so each forked child starts warm."""
     import math  # noqa: F401
 
-    import highspy  # noqa: F401
+    import highspy
     import numpy  # noqa: F401
     import pyomo.environ as pyo
     import pyscipopt
 
     from optiforge.solvers import protocol  # noqa: F401
+
+    # HiGHS keeps one global thread pool per process. Creating it here with a single
+    # thread (no worker threads) means forked children inherit a pool with no threads to
+    # deadlock on, and skip creating one per program. Must run before any other solve.
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.addVar(0.0, 10.0)
+    h.changeColIntegrality(0, highspy.HighsVarType.kInteger)
+    h.changeColCost(0, -1.0)
+    h.run()
 
     m = pyo.ConcreteModel()
     m.I = pyo.Set(initialize=[1, 2])
@@ -108,22 +122,25 @@ def _preload() -> None:
     m.y = pyo.Var(within=pyo.NonNegativeReals)
     m.c = pyo.Constraint(expr=sum(m.x[i] for i in m.I) + 2 * m.y <= 10.5)
     m.d = pyo.Constraint(m.I, rule=lambda m, i: m.x[i] <= 4 + i)
+    m.cl = pyo.ConstraintList()
+    m.cl.add(m.x[1] >= 0)
     m.o = pyo.Objective(expr=m.x[1] + 2 * m.x[2] + m.y, sense=pyo.maximize)
-    # Never *run* HiGHS here: its global thread pool would be inherited half-dead by the
-    # forked children and deadlock their MIP solves. Loading the plugins is what costs.
     for name in ("appsi_highs", "scip_direct"):
         with contextlib.suppress(Exception):
-            pyo.SolverFactory(name).available(exception_flag=False)
-    with contextlib.suppress(Exception):
-        from pyomo.repn.standard_repn import generate_standard_repn
-
-        generate_standard_repn(m.c.body)
+            opt = pyo.SolverFactory(name)
+            res = opt.solve(m, load_solutions=False)
+            if res.solver.termination_condition == pyo.TerminationCondition.optimal:
+                m.solutions.load_from(res)
+                pyo.value(m.o)
     s = pyscipopt.Model()
     s.hideOutput()
     x = s.addVar("x", ub=3)
     s.addCons(x * x <= 4)
     s.setObjective(x, "maximize")
     s.optimize()
+    # Keep the warm heap out of the collector's way: fewer copy-on-write page faults.
+    gc.collect()
+    gc.freeze()
 
 
 def _vm_size() -> int:
@@ -246,24 +263,65 @@ def _reap() -> None:
             return
 
 
+def _children(pid: int) -> list[int] | None:
+    """Direct children of ``pid`` from /proc (None if the kernel does not list them)."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            if pid == os.getpid():
+                return None
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _descendants() -> list[int] | None:
+    """Every live descendant of this worker (a subreaper, so orphans stay in the tree)."""
+    todo = _children(os.getpid())
+    if todo is None:
+        return None
+    seen: list[int] = []
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(_children(pid) or [])
+    return seen
+
+
 def _kill_leftovers(job_uid: int | None) -> int:
-    """Kill every descendant (we are a subreaper) and every process of the job uid."""
+    """Kill every descendant and every process of the job uid; reap them.
+
+    Orphans of the job are re-parented to this worker (a child subreaper), so walking the
+    process tree from here finds everything the program started. A full /proc scan by
+    uid/ppid is the fallback when the kernel does not list children.
+    """
     me = os.getpid()
     killed = 0
-    for _ in range(50):
-        strays = [
-            pid
-            for pid, ppid, uid in _proc_table()
-            if pid != me and (ppid == me or (job_uid is not None and uid == job_uid))
-        ]
+    for _ in range(200):
+        _reap()
+        strays = _descendants()
+        if strays is None:
+            strays = [
+                pid
+                for pid, ppid, uid in _proc_table()
+                if pid != me and (ppid == me or (job_uid is not None and uid == job_uid))
+            ]
         if not strays:
             return killed
         for pid in strays:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
-        time.sleep(0.002)
-        _reap()
+        time.sleep(0.001)
     return killed
 
 
@@ -279,16 +337,44 @@ def _tail(path: str, limit: int) -> tuple[str, int]:
 
 
 class Worker:
-    def __init__(self, ctrl_in: int, ctrl_out: int):
+    def __init__(self, ctrl_in: int, ctrl_out: int, disk_mb: int = 256):
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
         self.namespaces = _probe_namespaces()
-        # A separate uid needs the mount namespace to expose the interpreter's files.
+        self.exposure: list[tuple[str, list[str]]] = []
+        if self.namespaces:
+            try:
+                self._enter_namespaces(disk_mb)
+            except OSError:
+                self.namespaces = False
+        # A separate uid needs the mount namespace (to expose the interpreter's files).
         self.drop_uid = self.namespaces and os.geteuid() == 0
-        self.exposure = _exposure_plan() if self.drop_uid else []
         self.job_uid = UID_BASE + os.getpid() if self.drop_uid else None
         self.baseline_vm = _vm_size()
         self.jobs = 0
+
+    def _enter_namespaces(self, disk_mb: int) -> None:
+        """Move this worker into its own network and mount namespaces, once.
+
+        Every child inherits them: no network at all, and a filesystem view where /tmp is
+        a private tmpfs (jobs' directories live there), the other world-writable places are
+        tiny root-owned tmpfs mounts, and directories an unprivileged uid cannot traverse
+        show only the interpreter's files. Doing this once per worker, not per program,
+        keeps mount work and namespace teardown off every program's path.
+        """
+        plan = _exposure_plan() if os.geteuid() == 0 else []
+        if _libc.unshare(_CLONE_NEWNET | _CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "unshare failed")
+        if _libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount --make-rprivate / failed")
+        if not _mount_tmpfs("/tmp", disk_mb, mode="0711"):
+            raise OSError(ctypes.get_errno(), "tmpfs mount on /tmp failed")
+        for p in ("/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue"):
+            _mount_tmpfs(p, 1, mode="0755")
+        if plan:
+            _expose(plan, "/tmp/.expose")
+        self.exposure = plan
+        tempfile.tempdir = "/tmp"
 
     @property
     def isolation(self) -> str:
@@ -321,6 +407,7 @@ class Worker:
         os.mkdir(workdir, 0o700)
         if self.drop_uid:
             os.chown(workdir, self.job_uid, self.job_uid)
+            os.chmod(jobdir, 0o711)
         timeout = float(job["timeout"])
         t0 = time.monotonic()
         pid = os.fork()
@@ -411,12 +498,10 @@ def _setrlimit(which: int, soft: int) -> None:
     resource.setrlimit(which, (soft, soft if hard == resource.RLIM_INFINITY else hard))
 
 
-def _mount_tmpfs(path: str, size_mb: int, uid: int | None) -> bool:
+def _mount_tmpfs(path: str, size_mb: int, mode: str) -> bool:
     if not os.path.isdir(path):
         return False
-    opts = f"size={size_mb}m,mode=1777".encode()
-    if uid is not None:
-        opts = f"size={size_mb}m,mode=0700,uid={uid},gid={uid}".encode()
+    opts = f"size={size_mb}m,mode={mode}".encode()
     flags = _MS_NOSUID | _MS_NODEV
     return _libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, opts) == 0
 
@@ -435,20 +520,9 @@ def _child(
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ, signal.SIGPIPE):
             signal.signal(s, signal.SIG_DFL)
         uid = worker.job_uid
-        if worker.namespaces:
-            if _libc.unshare(_CLONE_NEWNET | _CLONE_NEWNS) != 0:
-                raise OSError(ctypes.get_errno(), "unshare failed")
-            if _libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-                raise OSError(ctypes.get_errno(), "mount --make-rprivate / failed")
-            # The job's files live in a tmpfs of its own; other world-writable places get
-            # tiny empty tmpfs mounts, so nothing written there reaches the host.
-            workdir = "/tmp"
-            if not _mount_tmpfs(workdir, int(job.get("disk_mb", 64)), uid):
-                raise OSError(ctypes.get_errno(), "tmpfs mount failed")
-            for p in ("/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue"):
-                _mount_tmpfs(p, 1, None)
-            if worker.exposure:
-                _expose(worker.exposure, os.path.join(workdir, ".expose"))
+        if worker.namespaces and _libc.unshare(_CLONE_NEWIPC) != 0:
+            # SysV IPC objects outlive processes: keep each program's private.
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWIPC) failed")
         os.chdir(workdir)
         program = os.path.join(workdir, "program.py")
         with open(program, "w", encoding="utf-8") as f:
@@ -555,7 +629,17 @@ def _install_guard(workdir: str) -> None:  # pragma: no cover - runs in the chil
     }
     two_paths = {"os.rename", "os.link", "os.symlink", "shutil.move", "shutil.copyfile"}
 
+    watched = frozenset(
+        {"open", "os.kill", "os.killpg", "signal.pthread_kill", "resource.setrlimit"}
+        | net
+        | procs
+        | one_path
+        | two_paths
+    )
+
     def hook(event: str, args: tuple) -> None:
+        if event not in watched:
+            return
         if event == "open":
             path, mode, flags = ((*args, None, None, None))[:3]
             wants_write = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
@@ -675,7 +759,7 @@ def main() -> None:
     except Exception as e:
         send(ctrl_out, {"type": "error", "message": f"worker warm-up failed: {e}"})
         return
-    Worker(ctrl_in, ctrl_out).serve()
+    Worker(ctrl_in, ctrl_out, int(os.environ.get("OPTIFORGE_SANDBOX_DISK_MB", "256"))).serve()
 
 
 if __name__ == "__main__":

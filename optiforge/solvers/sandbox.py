@@ -81,6 +81,12 @@ class SandboxResult(BaseModel):
         return self.exit_reason == ExitReason.OK
 
 
+def default_pool_size() -> int:
+    """Two workers per core (at most 8): a program's life is partly waiting (fork, exit,
+    scheduling), so more programs in flight than cores keeps the cores busy."""
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
 def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
@@ -204,7 +210,7 @@ class SandboxPool:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> None:
         if size is None:
-            size = max(1, min(4, os.cpu_count() or 1))
+            size = default_pool_size()
         if size < 1:
             raise SandboxError(f"pool size must be at least 1, got {size}")
         self.size = size
