@@ -6,10 +6,12 @@ JSON messages, and never runs untrusted code itself: every program runs in a chi
 for it, which is confined before the program starts:
 
 - its own session and process group; killed if the worker dies (PR_SET_PDEATHSIG);
-- as root: no network (the worker lives in a network namespace of its own with no
-  interfaces up, which every child inherits) and a new mount namespace (a private tmpfs over /tmp,
-  /var/tmp, /dev/shm, /run/lock as its only writable places) and an unprivileged uid of
-  its own, so it cannot signal or write anything of anyone else;
+- as root, inherited from the worker, which enters them once at start: a network
+  namespace with no interface up, and a mount namespace where /tmp is a private tmpfs
+  holding the job directories, the other world-writable places are root-owned tmpfs
+  mounts, and directories an unprivileged uid cannot traverse show only the
+  interpreter's files; per program a new IPC namespace and an unprivileged uid of its own
+  (``UID_BASE + worker pid``) that owns only its working directory;
 - rlimits: CPU time, address space, open files, file size (caps stdout/stderr too: they
   are files), no core dumps, few processes;
 - an audit hook that refuses sockets, child processes, signals to other processes and
@@ -17,7 +19,7 @@ for it, which is confined before the program starts:
   layer; the kernel limits above are the real boundary).
 
 Afterwards the worker kills whatever the program left behind (the worker is a child
-subreaper, and the job uid identifies strays) and removes the job's files.
+subreaper, so every descendant stays in its process tree) and removes the job's files.
 """
 
 from __future__ import annotations
