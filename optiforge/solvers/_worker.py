@@ -37,6 +37,7 @@ import struct
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 EXIT_MEMORY = 121
@@ -338,8 +339,20 @@ def _tail(path: str, limit: int) -> tuple[str, int]:
     return data.decode("utf-8", "replace"), size
 
 
+@dataclass
+class _Spare:
+    """A pre-forked child waiting for its program."""
+
+    pid: int
+    job_fd: int
+    jobdir: str
+    paths: dict[str, str]
+
+
 class Worker:
     def __init__(self, ctrl_in: int, ctrl_out: int, disk_mb: int = 256):
+        self.pid = os.getpid()
+        self.spare: _Spare | None = None
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
         self.namespaces = _probe_namespaces()
@@ -387,36 +400,78 @@ class Worker:
             parts.append("uid")
         return "+".join(parts)
 
-    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        self.jobs += 1
+    def _prefork(self) -> _Spare:
+        """Fork the child for the *next* program now, while nothing is waiting on us.
+
+        The child prepares nothing program-specific: it blocks reading the job from a
+        pipe, then confines itself and runs it. Forking ahead takes the fork (and the new
+        process's first scheduling) off each program's critical path.
+        """
         jobdir = tempfile.mkdtemp(prefix="optiforge-sbx-")
         os.chmod(jobdir, 0o711)
-        try:
-            return self._run(job, jobdir)
-        finally:
-            _kill_leftovers(self.job_uid)
-            shutil.rmtree(jobdir, ignore_errors=True)
-
-    def _run(self, job: dict[str, Any], jobdir: str) -> dict[str, Any]:
-        out_path = os.path.join(jobdir, "stdout")
-        err_path = os.path.join(jobdir, "stderr")
-        rep_path = os.path.join(jobdir, "report")
+        paths = {k: os.path.join(jobdir, k) for k in ("stdout", "stderr", "report")}
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out_fd = os.open(out_path, flags, 0o600)
-        err_fd = os.open(err_path, flags, 0o600)
-        rep_fd = os.open(rep_path, flags | os.O_APPEND, 0o600)
+        out_fd = os.open(paths["stdout"], flags, 0o600)
+        err_fd = os.open(paths["stderr"], flags, 0o600)
+        rep_fd = os.open(paths["report"], flags | os.O_APPEND, 0o600)
         workdir = os.path.join(jobdir, "work")
         os.mkdir(workdir, 0o700)
         if self.drop_uid:
             os.chown(workdir, self.job_uid, self.job_uid)
-            os.chmod(jobdir, 0o711)
-        timeout = float(job["timeout"])
-        t0 = time.monotonic()
+        r, w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, measured by the tests
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != self.pid:  # the worker died before prctl took effect
+                    os._exit(0)
+                for fd in (w, self.ctrl_in, self.ctrl_out):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                job = recv(r)
+            except BaseException:
+                os._exit(EXIT_SETUP)
+            if job is None:  # the worker discarded this spare
+                os._exit(0)
             _child(self, job, workdir, out_fd, err_fd, rep_fd)
+        os.close(r)
         for fd in (out_fd, err_fd, rep_fd):
             os.close(fd)
+        return _Spare(pid, w, jobdir, paths)
+
+    def discard_spare(self) -> None:
+        """Stop the pre-forked child and remove its directory (at exit)."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            with contextlib.suppress(OSError):
+                os.close(spare.job_fd)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spare.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(spare.pid, 0)
+            shutil.rmtree(spare.jobdir, ignore_errors=True)
+
+    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Run one program in the spare child (forked now if there is none)."""
+        self.jobs += 1
+        spare, self.spare = self.spare or self._prefork(), None
+        try:
+            return self._run(job, spare)
+        finally:
+            _kill_leftovers(self.job_uid)
+            shutil.rmtree(spare.jobdir, ignore_errors=True)
+
+    def _run(self, job: dict[str, Any], spare: _Spare) -> dict[str, Any]:
+        pid = spare.pid
+        out_path, err_path, rep_path = (spare.paths[k] for k in ("stdout", "stderr", "report"))
+        timeout = float(job["timeout"])
+        t0 = time.monotonic()
+        try:
+            send(spare.job_fd, job)
+        except OSError:
+            pass  # the child died early; its status tells what happened
+        finally:
+            os.close(spare.job_fd)
         timed_out = parent_gone = False
         pidfd = os.pidfd_open(pid)
         try:
@@ -475,18 +530,23 @@ class Worker:
             self.ctrl_out,
             {"type": "ready", "pid": os.getpid(), "isolation": self.isolation},
         )
-        while True:
-            msg = recv(self.ctrl_in)
-            if msg is None or msg.get("type") == "exit":
-                return
-            if msg.get("type") == "run":
-                try:
-                    reply = self.run_job(msg)
-                except Exception as e:  # report, keep serving
-                    reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
-                send(self.ctrl_out, reply)
-            elif msg.get("type") == "ping":
-                send(self.ctrl_out, {"type": "pong", "jobs": self.jobs})
+        try:
+            while True:
+                if self.spare is None:
+                    self.spare = self._prefork()
+                msg = recv(self.ctrl_in)
+                if msg is None or msg.get("type") == "exit":
+                    return
+                if msg.get("type") == "run":
+                    try:
+                        reply = self.run_job(msg)
+                    except Exception as e:  # report, keep serving
+                        reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
+                    send(self.ctrl_out, reply)
+                elif msg.get("type") == "ping":
+                    send(self.ctrl_out, {"type": "pong", "jobs": self.jobs})
+        finally:
+            self.discard_spare()
 
 
 # ---------------------------------------------------------------------------------------------
