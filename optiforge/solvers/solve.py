@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
+import threading
 import time
 from typing import Any, Literal
 
@@ -88,6 +90,35 @@ def solve_ir(
 # ---------------------------------------------------------------------------------------------
 # HiGHS
 
+_highs_lock = threading.Lock()
+_highs_banner_done = False
+
+
+def _new_highs() -> Any:
+    """A ``highspy.Highs``; the first one per process is made with fd 1 silenced, because
+    HiGHS prints its banner from C at first construction, which would corrupt output
+    such as the CLI's JSON."""
+    global _highs_banner_done
+    import highspy
+
+    if _highs_banner_done:
+        return highspy.Highs()
+    with _highs_lock:
+        if _highs_banner_done:
+            return highspy.Highs()
+        sys.stdout.flush()
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+        _highs_banner_done = True
+        return h
+
 
 def _solve_highs(cir: CompiledIR, time_limit: float) -> SolveResult:
     import highspy
@@ -160,7 +191,7 @@ def _solve_highs(cir: CompiledIR, time_limit: float) -> SolveResult:
     lp.a_matrix_.num_col_ = n
     lp.a_matrix_.num_row_ = len(cir.rows)
 
-    h = highspy.Highs()
+    h = _new_highs()
     with tempfile.TemporaryDirectory(prefix="optiforge-highs-") as tmp:
         log = os.path.join(tmp, "highs.log")
         h.setOptionValue("log_to_console", False)

@@ -221,3 +221,9 @@ def test_indexed_features_and_numeric_elements():
     cls = classify_ir(ir)
     assert cls.problem_class == "LP" and cls.num_variables == 9
     assert cls.num_constraints == 3 + 2 + 6 + 1
+
+
+def test_schema_converts_to_a_llama_cpp_grammar():
+    xllamacpp = pytest.importorskip("xllamacpp")
+    grammar = xllamacpp.json_schema_to_grammar(json.dumps(ModelIR.model_json_schema()))
+    assert grammar and "objective" in grammar

@@ -258,3 +258,17 @@ def test_solve_ir_accepts_json_and_rejects_invalid():
         solve_ir(text, solver="gurobi")  # type: ignore[arg-type]
     with pytest.raises(SolverError):
         solve_ir(text, time_limit=0)
+
+
+def test_solve_ir_keeps_stdout_clean():
+    import subprocess
+    import sys
+
+    code = (
+        "from optiforge.solvers import solve_ir\n"
+        "r = solve_ir({'variables': [{'name': 'x', 'ub': 3}],"
+        " 'objective': {'sense': 'max', 'expression': 'x'}})\n"
+        "print(r.objective)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "3.0\n"
