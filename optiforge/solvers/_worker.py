@@ -355,7 +355,8 @@ class Worker:
         self.spare: _Spare | None = None
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
-        self.namespaces = _probe_namespaces()
+        basic = os.environ.get("OPTIFORGE_SANDBOX_ISOLATION", "auto") == "basic"
+        self.namespaces = not basic and _probe_namespaces()
         self.exposure: list[tuple[str, list[str]]] = []
         if self.namespaces:
             try:

@@ -94,8 +94,10 @@ def _package_root() -> str:
 class _WorkerProc:
     """One worker process and its control pipes (used by one thread at a time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, isolation: str = "auto", disk_mb: int = 256) -> None:
         env = dict(os.environ)
+        env["OPTIFORGE_SANDBOX_ISOLATION"] = isolation
+        env["OPTIFORGE_SANDBOX_DISK_MB"] = str(int(disk_mb))
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_package_root(), env.get("PYTHONPATH", "")) if p
         )
@@ -199,6 +201,11 @@ class SandboxPool:
     Use as a context manager, or call :meth:`close`. ``run`` is thread-safe and blocks;
     ``arun`` is its asyncio form. At most ``size`` programs run at once; more callers wait.
     A worker that dies or hangs is replaced, and the pool keeps serving.
+
+    ``timeout``, ``memory_mb`` and ``output_limit`` are defaults for :meth:`run`.
+    ``isolation="auto"`` uses namespaces and a separate uid when running as root;
+    ``"basic"`` forces the unprivileged fallback (fork, rlimits, audit hook) for testing.
+    ``disk_mb`` sizes each worker's private /tmp (namespace mode).
     """
 
     def __init__(
@@ -208,7 +215,11 @@ class SandboxPool:
         timeout: float = DEFAULT_TIMEOUT,
         memory_mb: int = DEFAULT_MEMORY_MB,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        isolation: str = "auto",
+        disk_mb: int = 256,
     ) -> None:
+        if isolation not in ("auto", "basic"):
+            raise SandboxError(f"isolation must be 'auto' or 'basic', got {isolation!r}")
         if size is None:
             size = default_pool_size()
         if size < 1:
@@ -223,8 +234,9 @@ class SandboxPool:
         self._idle: queue.Queue[_WorkerProc] = queue.Queue()
         self._workers: list[_WorkerProc] = []
         self._closed = False
+        self._spawn_args = {"isolation": isolation, "disk_mb": disk_mb}
         for _ in range(size):
-            w = _WorkerProc()
+            w = _WorkerProc(**self._spawn_args)
             self._workers.append(w)
             self._idle.put(w)
         self._finalizer = weakref.finalize(self, _close_workers, self._workers)
@@ -263,7 +275,7 @@ class SandboxPool:
 
     def _replace(self, w: _WorkerProc) -> _WorkerProc:
         w.kill()
-        fresh = _WorkerProc()
+        fresh = _WorkerProc(**self._spawn_args)
         with self._lock:
             if w in self._workers:
                 self._workers.remove(w)
