@@ -401,3 +401,70 @@ def test_close_leaves_no_process():
     assert not (set(pids) | spares) & alive
     with pytest.raises(SandboxError, match="closed"):
         p.run("pass")
+
+
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        (
+            """
+            import highspy
+            h = highspy.Highs()
+            h.setOptionValue("output_flag", False)
+            x = h.addVariable(lb=0, ub=4, type=highspy.HighsVarType.kInteger)
+            y = h.addVariable(lb=0)
+            h.addConstr(x + 2 * y <= 7)
+            h.maximize(3 * x + y)
+            report(objective=h.getInfo().objective_function_value, status="optimal")
+            """,
+            13.5,
+        ),
+        (
+            """
+            from pyscipopt import Model, quicksum
+            m = Model()
+            m.hideOutput()
+            x = m.addVar("x", ub=10)
+            y = m.addVar("y", ub=10)
+            m.addCons(x + 2 * y <= 10)
+            t = m.addVar("t", lb=None)
+            m.addCons(t <= x * y)
+            m.setObjective(t, "maximize")
+            m.optimize()
+            report(objective=m.getObjVal(), status=m.getStatus(),
+                   variables={"x": m.getVal(x), "y": m.getVal(y)})
+            """,
+            12.5,
+        ),
+        (
+            """
+            import pyomo.environ as pyo
+            m = pyo.ConcreteModel()
+            m.x = pyo.Var(bounds=(0, 10))
+            m.y = pyo.Var(bounds=(0, 10))
+            m.c = pyo.Constraint(expr=m.x + 2 * m.y <= 10)
+            m.o = pyo.Objective(expr=m.x * m.y, sense=pyo.maximize)
+            res = pyo.SolverFactory("scip_direct").solve(m)
+            report(model=m, results=res)
+            """,
+            12.5,
+        ),
+        (
+            """
+            import fractions, statistics, decimal, csv, itertools, random, heapq, bisect
+            import scipy.optimize
+            r = scipy.optimize.linprog([-1, -2], A_ub=[[1, 1]], b_ub=[4], bounds=[(0, 3), (0, 3)])
+            print("OBJECTIVE:", -r.fun)
+            """,
+            7.0,
+        ),
+    ],
+    ids=["highspy", "pyscipopt", "pyomo-scip", "stdlib-scipy"],
+)
+def test_other_solver_routes(pool, code, expected):
+    if "scipy" in code:
+        pytest.importorskip("scipy")
+    r = pool.run(textwrap.dedent(code))
+    assert r.ok, r.stderr
+    assert r.result.status == SolveStatus.OPTIMAL
+    assert r.result.objective == pytest.approx(expected, rel=1e-6)
