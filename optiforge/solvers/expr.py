@@ -165,7 +165,7 @@ def parse_for_all(text: str) -> list[ast.comprehension]:
     """Parse a constraint's ``for_all``: ``i in A``, ``i in A, j in B``, ``i in A if i != 'x'``."""
     s = " ".join(text.strip().splitlines())
     s = re.sub(r"^for\s+", "", s)
-    s = re.sub(r",\s*(?:for\s+)?([A-Za-z_]\w*)\s+in\s+", r" for \1 in ", s)
+    s = re.sub(r"(?:,|\s+and)\s*(?:for\s+)?([A-Za-z_]\w*)\s+in\s+", r" for \1 in ", s)
     try:
         tree = ast.parse(f"[0 for {s}]", mode="eval")
     except SyntaxError:

@@ -105,7 +105,28 @@ class IRParameter(_Item):
     def _values(cls, v: Any) -> Any:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return [v]
+        if isinstance(v, (list, tuple)) and any(isinstance(e, (list, tuple)) for e in v):
+            return _flatten(v)  # a table written as rows: row-major, as documented
         return v
+
+
+def _flatten(v: Any) -> list[Any]:
+    out: list[Any] = []
+    for e in v:
+        out.extend(_flatten(e) if isinstance(e, (list, tuple)) else [e])
+    return out
+
+
+_DOMAIN_ALIASES = {
+    "real": "continuous",
+    "reals": "continuous",
+    "float": "continuous",
+    "int": "integer",
+    "integers": "integer",
+    "bool": "binary",
+    "boolean": "binary",
+    "0-1": "binary",
+}
 
 
 class IRVariable(_Item):
@@ -124,6 +145,14 @@ class IRVariable(_Item):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_identifier("variable", v)
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _domain(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().lower()
+            return _DOMAIN_ALIASES.get(v, v)
+        return v
 
 
 class IRObjective(_Item):

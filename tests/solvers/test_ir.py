@@ -88,7 +88,7 @@ def test_errors_name_the_offending_item():
 def test_structural_errors_name_items_too():
     errs = errors_of(
         {
-            "variables": [{"name": "x", "domain": "real"}, {"name": "2bad"}],
+            "variables": [{"name": "x", "domain": "fractional"}, {"name": "2bad"}],
             "objective": {"sense": "maximize", "expression": "x"},
         }
     )
@@ -227,3 +227,30 @@ def test_schema_converts_to_a_llama_cpp_grammar():
     xllamacpp = pytest.importorskip("xllamacpp")
     grammar = xllamacpp.json_schema_to_grammar(json.dumps(ModelIR.model_json_schema()))
     assert grammar and "objective" in grammar
+
+
+def test_friendly_inputs_are_normalised():
+    ir = ModelIR.model_validate(
+        {
+            "sets": [{"name": "A", "elements": ["a", "b"]}, {"name": "B", "elements": [1, 2, 3]}],
+            "parameters": [
+                {"name": "t", "index_sets": ["A", "B"], "values": [[1, 2, 3], [4, 5, 6]]}
+            ],
+            "variables": [
+                {"name": "x", "index_sets": ["A", "B"], "domain": "Int"},
+                {"name": "y", "domain": "real"},
+                {"name": "z", "domain": "bool"},
+            ],
+            "objective": {
+                "sense": "Max",
+                "expression": "sum(t[a, b] * x[a, b] for a in A for b in B)",
+            },
+            "constraints": [
+                {"name": "c", "expression": "x[a, b] <= 1", "for_all": "a in A and b in B"}
+            ],
+        }
+    )
+    assert ir.parameters[0].values == [1, 2, 3, 4, 5, 6]
+    assert [v.domain for v in ir.variables] == ["integer", "continuous", "binary"]
+    assert ir.objective.sense == "maximize"
+    assert classify_ir(ir).num_constraints == 6
