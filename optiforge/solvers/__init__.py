@@ -8,8 +8,8 @@ or pyscipopt:
 - ``classify_ir``, ``IRClass`` (``optiforge.solvers.compile``)
 - ``solve_ir`` (``optiforge.solvers.solve``)
 - ``ir_to_markdown``, ``ir_to_pyomo_code`` (``optiforge.solvers.render``)
-- ``run_sandboxed``, ``SandboxPool``, ``SandboxResult``, ``ExitReason``,
-  ``parse_objective_line`` (``optiforge.solvers.sandbox``)
+- ``run_sandboxed``, ``arun_sandboxed``, ``SandboxPool``, ``SandboxResult``, ``ExitReason``
+  (``optiforge.solvers.sandbox``); ``parse_objective_line`` (``optiforge.solvers.protocol``)
 - ``SolveResult``, ``SolveStatus`` (``optiforge.solvers.result``)
 - ``IRValidationError``, ``SolverError``, ``SandboxError`` (``optiforge.solvers.errors``)
 
@@ -35,6 +35,7 @@ _EXPORTS = {
     "ir_to_markdown": "optiforge.solvers.render",
     "ir_to_pyomo_code": "optiforge.solvers.render",
     "run_sandboxed": "optiforge.solvers.sandbox",
+    "arun_sandboxed": "optiforge.solvers.sandbox",
     "SandboxPool": "optiforge.solvers.sandbox",
     "SandboxResult": "optiforge.solvers.sandbox",
     "ExitReason": "optiforge.solvers.sandbox",

@@ -564,7 +564,8 @@ def _setrlimit(which: int, soft: int) -> None:
 def _mount_tmpfs(path: str, size_mb: int, mode: str) -> bool:
     if not os.path.isdir(path):
         return False
-    opts = f"size={size_mb}m,mode={mode}".encode()
+    # nr_inodes bounds kernel memory a program could pin with millions of empty files.
+    opts = f"size={size_mb}m,nr_inodes={max(1024, size_mb * 400)},mode={mode}".encode()
     flags = _MS_NOSUID | _MS_NODEV
     return _libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, opts) == 0
 
