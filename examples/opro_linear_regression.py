@@ -3,7 +3,7 @@
 The LLM never sees the data: it sees (w, b) pairs tried so far with their loss, best last,
 and proposes new pairs. Run with the embedded default model (Qwen2.5-Coder-1.5B on CPU):
 
-    python examples/opro_linear_regression.py            # 6 steps, 4 candidates each
+    python examples/opro_linear_regression.py            # 8 steps, 4 candidates each
     python examples/opro_linear_regression.py --steps 10 --no-cache
 """
 
@@ -29,7 +29,7 @@ def make_data(n: int = 50, seed: int = 0) -> list[tuple[float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="default: the configured model")
@@ -61,12 +61,10 @@ def main() -> None:
             n=args.candidates,
             task=(
                 "Find the slope w and intercept b of a straight line y = w*x + b that fits a "
-                "data set. The score is the mean squared error of the line on the data."
+                "data set. The score is the mean squared error of the line on the data. "
+                "w and b are real numbers between -30 and 30."
             ),
-            hint=(
-                "w and b are real numbers and may be far from the values above: when the "
-                "loss is large, make large changes."
-            ),
+            hint="Explore boldly: try values far from the ones above, then refine around the best.",
             seed=args.seed,
         )
         for values in starts:

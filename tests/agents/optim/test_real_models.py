@@ -97,8 +97,8 @@ def test_opro_improves_a_1d_fit_on_coder_model(coder_llm):
         n=3,
         seed=0,
         task="Find the slope w of the line y = w * x that fits a data set. The score is the "
-        "mean squared error.",
-        hint="When the loss is large, make large changes.",
+        "mean squared error. w is a real number between -30 and 30.",
+        hint="Explore boldly: try values far from the ones above, then refine around the best.",
     )
     opt.observe({"w": -1.0}, loss({"w": -1.0}))
     start = loss({"w": 0.0})
