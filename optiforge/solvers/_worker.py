@@ -737,6 +737,28 @@ def _install_guard(workdir: str) -> None:  # pragma: no cover - runs in the chil
     sys.addaudithook(hook)
 
 
+def _format_program_error(exc: BaseException) -> str:  # pragma: no cover - child only
+    """The traceback without the sandbox's own frames (noise for a model repairing code)."""
+    import traceback
+
+    ours = {
+        os.path.realpath(__file__).removesuffix("c"),
+        os.path.realpath(os.path.join(os.path.dirname(__file__), "protocol.py")),
+    }
+
+    def strip(te: traceback.TracebackException) -> None:
+        te.stack = traceback.StackSummary.from_list(
+            [f for f in te.stack if os.path.realpath(f.filename) not in ours]
+        )
+        for nxt in (te.__cause__, te.__context__):
+            if nxt is not None:
+                strip(nxt)
+
+    te = traceback.TracebackException.from_exception(exc)
+    strip(te)
+    return "".join(te.format())
+
+
 def _run_program(program: str, workdir: str) -> None:  # pragma: no cover - child only
     import builtins
     import faulthandler
@@ -797,10 +819,10 @@ def _run_program(program: str, workdir: str) -> None:  # pragma: no cover - chil
         rc = EXIT_MEMORY
         with contextlib.suppress(BaseException):
             sys.stderr.write("MemoryError: the program ran out of its memory limit\n")
-    except BaseException:
+    except BaseException as e:
         rc = 1
         with contextlib.suppress(BaseException):
-            traceback.print_exc()
+            sys.stderr.write(_format_program_error(e))
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(BaseException):
             stream.flush()
