@@ -763,7 +763,6 @@ def _run_program(program: str, workdir: str) -> None:  # pragma: no cover - chil
     import builtins
     import faulthandler
     import io
-    import traceback
     import types
 
     from optiforge.solvers.protocol import build_report
