@@ -153,6 +153,13 @@ class _Runner:
         forward = getattr(module, "forward", module)
         self.is_async = inspect.iscoroutinefunction(forward) or inspect.iscoroutinefunction(module)
         self.judge_async = inspect.iscoroutinefunction(judge)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        """Close the event loop used for async modules."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
 
     def _call_module(self, x: Any) -> Any:
         if isinstance(x, Mapping):
@@ -228,7 +235,10 @@ class _Runner:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
-                return asyncio.run(main())
+                # One loop for the whole run: async clients keep their connections per loop.
+                if self._loop is None or self._loop.is_closed():
+                    self._loop = asyncio.new_event_loop()
+                return self._loop.run_until_complete(main())
             with ThreadPoolExecutor(1) as pool:
                 return pool.submit(asyncio.run, main()).result()
         if self.workers == 1 or len(items) <= 1:
@@ -271,7 +281,10 @@ def evaluate(
     if workers < 1:
         raise OptimizerError("workers must be at least 1")
     runner = _Runner(module, loss_or_feedback_fn, workers, error_score)
-    evals = [e for e, _ in runner.run(list(enumerate(dataset)), record=False)]
+    try:
+        evals = [e for e, _ in runner.run(list(enumerate(dataset)), record=False)]
+    finally:
+        runner.close()
     return _mean([e.score for e in evals]), evals
 
 
@@ -371,114 +384,119 @@ def train(
         disable=not progress,
         transient=False,
     )
-    best = validate()
-    result.initial_val_score = best
-    result.best_val_score = best
-    result.best_parameters = {k: _jsonable(v) for k, v in optimizer.values().items()}
-    best_values = optimizer.values()
-    since_best = 0
-    step_no = 0
-    with bar:
-        task = bar.add_task("train", total=total_steps, status=f"val={best}")
-        for epoch in range(1, epochs + 1):
-            order = list(range(len(data)))
-            if shuffle:
-                rng.shuffle(order)
-            for b in range(steps_per_epoch):
-                batch = order[b * batch_size : (b + 1) * batch_size]
-                step_no += 1
-                t0 = time.perf_counter()
-                optimizer.zero_feedback()
-                evals = runner.run([(i, data[i]) for i in batch], record=not wants_score)
-                train_score = _mean([e.score for e, _ in evals])
-                if wants_score:
-                    if train_score is None:
-                        raise OptimizerError(
-                            "OPRO needs scores: the feedback function returned none"
+    try:
+        best = validate()
+        result.initial_val_score = best
+        result.best_val_score = best
+        result.best_parameters = {k: _jsonable(v) for k, v in optimizer.values().items()}
+        best_values = optimizer.values()
+        since_best = 0
+        step_no = 0
+        with bar:
+            task = bar.add_task("train", total=total_steps, status=f"val={best}")
+            for epoch in range(1, epochs + 1):
+                order = list(range(len(data)))
+                if shuffle:
+                    rng.shuffle(order)
+                for b in range(steps_per_epoch):
+                    batch = order[b * batch_size : (b + 1) * batch_size]
+                    step_no += 1
+                    t0 = time.perf_counter()
+                    optimizer.zero_feedback()
+                    evals = runner.run([(i, data[i]) for i in batch], record=not wants_score)
+                    train_score = _mean([e.score for e, _ in evals])
+                    if wants_score:
+                        if train_score is None:
+                            raise OptimizerError(
+                                "OPRO needs scores: the feedback function returned none"
+                            )
+                        optimizer.backward(None, train_score)
+                    else:
+                        for e, output in evals:
+                            if output is None or not hasattr(output, "backward"):
+                                continue
+                            optimizer.backward(output, e.feedback)
+                    before_step = optimizer.values()
+                    report = optimizer.step()
+                    val_score = validate()
+                    # Without a validation set the batch score is the best signal there is; it
+                    # measures the values *before* this step.
+                    current = val_score if val is not None else train_score
+                    scored_values = optimizer.values() if val is not None else before_step
+                    improved = False
+                    if current is not None and (
+                        result.best_val_score is None or better(current, result.best_val_score)
+                    ):
+                        improved = True
+                        result.best_val_score = current
+                        best_values = scored_values
+                        result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
+                        since_best = 0
+                    else:
+                        since_best += 1
+                    calls, tokens = _usage_total(clients)
+                    result.steps.append(
+                        StepLog(
+                            epoch=epoch,
+                            step=step_no,
+                            batch=batch,
+                            train_score=train_score,
+                            val_score=val_score,
+                            best_val_score=result.best_val_score,
+                            improved=improved,
+                            feedback=[e.feedback for e, _ in evals],
+                            changes=[c.model_dump() for c in report.changes],
+                            errors=list(report.errors),
+                            parameters={k: _jsonable(v) for k, v in optimizer.values().items()},
+                            optimizer_calls=report.calls,
+                            optimizer_tokens=report.prompt_tokens + report.completion_tokens,
+                            total_calls=calls - base_calls,
+                            total_tokens=tokens - base_tokens,
+                            elapsed_s=round(time.perf_counter() - t0, 3),
                         )
-                    optimizer.backward(None, train_score)
-                else:
-                    for e, output in evals:
-                        if output is None or not hasattr(output, "backward"):
-                            continue
-                        optimizer.backward(output, e.feedback)
-                before_step = optimizer.values()
-                report = optimizer.step()
-                val_score = validate()
-                # Without a validation set the batch score is the best signal there is; it
-                # measures the values *before* this step.
-                current = val_score if val is not None else train_score
-                scored_values = optimizer.values() if val is not None else before_step
-                improved = False
-                if current is not None and (
-                    result.best_val_score is None or better(current, result.best_val_score)
-                ):
-                    improved = True
-                    result.best_val_score = current
-                    best_values = scored_values
-                    result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
-                    since_best = 0
-                else:
-                    since_best += 1
-                calls, tokens = _usage_total(clients)
-                result.steps.append(
-                    StepLog(
-                        epoch=epoch,
-                        step=step_no,
-                        batch=batch,
-                        train_score=train_score,
-                        val_score=val_score,
-                        best_val_score=result.best_val_score,
-                        improved=improved,
-                        feedback=[e.feedback for e, _ in evals],
-                        changes=[c.model_dump() for c in report.changes],
-                        errors=list(report.errors),
-                        parameters={k: _jsonable(v) for k, v in optimizer.values().items()},
-                        optimizer_calls=report.calls,
-                        optimizer_tokens=report.prompt_tokens + report.completion_tokens,
-                        total_calls=calls - base_calls,
-                        total_tokens=tokens - base_tokens,
-                        elapsed_s=round(time.perf_counter() - t0, 3),
                     )
-                )
-                write_log()
-                log.info(
-                    "step %d: train=%s val=%s best=%s changes=%d",
-                    step_no,
-                    train_score,
-                    val_score,
-                    result.best_val_score,
-                    len(report.changes),
-                )
-                bar.update(task, advance=1, status=f"val={val_score} best={result.best_val_score}")
-                if patience is not None and since_best >= patience:
-                    result.stopped_early = True
+                    write_log()
+                    log.info(
+                        "step %d: train=%s val=%s best=%s changes=%d",
+                        step_no,
+                        train_score,
+                        val_score,
+                        result.best_val_score,
+                        len(report.changes),
+                    )
+                    bar.update(
+                        task, advance=1, status=f"val={val_score} best={result.best_val_score}"
+                    )
+                    if patience is not None and since_best >= patience:
+                        result.stopped_early = True
+                        break
+                if result.stopped_early:
                     break
-            if result.stopped_early:
-                break
-    if val is None and result.steps and not wants_score:
-        # The last step's values were never scored: score them on the last batch so that
-        # keep_best compares like with like instead of discarding them unseen.
-        last = result.steps[-1]
-        evals = runner.run([(i, data[i]) for i in last.batch], record=False)
-        final = _mean([e.score for e, _ in evals])
-        if final is not None and (
-            result.best_val_score is None or better(final, result.best_val_score)
-        ):
-            result.best_val_score = final
-            best_values = optimizer.values()
-            result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
-    if keep_best and result.best_val_score is not None:
-        for name, value in best_values.items():
-            P.set_value(optimizer.parameter(name), value)
-    result.final_val_score = (
-        result.best_val_score
-        if keep_best
-        else (result.steps[-1].val_score if result.steps else best)
-    )
-    calls, tokens = _usage_total(clients)
-    result.calls = calls - base_calls
-    result.tokens = tokens - base_tokens
-    result.elapsed_s = round(time.perf_counter() - start, 3)
-    write_log()
+        if val is None and result.steps and not wants_score:
+            # The last step's values were never scored: score them on the last batch so that
+            # keep_best compares like with like instead of discarding them unseen.
+            last = result.steps[-1]
+            evals = runner.run([(i, data[i]) for i in last.batch], record=False)
+            final = _mean([e.score for e, _ in evals])
+            if final is not None and (
+                result.best_val_score is None or better(final, result.best_val_score)
+            ):
+                result.best_val_score = final
+                best_values = optimizer.values()
+                result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
+        if keep_best and result.best_val_score is not None:
+            for name, value in best_values.items():
+                P.set_value(optimizer.parameter(name), value)
+        result.final_val_score = (
+            result.best_val_score
+            if keep_best
+            else (result.steps[-1].val_score if result.steps else best)
+        )
+        calls, tokens = _usage_total(clients)
+        result.calls = calls - base_calls
+        result.tokens = tokens - base_tokens
+        result.elapsed_s = round(time.perf_counter() - start, 3)
+        write_log()
+    finally:
+        runner.close()
     return result

@@ -35,7 +35,7 @@ def _check_protocol(report: StepReport, param, old):
 
 def test_optoprime_plumbing_on_tiny_model(tiny_llm):
     offset = node(1, name="offset", trainable=True, description="added to x")
-    opt = OptoPrime([offset], tiny_llm, max_tokens=160, reasoning_chars=200, max_attempts=2)
+    opt = OptoPrime([offset], tiny_llm, max_tokens=160, reasoning_chars=200, max_attempts=1)
     opt.backward(add(node(3, name="x"), offset), "The output should be 10.")
     report = opt.step()
     _check_protocol(report, offset, 1)
@@ -44,7 +44,7 @@ def test_optoprime_plumbing_on_tiny_model(tiny_llm):
 
 def test_textgrad_plumbing_on_tiny_model(tiny_llm):
     factor = node(2.0, name="factor", trainable=True)
-    opt = TextGrad([factor], tiny_llm, gradient_tokens=48, max_tokens=120, max_attempts=2)
+    opt = TextGrad([factor], tiny_llm, gradient_tokens=48, max_tokens=120, max_attempts=1)
     opt.backward(add(node(3.0, name="x"), factor), "The output should be 10.")
     gradient = factor.feedback
     assert isinstance(gradient, str) and gradient.strip()
