@@ -765,7 +765,7 @@ def _run_program(program: str, workdir: str) -> None:  # pragma: no cover - chil
     import io
     import types
 
-    from optiforge.solvers.protocol import build_report
+    from optiforge.solvers.protocol import build_report, solve_pyomo
 
     sys.stdout = io.TextIOWrapper(
         io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
@@ -793,6 +793,7 @@ def _run_program(program: str, workdir: str) -> None:  # pragma: no cover - chil
         os.write(REPORT_FD, line)
 
     builtins.report = report  # type: ignore[attr-defined]
+    builtins.solve_pyomo = solve_pyomo  # type: ignore[attr-defined]
     mod = types.ModuleType("__main__")
     mod.__file__ = program
     mod.__dict__["__builtins__"] = builtins

@@ -10,6 +10,7 @@ This module is imported inside the sandbox worker; keep it standard-library only
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -167,6 +168,49 @@ def build_report(
             )
     msg = None if message is None else str(message)[:2000]
     return {"objective": obj, "status": st, "variables": vals, "message": msg}
+
+
+def _pyomo_polynomial(model: Any) -> bool:
+    """True when every active objective and constraint has polynomial degree <= 1."""
+    from pyomo.environ import Constraint, Objective
+
+    for obj in model.component_data_objects(Objective, active=True, descend_into=True):
+        d = obj.expr.polynomial_degree()
+        if d is None or d > 1:
+            return False
+    for con in model.component_data_objects(Constraint, active=True, descend_into=True):
+        d = con.body.polynomial_degree()
+        if d is None or d > 1:
+            return False
+    return True
+
+
+def solve_pyomo(model: Any, solver: str = "auto", time_limit: float = 60.0) -> Any:
+    """Solve a Pyomo model; never raises because it is infeasible or unbounded.
+
+    ``solver="auto"`` uses HiGHS (``appsi_highs``) when the model is linear (LP/MILP) and
+    SCIP (``scip_direct``) otherwise (products or powers of variables, ``exp``, ...). The
+    solution is loaded into the model when there is one. Returns Pyomo's results; pass
+    them on: ``report(model=m, results=solve_pyomo(m))``. Built into the sandbox.
+    """
+    import pyomo.environ as pyo
+
+    name = solver
+    if solver == "auto":
+        name = "appsi_highs" if _pyomo_polynomial(model) else "scip_direct"
+    opt = pyo.SolverFactory(name)
+    if name == "appsi_highs":
+        opt.config.time_limit = float(time_limit)
+    elif name == "scip_direct":
+        opt.options["limits/time"] = float(time_limit)
+    results = opt.solve(model, load_solutions=False)
+    tc = _results_status(results)
+    tc_name = getattr(tc, "name", str(tc))
+    if tc_name in ("optimal", "locallyOptimal", "globallyOptimal", "feasible", "maxTimeLimit"):
+        # A limit without an incumbent leaves nothing to load.
+        with contextlib.suppress(Exception):
+            model.solutions.load_from(results)
+    return results
 
 
 def parse_report_text(text: str) -> tuple[dict[str, Any] | None, str | None]:

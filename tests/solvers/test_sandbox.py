@@ -468,3 +468,48 @@ def test_other_solver_routes(pool, code, expected):
     assert r.ok, r.stderr
     assert r.result.status == SolveStatus.OPTIMAL
     assert r.result.objective == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "body, status, objective",
+    [
+        (
+            "m.c = pyo.Constraint(expr=m.x + 2 * m.y <= 10)\nm.o = pyo.Objective(expr=m.x * m.y, sense=pyo.maximize)",
+            "optimal",
+            12.5,
+        ),
+        (
+            "m.c = pyo.Constraint(expr=m.x + 2 * m.y <= 10)\nm.o = pyo.Objective(expr=m.x + m.y, sense=pyo.maximize)",
+            "optimal",
+            10.0,
+        ),
+        (
+            "m.c = pyo.Constraint(expr=m.x + m.y >= 30)\nm.o = pyo.Objective(expr=m.x)",
+            "infeasible",
+            None,
+        ),
+        ("m.o = pyo.Objective(expr=m.x - m.z, sense=pyo.maximize)", "unbounded", None),
+    ],
+    ids=["nonlinear-scip", "linear-highs", "infeasible", "unbounded"],
+)
+def test_solve_pyomo_builtin(pool, body, status, objective):
+    code = (
+        "import pyomo.environ as pyo\n"
+        "m = pyo.ConcreteModel()\n"
+        "m.x = pyo.Var(bounds=(0, 10))\n"
+        "m.y = pyo.Var(bounds=(0, 10))\n"
+        "m.z = pyo.Var(bounds=(None, 0))\n"
+        f"{body}\n"
+        "results = solve_pyomo(m)\n"
+        "report(model=m, results=results)\n"
+    )
+    r = pool.run(code)
+    assert r.ok, r.stderr
+    if status == "unbounded":
+        assert r.result.status in (SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED)
+    else:
+        assert r.result.status == SolveStatus(status)
+    if objective is None:
+        assert r.result.objective is None
+    else:
+        assert r.result.objective == pytest.approx(objective, rel=1e-6)
