@@ -9,6 +9,7 @@ split is scored before and after.
 
     python examples/prompt_classification.py                  # default model, 1 epoch
     python examples/prompt_classification.py --epochs 2 --no-cache --log run.json
+    python examples/prompt_classification.py --optimizer opro     # or textgrad
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import random
 import time
 from pathlib import Path
 
-from optiforge.agents.optim import OptoPrime
+from optiforge.agents.optim import OPRO, OptoPrime, TextGrad
 from optiforge.agents.trainer import evaluate, train
 from optiforge.llm import LLM
 from optiforge.trace import Module, bundle, node
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--optimizer", choices=["optoprime", "opro", "textgrad"], default="optoprime")
     ap.add_argument("--model", default=None)
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--log", default=None, help="write the per-step JSON log here")
@@ -84,7 +86,19 @@ def main() -> None:
         router = TicketRouter(llm, "Read the customer message and say what it is about.")
         before, _ = evaluate(router, test_set, judge)
         print(f"before: test accuracy {before:.2f} with instruction {router.instruction.value!r}")
-        opt = OptoPrime(router.parameters(), llm, memory=2)
+        if args.optimizer == "opro":
+            # OPRO sees instructions with their batch accuracy, plus a few task examples.
+            opt = OPRO(
+                router.parameters(),
+                llm,
+                n=2,
+                task="Write the system prompt for a model that labels customer messages.",
+                examples=train_set[:3],
+            )
+        elif args.optimizer == "textgrad":
+            opt = TextGrad(router.parameters(), llm)
+        else:
+            opt = OptoPrime(router.parameters(), llm, memory=2)
         result = train(
             router,
             train_set,
@@ -103,7 +117,7 @@ def main() -> None:
     )
     print(f"after:  test accuracy {after:.2f} with instruction {router.instruction.value!r}")
     print(
-        f"LLM calls: {usage.calls} (optimizer {usage.by_tag.get('optim.optoprime', usage).calls}, "
+        f"LLM calls: {usage.calls} (optimizer {usage.by_tag.get(opt.tag, usage).calls}, "
         f"cache hits {usage.cache_hits}), tokens: {usage.tokens}, "
         f"wall time: {time.perf_counter() - t0:.1f} s"
     )

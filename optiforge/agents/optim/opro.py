@@ -101,8 +101,8 @@ class OPRO(Optimizer):
         self.workers = workers
         #: Every scored solution: ``{"values": {...}, "score": float, "step": int}``.
         self.history: list[dict[str, Any]] = []
-        #: The candidate applied by a step without objective, waiting for its score.
-        self._pending: dict[str, Any] | None = None
+        #: Without an objective: candidates proposed but not tried yet (one is tried per step).
+        self.queue: list[dict[str, Any]] = []
 
     # -- history ---------------------------------------------------------------------------
     def _better(self, a: float, b: float) -> bool:
@@ -142,7 +142,6 @@ class OPRO(Optimizer):
                     "use OptoPrime or TextGrad for textual feedback"
                 ) from None
         self.observe(self.values(), feedback)
-        self._pending = None
 
     def _is_duplicate(self, cand: Mapping[str, Any], pool: Iterable[Mapping[str, Any]]) -> bool:
         return any(all(same_value(cand.get(k), old.get(k)) for k in self.names) for old in pool)
@@ -271,6 +270,16 @@ class OPRO(Optimizer):
             if isinstance(s, Exception):
                 raise OptimizerError(f"the objective failed on the current values: {s}") from s
             self.observe(start, s)
+        if self.objective is None:
+            seen = [h["values"] for h in self.history]
+            while self.queue:
+                cand = self.queue.pop(0)
+                if not self._is_duplicate(cand, seen):
+                    report.detail["from_queue"] = True
+                    return (
+                        "next candidate proposed by OPRO earlier; scored by the next backward()",
+                        cand,
+                    )
         schema = suggestion_schema(self.named_parameters, reasoning=False)
         messages = self.meta_prompt()
         candidates: list[dict[str, Any]] = []
@@ -315,10 +324,9 @@ class OPRO(Optimizer):
             raise ReplyError(f"no new, valid candidate in {self.max_attempts} attempt(s)")
 
         if self.objective is None:
-            chosen = candidates[0]
-            self._pending = chosen
+            chosen, self.queue = candidates[0], candidates[1:]
             report.detail["candidates"] = [{"values": c, "score": None} for c in candidates]
-            return "proposed by OPRO; its score comes with the next backward()", chosen
+            return "proposed by OPRO; scored by the next backward()", chosen
 
         scores = self._score(candidates)
         scored = []
@@ -352,7 +360,7 @@ class OPRO(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["history"] = self.history
-        state["pending"] = self._pending
+        state["queue"] = self.queue
         state["maximize"] = self.maximize
         return state
 
@@ -368,4 +376,4 @@ class OPRO(Optimizer):
                 f"maximize={self.maximize}"
             )
         self.history = [dict(h) for h in history]
-        self._pending = state.get("pending")
+        self.queue = [dict(c) for c in state.get("queue", [])]

@@ -169,6 +169,19 @@ def test_without_objective_uses_backward_scores():
         opt.backward(None, "too big")
 
 
+def test_without_objective_tries_queued_candidates_one_per_step():
+    w, b = params()
+    llm = ScriptedLLM(['{"suggestion": {"w": 1, "b": 1}}', '{"suggestion": {"w": 2, "b": 2}}'])
+    opt = OPRO([w, b], llm, maximize=False, n=2)
+    opt.backward(None, 10.0)
+    opt.step()
+    assert (w.value, b.value) == (1.0, 1.0) and len(llm.requests) == 1
+    opt.backward(None, 5.0)
+    report = opt.step()  # the second sample of the first call: no new request
+    assert (w.value, b.value) == (2.0, 2.0) and len(llm.requests) == 1
+    assert report.detail["from_queue"] and report.calls == 0
+
+
 def test_state_roundtrip(tmp_path):
     w, b = params()
     llm = ScriptedLLM(['{"suggestion": {"w": 3, "b": -1}}'])
