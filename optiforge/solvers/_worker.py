@@ -473,26 +473,7 @@ class Worker:
             pass  # the child died early; its status tells what happened
         finally:
             os.close(spare.job_fd)
-        timed_out = parent_gone = False
-        pidfd = os.pidfd_open(pid)
-        try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            poller.register(self.ctrl_in, select.POLLHUP | select.POLLERR)
-            deadline = t0 + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    timed_out = True
-                    break
-                events = poller.poll(max(1, int(left * 1000)))
-                if any(fd == pidfd for fd, _ in events):
-                    break
-                if any(fd == self.ctrl_in for fd, _ in events):
-                    parent_gone = True
-                    break
-        finally:
-            os.close(pidfd)
+        timed_out, parent_gone = self._wait(pid, t0 + timeout)
         if timed_out or parent_gone:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
@@ -525,6 +506,36 @@ class Worker:
             "report_bytes": rep_size,
             "isolation": self.isolation,
         }
+
+    def _wait(self, pid: int, deadline: float) -> tuple[bool, bool]:
+        """Wait for the child to exit; returns (timed out, parent gone)."""
+        poller = select.poll()
+        poller.register(self.ctrl_in, select.POLLHUP | select.POLLERR)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # Linux < 5.3: poll the child's state instead
+            pidfd = None
+        else:
+            poller.register(pidfd, select.POLLIN)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True, False
+                wait_ms = (
+                    max(1, int(left * 1000)) if pidfd is not None else min(5, int(left * 1000) + 1)
+                )
+                events = poller.poll(wait_ms)
+                if any(fd == self.ctrl_in for fd, _ in events):
+                    return False, True
+                if pidfd is not None:
+                    if any(fd == pidfd for fd, _ in events):
+                        return False, False
+                elif os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return False, False
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def serve(self) -> None:
         send(
