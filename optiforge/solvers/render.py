@@ -49,6 +49,8 @@ class _Tex:
         if isinstance(n, ast.Subscript):
             idx = n.slice.elts if isinstance(n.slice, ast.Tuple) else [n.slice]
             return f"{_tex_name(n.value.id)}_{{{','.join(self.expr(i) for i in idx)}}}"  # type: ignore[attr-defined]
+        if isinstance(n, ast.UnaryOp) and _const_value(n) is not None:
+            return _tex_num(_const_value(n))  # type: ignore[arg-type]
         if isinstance(n, ast.UnaryOp):
             inner = self.expr(n.operand, 3)
             s = (
@@ -65,12 +67,27 @@ class _Tex:
             if isinstance(n.op, ast.Pow):
                 s = f"{{{self.expr(n.left, 5)}}}^{{{self.expr(n.right)}}}"
             elif isinstance(n.op, ast.Mult):
-                left, right = self.expr(n.left, p), self.expr(n.right, p + 1)
-                sep = r" \cdot " if right[:1].isdigit() or right.startswith("-") else " "
-                s = f"{left}{sep}{right}"
+                lc, rc = _const_value(n.left), _const_value(n.right)
+                coef, other = (lc, n.right) if rc is None else (rc, n.left)
+                if coef is not None and (lc is None or rc is None):
+                    # A coefficient: 1*x -> x, -1*x -> -x, -3*x -> -3 x, (x-y)*2 -> 2 (x-y).
+                    body = self.expr(other, p)
+                    head = {1.0: "", -1.0: "-"}.get(coef, _tex_num(coef) + " ")
+                    s = f"{head}{body}"
+                else:
+                    left, right = self.expr(n.left, p), self.expr(n.right, p + 1)
+                    sep = r" \cdot " if right[:1].isdigit() or right.startswith("-") else " "
+                    s = f"{left}{sep}{right}"
+                if s.startswith("-") and prec > 2:
+                    return f"\\left({s}\\right)"
             else:
+                left, right = self.expr(n.left, p), self.expr(n.right, p + 1)
                 op = "+" if isinstance(n.op, ast.Add) else "-"
-                s = f"{self.expr(n.left, p)} {op} {self.expr(n.right, p + 1)}"
+                if op == "+" and right.startswith("-"):
+                    op, right = "-", right[1:]
+                elif op == "-" and right.startswith("-") and not right.startswith(r"-\left"):
+                    op, right = "+", right[1:]
+                s = f"{left} {op} {right}"
             return f"\\left({s}\\right)" if p < prec else s
         if isinstance(n, ast.Call):
             f = n.func.id  # type: ignore[attr-defined]
@@ -115,6 +132,26 @@ class _Tex:
         if len(args) == 1:
             return rf"\{{0, \dots, {args[0]} - 1\}}"
         return rf"\{{{args[0]}, \dots, {args[1]} - 1\}}"
+
+
+def _const_value(n: ast.AST) -> float | None:
+    """The value of a numeric literal, also when negated (``-3``)."""
+    if (
+        isinstance(n, ast.Constant)
+        and isinstance(n.value, (int, float))
+        and not isinstance(n.value, bool)
+    ):
+        return float(n.value)
+    if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
+        v = _const_value(n.operand)
+        if v is not None:
+            return -v if isinstance(n.op, ast.USub) else v
+    return None
+
+
+def _md_text(text: str) -> str:
+    """Plain text inside Markdown: a '$' would start math mode."""
+    return text.replace("\\", "\\\\").replace("$", "\\$").replace("*", "\\*").replace("_", "\\_")
 
 
 def _tex_or_code(text: str, fn: Any) -> str:
@@ -162,7 +199,9 @@ def ir_to_markdown(ir: ModelIR) -> str:
             where = ", " + ", ".join(
                 f"{'ijkl'[k]} \\in {_tex_name(s)}" for k, s in enumerate(v.index_sets)
             )
-        extra = "; ".join(x for x in (v.description, v.units and f"units: {v.units}") if x)
+        extra = _md_text(
+            "; ".join(x for x in (v.description, v.units and f"units: {v.units}") if x)
+        )
         lines.append(
             f"- ${lo}{sym}{hi},\\ {sym} \\in {dom}{where}$"
             + (f" ({extra})" if extra else "")
@@ -185,13 +224,13 @@ def ir_to_markdown(ir: ModelIR) -> str:
                 forall = " " + _tex_or_code(
                     c.for_all, lambda c=c: r"\forall\ " + t.gens(parse_for_all(c.for_all or ""))
                 )
-            lines.append(f"- *{c.name}*: {body}{forall}" + _src(c.source))
+            lines.append(f"- *{_md_text(c.name)}*: {body}{forall}" + _src(c.source))
         lines.append("")
     return "\n".join(lines)
 
 
 def _src(source: str) -> str:
-    return f" — _“{source.strip()}”_" if source and source.strip() else ""
+    return f" — _“{_md_text(source.strip())}”_" if source and source.strip() else ""
 
 
 # ---------------------------------------------------------------------------------------------

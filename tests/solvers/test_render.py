@@ -77,8 +77,20 @@ def test_markdown_has_math_and_sources():
     md = ir_to_markdown(INDEXED)
     assert r"$\max\ \sum_{p \in P, t \in T}" in md
     assert r"\forall\ t \in T: t \ge 2" in md
-    assert "Chairs earn $3." in md and "*cap*" in md and r"\mathbb{Z}" in md
+    # A '$' in quoted text is escaped, or Markdown would start math mode there.
+    assert r"Chairs earn \$3." in md and "*cap*" in md and r"\mathbb{Z}" in md
     assert r"1 \le x_{\text{chair},1} \le 5" in md
+
+
+def test_markdown_coefficients_read_naturally():
+    ir = ModelIR.model_validate(
+        {
+            "variables": [{"name": "x"}, {"name": "y"}],
+            "objective": {"sense": "min", "expression": "1.0*x + -1.0*y - -2*x + 3*(x - y)*-1"},
+        }
+    )
+    md = ir_to_markdown(ir)
+    assert r"$\min\ x - y + 2 x - 3 \left(x - y\right)$" in md
 
 
 def test_markdown_renders_invalid_ir_without_failing():
