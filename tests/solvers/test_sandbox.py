@@ -513,3 +513,15 @@ def test_solve_pyomo_builtin(pool, body, status, objective):
         assert r.result.objective is None
     else:
         assert r.result.objective == pytest.approx(objective, rel=1e-6)
+
+
+def test_many_threads_share_the_pool(pool):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(k):
+        r = pool.run(f"import time\ntime.sleep(0.01)\nreport(objective={k})")
+        return r.ok and r.result.objective == k
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        assert all(ex.map(run, range(24)))
+    assert_clean(pool)

@@ -272,3 +272,23 @@ def test_solve_ir_keeps_stdout_clean():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "3.0\n"
+
+
+def test_concurrent_solves_from_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [
+        (rec, integer, solver)
+        for rec in GOLD
+        for integer in (True, False)
+        for solver in ("highs", "scip")
+    ]
+
+    def run(job):
+        rec, integer, solver = job
+        r = solve_ir(gold_to_ir(rec, integer=integer), solver=solver)
+        key = "expected_objective_integer" if integer else "expected_objective_continuous"
+        return close(r.objective, rec[key])
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        assert all(ex.map(run, jobs))
