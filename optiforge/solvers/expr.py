@@ -6,7 +6,8 @@ Allowed: numbers; names of variables, parameters and bound indices; subscripts `
 indexed variable or parameter); ``range(a, b)`` as a loop source; the functions ``exp``,
 ``log``, ``log10``, ``sqrt``, ``abs``, ``min``, ``max``, ``sin``, ``cos``. A constraint is one
 comparison ``<=``, ``>=``, ``==`` (chains like ``0 <= x <= 5`` allowed). Strict ``<`` and ``>``
-are read as ``<=`` and ``>=`` with a warning (a solver cannot enforce strictness).
+are read as ``<=`` and ``>=`` with a warning (a solver cannot enforce strictness). A single
+``=`` is read as ``==``, and unicode ``≤ ≥ − × ·`` as ``<= >= - * *``.
 
 Anything else (attributes, calls to other names, lambdas, strings outside subscripts,
 ``^``, ...) is rejected with a message that says what to write instead.
@@ -56,18 +57,46 @@ def _node_text(node: ast.AST) -> str:
         return type(node).__name__
 
 
+_UNICODE = {
+    "≤": "<=",
+    "≦": "<=",
+    "≥": ">=",
+    "≧": ">=",
+    "−": "-",
+    "–": "-",
+    "×": "*",
+    "·": "*",
+    "⋅": "*",
+    "∗": "*",
+}
+_SINGLE_EQ = re.compile(r"(?<![<>=!])=(?!=)")
+_IMPLICIT_MULT = re.compile(r"\b(\d+(?:\.\d+)?)(?![eE][-+]?\d)([A-Za-z_]\w*)")
+
+
+def normalize(text: str) -> str:
+    """One line; unicode operators to ASCII (≤ -> <=, − -> -, × -> *); a single '=' to '=='."""
+    src = " ".join(text.strip().splitlines())
+    for u, a in _UNICODE.items():
+        src = src.replace(u, a)
+    return _SINGLE_EQ.sub("==", src)
+
+
 def parse(text: str) -> ast.expr:
     """Parse and whitelist-check one expression; raise :class:`ExprError` if not allowed."""
     if not isinstance(text, str) or not text.strip():
         raise ExprError("expression is empty")
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ExprError(f"expression is longer than {MAX_EXPRESSION_CHARS} characters")
-    src = " ".join(text.strip().splitlines())
+    src = normalize(text)
     try:
         tree = ast.parse(src, mode="eval")
     except SyntaxError as e:
         col = f" at column {e.offset}" if e.offset else ""
-        raise ExprError(f"syntax error{col}: {e.msg} in {src!r}") from None
+        hint = ""
+        m = _IMPLICIT_MULT.search(src)
+        if m:
+            hint = f"; write {m.group(1)}*{m.group(2)}, not {m.group(0)}"
+        raise ExprError(f"syntax error{col}: {e.msg} in {src!r}{hint}") from None
     _check(tree.body)
     return tree.body
 

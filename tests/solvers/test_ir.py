@@ -254,3 +254,16 @@ def test_friendly_inputs_are_normalised():
     assert [v.domain for v in ir.variables] == ["integer", "continuous", "binary"]
     assert ir.objective.sense == "maximize"
     assert classify_ir(ir).num_constraints == 6
+
+
+def test_common_slips_are_normalised_or_explained():
+    ir = make(
+        constraints=[
+            {"name": "eq", "expression": "x + y = 3"},
+            {"name": "uni", "expression": "2·x − y ≤ 1e1"},
+        ]
+    )
+    assert validate_ir(ir) == []
+    assert classify_ir(ir).num_constraints == 2
+    errs = errors_of(make(constraints=[{"name": "imp", "expression": "3x + 2y <= 4"}]).model_dump())
+    assert errs[0].startswith("constraint 'imp': syntax error") and "write 3*x, not 3x" in errs[0]
