@@ -56,6 +56,7 @@ _MS_BIND = 4096
 _MS_MOVE = 8192
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -622,6 +623,9 @@ def _child(
         _setrlimit(resource.RLIMIT_FSIZE, int(job["output_limit"]))
         _setrlimit(resource.RLIMIT_NOFILE, int(job.get("max_open_files", 64)))
         _setrlimit(resource.RLIMIT_CORE, 0)
+        # Nothing it executes (past the audit hook, via ctypes) can gain privileges:
+        # setuid binaries run as the caller.
+        _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if uid is not None:
             # Counts threads too: enough for solver threads, too few for a fork bomb.
             _setrlimit(resource.RLIMIT_NPROC, int(job.get("max_processes", 16)))
