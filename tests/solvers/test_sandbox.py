@@ -525,3 +525,32 @@ def test_many_threads_share_the_pool(pool):
     with ThreadPoolExecutor(max_workers=8) as ex:
         assert all(ex.map(run, range(24)))
     assert_clean(pool)
+
+
+def test_program_environment(pool, monkeypatch):
+    code = textwrap.dedent(
+        """
+        import json, os, sys
+        status = open('/proc/self/status').read()
+        fields = dict(l.split(':', 1) for l in status.splitlines() if ':' in l)
+        print(json.dumps({
+            "env": sorted(os.environ),
+            "uid": os.getuid(),
+            "nnp": fields["NoNewPrivs"].strip(),
+            "cwd_is_home": os.getcwd() == os.environ["HOME"] == os.environ["TMPDIR"],
+            "name": __name__,
+            "argv0": os.path.basename(sys.argv[0]),
+        }))
+        """
+    )
+    r = pool.run(code)
+    import json
+
+    info = json.loads(r.stdout)
+    assert info["env"] == ["HOME", "LANG", "OMP_NUM_THREADS", "PATH", "TMPDIR"]
+    assert info["nnp"] == "1" and info["cwd_is_home"]
+    assert info["name"] == "__main__" and info["argv0"] == "program.py"
+    if "uid" in r.isolation:
+        assert info["uid"] == UID_BASE + next(
+            w for w in pool.worker_pids() if UID_BASE + w == info["uid"]
+        )
