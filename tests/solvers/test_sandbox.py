@@ -527,7 +527,7 @@ def test_many_threads_share_the_pool(pool):
     assert_clean(pool)
 
 
-def test_program_environment(pool, monkeypatch):
+def test_program_environment(pool):
     code = textwrap.dedent(
         """
         import json, os, sys
