@@ -192,6 +192,7 @@ def test_infinite_loop_cpu_limit(pool):
     r = pool.run("while True:\n    pass", timeout=20, cpu_time=1)
     assert r.exit_reason == ExitReason.CPU_LIMIT, r
     assert_serving(pool)
+    assert_clean(pool)
 
 
 def test_sleeping_program_times_out(pool):
@@ -239,6 +240,7 @@ def test_memory_bomb(pool):
     )
     assert r.exit_reason == ExitReason.MEMORY_LIMIT, r
     assert_serving(pool)
+    assert_clean(pool)
 
 
 def test_gigabyte_of_output(pool):
@@ -252,6 +254,7 @@ def test_gigabyte_of_output(pool):
     r = pool.run("open('big.bin', 'wb').write(b'0' * 10_000_000)", output_limit=1_000_000)
     assert r.exit_reason == ExitReason.OUTPUT_LIMIT
     assert_serving(pool)
+    assert_clean(pool)
 
 
 def test_socket_connect_is_blocked(pool):
@@ -259,6 +262,7 @@ def test_socket_connect_is_blocked(pool):
     assert r.exit_reason == ExitReason.ERROR and "network access is blocked" in r.stderr
     r = pool.run("import urllib.request; urllib.request.urlopen('http://pypi.org', timeout=3)")
     assert r.exit_reason == ExitReason.ERROR
+    assert_clean(pool)
 
 
 def test_native_socket_has_no_network(pool):
@@ -277,6 +281,7 @@ def test_native_socket_has_no_network(pool):
     )
     r = pool.run(code, timeout=10)
     assert r.ok and r.stdout.split()[1] == "-1"  # ENETUNREACH: no route out
+    assert_clean(pool)
 
 
 def test_write_and_delete_outside_directory(pool, tmp_path):
@@ -305,6 +310,7 @@ def test_write_and_delete_outside_directory(pool, tmp_path):
     assert r.ok and r.stdout.startswith("5 "), r.stdout + r.stderr
     assert victim.read_text() == "keep me" and not target.exists()
     assert not os.path.exists("/etc/optiforge_probe")
+    assert_clean(pool)
 
 
 def test_native_writes_cannot_reach_the_host(pool, tmp_path):
@@ -322,6 +328,7 @@ def test_native_writes_cannot_reach_the_host(pool, tmp_path):
     r = pool.run(code)
     assert r.ok and r.stdout.split() == ["-1", "-1"]
     assert victim.read_text() == "keep me" and not os.path.exists("/etc/optiforge_probe")
+    assert_clean(pool)
 
 
 def test_kill_parent(pool):
@@ -340,6 +347,7 @@ def test_kill_parent(pool):
         r = pool.run(code)
         assert r.ok and r.stdout.split() == ["-1", "-1"] and pool.worker_pids() == workers
     assert_serving(pool)
+    assert_clean(pool)
 
 
 def test_os_exit(pool):
@@ -347,6 +355,7 @@ def test_os_exit(pool):
     assert r.exit_reason == ExitReason.ERROR and r.returncode == 7 and "bye" in r.stdout
     r = pool.run("import os\nreport(objective=5)\nos._exit(0)")
     assert r.ok and r.result.objective == 5.0
+    assert_clean(pool)
 
 
 def test_segfault_through_ctypes(pool):
@@ -354,6 +363,7 @@ def test_segfault_through_ctypes(pool):
     assert r.exit_reason == ExitReason.CRASHED and r.signal == "SIGSEGV"
     assert "Fatal Python error" in r.stderr  # faulthandler shows where
     assert_serving(pool)
+    assert_clean(pool)
 
 
 def test_garbage_report(pool):
@@ -372,6 +382,7 @@ def test_garbage_report(pool):
     assert r.ok and r.result.status == SolveStatus.ERROR and r.report_error
     assert "rejected" in r.result.message
     assert_serving(pool)
+    assert_clean(pool)
 
 
 def test_pool_replaces_a_dead_worker(pool):
@@ -382,6 +393,7 @@ def test_pool_replaces_a_dead_worker(pool):
     assert all(r.exit_reason in (ExitReason.OK, ExitReason.SANDBOX_ERROR) for r in results)
     assert results[-1].ok and victim not in pool.worker_pids()
     assert_serving(pool)
+    assert_clean(pool)
 
 
 def test_close_leaves_no_process():
@@ -552,3 +564,4 @@ def test_program_environment(pool):
     assert info["name"] == "__main__" and info["argv0"] == "program.py"
     if "uid" in r.isolation:
         assert info["uid"] - UID_BASE in pool.worker_pids()
+    assert_clean(pool)
