@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from optiforge.solvers import ExitReason, SandboxError, SandboxPool, SolveStatus, run_sandboxed
 from optiforge.solvers._worker import UID_BASE
 from optiforge.solvers.protocol import parse_objective_line
+
+_spec = importlib.util.spec_from_file_location(
+    "solvers_procs", Path(__file__).with_name("procs.py")
+)
+_procs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_procs)
+_processes, assert_clean = _procs.processes, _procs.assert_clean
 
 PYOMO_PROGRAM = textwrap.dedent(
     """
@@ -25,43 +34,6 @@ PYOMO_PROGRAM = textwrap.dedent(
     report(model=m, results=results)
     """
 )
-
-
-def _processes():
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status") as f:
-                    text = f.read()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-            out.append((int(name), int(fields["PPid"]), int(fields["Uid"].split()[0])))
-    return out
-
-
-def assert_clean(pool: SandboxPool) -> None:
-    """No program process is left behind.
-
-    Each worker may have one child: the pre-forked spare waiting for the next program (it
-    has no children of its own). Nothing may run as a job uid, and nothing may descend
-    from a worker beyond that spare.
-    """
-    workers = set(pool.worker_pids())
-    uids = {UID_BASE + w for w in workers}
-    deadline = time.monotonic() + 5
-    while True:
-        procs = _processes()
-        children = [(p, pp, u) for p, pp, u in procs if pp in workers]
-        child_pids = {p for p, _, _ in children}
-        per_worker = {w: sum(1 for _, pp, _ in children if pp == w) for w in workers}
-        left = [(p, pp, u) for p, pp, u in procs if u in uids or pp in child_pids]
-        left += [c for c in children if per_worker[c[1]] > 1]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not left, f"processes left behind: {left}"
 
 
 def assert_serving(pool: SandboxPool) -> None:

@@ -14,6 +14,11 @@ from optiforge.solvers import ExitReason, SolveStatus, ir_to_pyomo_code
 _spec = importlib.util.spec_from_file_location("solvers_gold", Path(__file__).with_name("gold.py"))
 _gold = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_gold)
+_pspec = importlib.util.spec_from_file_location(
+    "solvers_procs", Path(__file__).with_name("procs.py")
+)
+_procs = importlib.util.module_from_spec(_pspec)
+_pspec.loader.exec_module(_procs)
 
 
 def test_isolation_is_basic(basic_pool):
@@ -76,5 +81,6 @@ def test_hostile_cases(basic_pool, code, kwargs, reason, text):
     r = basic_pool.run(code, **kwargs)
     assert r.exit_reason == reason, r
     assert text in r.stderr
+    _procs.assert_clean(basic_pool)
     ok = basic_pool.run(textwrap.dedent("report(objective=1.5)"))
     assert ok.ok and ok.result.objective == 1.5
