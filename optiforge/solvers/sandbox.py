@@ -275,8 +275,10 @@ class SandboxPool:
 
     def _replace(self, w: _WorkerProc) -> _WorkerProc:
         w.kill()
-        fresh = _WorkerProc(**self._spawn_args)
         with self._lock:
+            if self._closed:  # closing: do not start a worker nobody would stop
+                return w
+            fresh = _WorkerProc(**self._spawn_args)
             if w in self._workers:
                 self._workers.remove(w)
             self._workers.append(fresh)
@@ -306,8 +308,10 @@ class SandboxPool:
         cpu = timeout if cpu_time is None else float(cpu_time)
         mem = self.defaults["memory_mb"] if memory_mb is None else int(memory_mb)
         out = self.defaults["output_limit"] if output_limit is None else int(output_limit)
-        if mem < 16 or out < 1024:
-            raise SandboxError("memory_mb must be >= 16 and output_limit >= 1024 bytes")
+        if mem < 16 or out < 1024 or max_open_files < 16:
+            raise SandboxError(
+                "memory_mb must be >= 16, output_limit >= 1024 bytes and max_open_files >= 16"
+            )
         job = {
             "type": "run",
             "code": code,
