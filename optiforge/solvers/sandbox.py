@@ -312,6 +312,18 @@ class SandboxPool:
             raise SandboxError(
                 "memory_mb must be >= 16, output_limit >= 1024 bytes and max_open_files >= 16"
             )
+        for name, content in (files or {}).items():
+            if (
+                not isinstance(name, str)
+                or not name
+                or name in (".", "..", "program.py")
+                or os.path.basename(name) != name
+                or not isinstance(content, str)
+            ):
+                raise SandboxError(
+                    f"files: {name!r} must be a plain file name (not program.py) mapped to "
+                    "text, e.g. {'data.csv': 'a,b\\n1,2\\n'}"
+                )
         job = {
             "type": "run",
             "code": code,

@@ -147,6 +147,9 @@ def test_bad_arguments(pool):
         pool.run(b"pass")  # type: ignore[arg-type]
     with pytest.raises(SandboxError):
         SandboxPool(size=0)
+    for bad in ({"../x": "a"}, {"": "a"}, {"program.py": "a"}, {"d/x.csv": "a"}, {"x": b"a"}):
+        with pytest.raises(SandboxError, match="plain file name"):
+            pool.run("pass", files=bad)
 
 
 # -- hostile programs -------------------------------------------------------------------------
