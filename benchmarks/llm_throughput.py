@@ -101,14 +101,19 @@ def main() -> None:
     async def run():
         await _raw_round(server.base_url, server.alias, prompts, args.max_tokens)  # warm-up
         ours, raw, cached = [], [], []
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             tok, dt, ms = await _optiforge_round(
                 settings, server.base_url, prompts, args.max_tokens, args.requests
             )
             ours.append(tok / dt)
             cached.append(ms)
-            tok, dt = await _raw_round(server.base_url, server.alias, prompts, args.max_tokens)
-            raw.append(tok / dt)
+            tok2, dt2 = await _raw_round(server.base_url, server.alias, prompts, args.max_tokens)
+            raw.append(tok2 / dt2)
+            print(
+                f"round {i + 1}: optiforge {tok} tok in {dt:.1f} s, raw {tok2} tok in {dt2:.1f} s,"
+                f" cached re-run {ms:.1f} ms",
+                file=sys.stderr,
+            )
         return ours, raw, cached
 
     ours, raw, cached = asyncio.run(run())

@@ -282,8 +282,9 @@ class LLM(BaseLLM):
         self._closed = True
         from optiforge.llm._loop import background_loop
 
-        bg = background_loop()
-        for loop, client in list(self._clients.items()):
+        clients = list(self._clients.items())
+        bg = background_loop() if clients else None
+        for loop, client in clients:
             try:
                 if loop is bg:
                     asyncio.run_coroutine_threadsafe(client.close(), bg).result(timeout=5)
