@@ -30,7 +30,11 @@ def read_problem(source: str) -> str:
         and len(source.split()) <= 3
     )
     p = Path(source).expanduser() if "\n" not in source and len(source) < 4096 else None
-    if p is not None and p.is_file():
+    try:
+        is_file = p is not None and p.is_file()
+    except (OSError, ValueError):  # e.g. a long problem text is not a valid file name
+        is_file = False
+    if p is not None and is_file:
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -54,8 +58,13 @@ def _print_solution(sol: Any, show_code: bool) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
 
+    from optiforge.agents.team.team import ir_plaintext
+
     out = Console()
-    if sol.formulation_markdown:
+    if sol.formulation:
+        out.rule("Formulation")
+        out.print(ir_plaintext(sol.formulation), markup=False, highlight=False)
+    elif sol.formulation_markdown:
         out.rule("Formulation")
         out.print(Markdown(sol.formulation_markdown))
     if show_code and sol.code:

@@ -8,6 +8,7 @@ round as feedback.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Literal
 
@@ -66,10 +67,8 @@ def implied_sense(problem_text: str) -> str | None:
 def _numbers(text: str) -> set[float]:
     out = set()
     for m in _NUMBER.finditer(text):
-        try:
+        with contextlib.suppress(ValueError):
             out.add(float(m.group(1).replace(",", "")))
-        except ValueError:
-            pass
     return out
 
 

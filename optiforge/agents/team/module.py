@@ -94,7 +94,7 @@ def _make_module(prompts: dict[str, str] | None = None, **solve_kwargs: Any) -> 
             vals = {name: getattr(self, name).value for name in TRAINABLE}
             return {**self.fixed_overrides, **vals}
 
-        async def aforward(self, problem: Any, **kwargs: Any) -> Any:
+        async def forward(self, problem: Any, **kwargs: Any) -> Any:
             """Run the team on ``problem``; returns the output node (value: a summary dict).
 
             The full :class:`Solution` is in ``self.last_solution``.
@@ -130,10 +130,6 @@ def _make_module(prompts: dict[str, str] | None = None, **solve_kwargs: Any) -> 
             self.last_solution = sink[0] if sink else None
             return out
 
-        def forward(self, problem: Any, **kwargs: Any) -> Any:
-            """Synchronous :meth:`aforward`."""
-            return _run_sync(self.aforward(problem, **kwargs))
-
     return _TeamModule()
 
 
@@ -164,7 +160,7 @@ def solve_traced(
 
     module = TeamModule(prompts, llm=llm, agent=agent, budget=budget, samples=samples, roles=roles)
     try:
-        out = module.forward(problem_text)
+        out = _run_sync(module.forward(problem_text))
     except ExecutionError as exc:
         inner = getattr(getattr(exc, "exception_node", None), "value", None)
         if isinstance(inner, OptiforgeError):

@@ -476,6 +476,28 @@ def ir_markdown(ir: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ir_plaintext(ir: dict[str, Any]) -> str:
+    """The formulation as plain-text math for a terminal."""
+    obj = ir["objective"]
+    lines = [f"{obj['sense']}  {obj['expression']}", "subject to"]
+    width = max((len(c["name"]) for c in ir.get("constraints", [])), default=2)
+    for c in ir.get("constraints", []):
+        src = f"    [{c['source'][:70]}]" if c.get("source") else ""
+        lines.append(f"  {c['name']:<{width}}  {c['expression']}{src}")
+    lines.append("variables")
+    for v in ir.get("variables", []):
+        lb = v.get("lb", 0.0)
+        ub = v.get("ub")
+        rng = f"{'-inf' if lb is None else f'{lb:g}'} <= {v['name']}" + (
+            f" <= {ub:g}" if ub is not None else ""
+        )
+        desc = f"  ({v['description']}" + (f", {v['units']}" if v.get("units") else "") + ")"
+        lines.append(
+            f"  {rng}, {v.get('domain', 'continuous')}{desc if v.get('description') else ''}"
+        )
+    return "\n".join(lines)
+
+
 def ir_code(ir: dict[str, Any]) -> str | None:
     """Pyomo code for an IR dict, from the solvers package's renderer (None if unavailable)."""
     try:
