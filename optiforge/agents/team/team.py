@@ -600,7 +600,7 @@ async def _run_team(
     temps = [0.0] + [config.temperature] * (first - 1)
     await run.formulate_batch("sample", temps)
     v = vote(run.candidates())
-    while not confident(v, config.min_votes, config.min_share):
+    while not confident(v, config.min_votes, config.min_share) and run.can_sample(1):
         if run.repair_target() is None:
             sched.disable("repair")
         else:
@@ -613,10 +613,8 @@ async def _run_team(
             if arm == "sample" and run.can_sample(1):
                 need = 1
             else:
-                sched.disable(arm)
-                if all(not a.enabled for a in sched.arms.values()):
-                    break
-                continue
+                # Not enough budget left for this plan: stop rather than spin.
+                break
         before = vote(run.candidates())
         if arm == "sample":
             new = await run.formulate_batch("sample", [config.temperature] * need)

@@ -188,3 +188,14 @@ def test_extract_code():
     assert extract_code("text\n```python\nimport x\n```\nmore") == "import x"
     assert extract_code("import pyomo.environ as pyo\nm = 1").startswith("import pyomo")
     assert extract_code("no code") is None
+
+
+async def test_disagreeing_samples_stop_at_the_budget():
+    # every formulation differs and is suspicious: the loop must end when the budget is spent
+    answers = [
+        draft([f"color <= {k}", "bw <= 30", "color + bw <= 35", "bw >= 777"]) for k in range(1, 30)
+    ]
+    llm = ScriptedLLM(router(answers, critic=json.dumps({"verdict": "correct"}), coder="none"))
+    sol = await asolve(PRINTERS, llm=llm, samples=2, budget=5)
+    assert len(llm.requests) <= 5
+    assert sol.steps[-1].role == "scheduler"
