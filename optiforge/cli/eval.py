@@ -229,8 +229,21 @@ def eval_command(
 
     llm = None
     usage = None
+    pending = len(problems)
+    if resume:
+        from optiforge.evals.journal import read_journal
+        from optiforge.evals.records import INFRA_FAILURES
+
+        done = read_journal(out_dir).latest()
+        if retry_failed:
+            done = {k: r for k, r in done.items() if r.failure_class not in INFRA_FAILURES}
+        pending = sum(1 for p in problems if p.id not in done)
     if agent_fn:
         fn = _load_agent_fn(agent_fn)
+    elif pending == 0:
+        # Nothing left to run: do not start (or pull) a model just to refresh the reports.
+        async def fn(problem: Any) -> Any:
+            raise AssertionError("no problem should run")
     else:
         if settings.base_url:
             check_server(settings.base_url)

@@ -217,3 +217,30 @@ def test_eval_report_and_compare(tmp_path):
 
     res = _run("report", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "no such directory" in res.stderr
+
+
+def test_resume_of_a_finished_run_starts_no_model(tmp_path):
+    from optiforge.evals import ResultRecord, RunMeta
+    from optiforge.evals.journal import Journal, write_meta
+
+    out = tmp_path / "run"
+    with Journal(out) as j:
+        j.append(ResultRecord(id="nl4opt-0001", dataset="nl4opt", gt=3000.0, gt_kind="value"))
+    write_meta(out, RunMeta(dataset="nl4opt", agent="direct", model="no-such-model"))
+    res = _run(
+        "eval",
+        "nl4opt",
+        "--ids",
+        "nl4opt-0001",
+        "--agent",
+        "direct",
+        "--model",
+        "no-such-model",
+        "--out",
+        str(out),
+        "--resume",
+        "--no-progress",
+    )
+    assert res.returncode == 0, res.stderr  # the unknown model was never loaded
+    assert "0 run now, 1 already done" in res.stderr.replace("\n", " ")
+    assert (out / "report.html").exists()
