@@ -102,12 +102,20 @@ def main() -> None:
         await _raw_round(server.base_url, server.alias, prompts, args.max_tokens)  # warm-up
         ours, raw, cached = [], [], []
         for i in range(args.rounds):
+            # Alternate who goes first, so neither client gets the other's warm slots.
+            if i % 2:
+                tok2, dt2 = await _raw_round(
+                    server.base_url, server.alias, prompts, args.max_tokens
+                )
             tok, dt, ms = await _optiforge_round(
                 settings, server.base_url, prompts, args.max_tokens, args.requests
             )
+            if not i % 2:
+                tok2, dt2 = await _raw_round(
+                    server.base_url, server.alias, prompts, args.max_tokens
+                )
             ours.append(tok / dt)
             cached.append(ms)
-            tok2, dt2 = await _raw_round(server.base_url, server.alias, prompts, args.max_tokens)
             raw.append(tok2 / dt2)
             print(
                 f"round {i + 1}: optiforge {tok} tok in {dt:.1f} s, raw {tok2} tok in {dt2:.1f} s,"
