@@ -210,7 +210,8 @@ def resolve_model(model: str, install: VllmInstall, settings: Any, *, progress: 
     script = Path(__file__).with_name("gguf_to_hf.py")
     with _status(progress, f"converting {gguf.name} to a Hugging Face folder for vLLM (once)"):
         proc = subprocess.run(
-            [install.python, str(script), str(gguf), str(out)],
+            # -I: the script's folder must not shadow the stdlib (optiforge/llm/types.py)
+            [install.python, "-I", str(script), str(gguf), str(out)],
             capture_output=True,
             text=True,
             env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
