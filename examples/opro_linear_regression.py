@@ -31,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--candidates", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--model", default=None, help="default: the configured model")
     ap.add_argument("--no-cache", action="store_true", help="always ask the model")
     args = ap.parse_args()
@@ -44,13 +44,7 @@ def main() -> None:
 
     w = node(0.0, name="w", trainable=True, description="slope of the line")
     b = node(0.0, name="b", trainable=True, description="intercept of the line")
-    # As in the paper, the history starts with a few random pairs (here far from the
-    # answer: w and b in [-5, 5]) so the model sees how the loss changes with w and b.
-    rng = random.Random(args.seed)
-    starts = [{"w": 0.0, "b": 0.0}] + [
-        {"w": round(rng.uniform(-5, 5), 1), "b": round(rng.uniform(-5, 5), 1)} for _ in range(4)
-    ]
-    start = min(starts, key=loss)
+    start = {"w": w.value, "b": b.value}  # a bad start: the flat line y = 0
     t0 = time.perf_counter()
     with LLM(model=args.model, cache=False if args.no_cache else None) as llm:
         opt = OPRO(
@@ -67,8 +61,6 @@ def main() -> None:
             hint="Explore boldly: try values far from the ones above, then refine around the best.",
             seed=args.seed,
         )
-        for values in starts:
-            opt.observe(values, loss(values))
         for _ in range(args.steps):
             report = opt.step()
             best = opt.best
@@ -81,9 +73,7 @@ def main() -> None:
         usage = llm.usage.snapshot()
     elapsed = time.perf_counter() - t0
     print()
-    print(
-        f"before: loss {loss(start):.3f} at w={start['w']}, b={start['b']} (best of {len(starts)} starting points)"
-    )
+    print(f"before: loss {loss(start):.3f} at w={start['w']}, b={start['b']}")
     print(
         f"after:  loss {loss({'w': w.value, 'b': b.value}):.3f} at w={w.value:.3f}, b={b.value:.3f}"
     )
