@@ -83,6 +83,10 @@ def main() -> None:
             [clamp_mean.code],
             llm,
             memory=2,
+            # A short reasoning and a reply budget that fits the function keep a small
+            # model from rambling until the token limit.
+            reasoning_chars=300,
+            max_tokens=600,
             instruction=(
                 "The function in #Variables is buggy. Rewrite it so that every call in #Code "
                 "returns what #Feedback expects. Keep the def line unchanged."

@@ -158,6 +158,7 @@ class Optimizer:
         seed: int | None = 0,
         structured: bool = True,
         tag: str | None = None,
+        retry_temperature: float = 0.7,
     ) -> None:
         params = P.collect(parameters)
         if not params:
@@ -177,6 +178,7 @@ class Optimizer:
         self.max_tokens = max_tokens
         self.seed = seed
         self.structured = structured
+        self.retry_temperature = retry_temperature
         self.tag = tag or f"optim.{self.kind}"
         self.step_count = 0
         #: One dict per step (``StepReport.model_dump()``), oldest first.
@@ -332,6 +334,8 @@ class Optimizer:
         }
         if self.seed is not None:
             kwargs["seed"] = kw.pop("seed", self.seed)
+        else:
+            kw.pop("seed", None)
         kwargs.update(kw)
         if schema is not None and self.structured:
             kwargs["response_format"] = schema
@@ -374,7 +378,16 @@ class Optimizer:
         messages = list(messages)
         for attempt in range(1, self.max_attempts + 1):
             report.attempts = attempt
-            texts, parsed = self._chat(messages, schema=schema)
+            # Greedy decoding tends to repeat the same broken reply: retries sample.
+            temperature = (
+                self.temperature if attempt == 1 else max(self.temperature, self.retry_temperature)
+            )
+            texts, parsed = self._chat(
+                messages,
+                schema=schema,
+                temperature=temperature,
+                seed=(self.seed or 0) + attempt - 1,
+            )
             text = texts[0] if texts else ""
             try:
                 reasoning, raw = parse_suggestion(
