@@ -24,11 +24,13 @@ async def test_team_agent_eval_in_process(tmp_path, tiny_llm):
     async def agent(problem):
         return await asolve(problem.text, llm=tiny_llm, agent="team", budget=2, samples=1)
 
+    meta = RunMeta(dataset="optibench", agent="team", model="smollm2-135m")
+
     out = await run_eval(
         problems,
         agent,
         tmp_path,
-        meta=RunMeta(dataset="optibench", agent="team", model="smollm2-135m"),
+        meta=meta,
         concurrency=2,
         problem_timeout=240,
         usage=lambda: tiny_llm.usage.snapshot().model_dump(),
@@ -44,8 +46,8 @@ async def test_team_agent_eval_in_process(tmp_path, tiny_llm):
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["finished"] == 2 and s["complete"] and s["scored"] == 2
     assert sum(s["failure_classes"].values()) + s["accuracy"]["strict_1e-6"]["correct"] == 2
-    meta = json.loads((tmp_path / "run.json").read_text())
-    usage = meta["sessions"][0]["usage"]
+    run = json.loads((tmp_path / "run.json").read_text())
+    usage = run["sessions"][0]["usage"]
     assert usage["calls"] >= sum(1 for r in recs if r.calls)  # the client's own count
     html = (tmp_path / "report.html").read_text()
     assert all(f'id="p-{p.id}"' in html for p in problems)
@@ -53,7 +55,7 @@ async def test_team_agent_eval_in_process(tmp_path, tiny_llm):
 
     # resume: nothing left to run, no model call made
     calls_before = tiny_llm.usage.calls
-    again = await run_eval(problems, agent, tmp_path, resume=True)
+    again = await run_eval(problems, agent, tmp_path, meta=meta, resume=True)
     assert again.finished == 0 and tiny_llm.usage.calls == calls_before
 
 
