@@ -32,7 +32,7 @@ async def test_team_agent_eval_in_process(tmp_path, tiny_llm):
         tmp_path,
         meta=meta,
         concurrency=2,
-        problem_timeout=240,
+        problem_timeout=180,
         usage=lambda: tiny_llm.usage.snapshot().model_dump(),
     )
     assert out.finished == 2
