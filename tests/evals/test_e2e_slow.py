@@ -81,7 +81,7 @@ def test_cli_eval_direct_with_the_embedded_server(tmp_path):
         str(out),
         "--no-progress",
         "--timeout",
-        "300",
+        "180",
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert res.returncode == 0, res.stderr
