@@ -38,6 +38,7 @@ class TicketRouter(Module):
             instruction,
             trainable=True,
             description="the system prompt that tells the model how to label a message",
+            constraint="Plain-language instructions written as a system prompt; no code.",
         )
 
     @bundle
