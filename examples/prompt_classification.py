@@ -93,7 +93,10 @@ def main() -> None:
                 router.parameters(),
                 llm,
                 n=2,
-                task="Write the system prompt for a model that labels customer messages.",
+                task=(
+                    "Write the system prompt for a model that labels customer messages. Its "
+                    f"reply must be exactly one of: {', '.join(LABELS)}."
+                ),
                 examples=train_set[:3],
             )
         elif args.optimizer == "textgrad":
