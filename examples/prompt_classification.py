@@ -2,10 +2,22 @@
 
 A support-ticket router asks the model to label each customer message as billing,
 technical, account or shipping. The instruction (its system prompt) is a trainable
-parameter. ``train`` runs minibatches of the training split in parallel through the async
-client, turns wrong labels into feedback, lets OptoPrime rewrite the instruction, scores
-the validation split after every step and keeps the best instruction. The held-out test
-split is scored before and after.
+parameter and starts deliberately weak: "Classify this support ticket." names no label
+set, so the model answers with free text and scores about 0. ``train`` runs minibatches
+of the training split in parallel through the async client; the judge's feedback says
+which label was expected and what the model answered; OptoPrime rewrites the instruction
+(the improvement it should find: list the four labels, define each briefly, ask for the
+label word only), the validation split is scored after every step and the best
+instruction is kept. The held-out test split is scored before and after.
+
+Prediction rule: the reply's first line is lower-cased and stripped of surrounding
+whitespace and punctuation; it counts as a label only if what is left is exactly one of
+the four label words (so "Billing." counts, "billing issue" does not).
+
+Guard against copying: the instruction may name and define the labels but must not
+contain the dataset's tickets. If any ticket's text appears in the instruction, every
+example scores 0 with feedback saying so (and the best-on-validation instruction is kept,
+so such an instruction never wins).
 
     python examples/prompt_classification.py                  # default model, 1 epoch
     python examples/prompt_classification.py --epochs 2 --no-cache --log run.json
@@ -17,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
+import string
 import time
 from pathlib import Path
 
@@ -38,29 +52,65 @@ class TicketRouter(Module):
             instruction,
             trainable=True,
             description="the system prompt that tells the model how to label a message",
-            constraint="Plain-language instructions written as a system prompt; no code.",
+            constraint=(
+                "A plain-language system prompt, no code. It may name the allowed labels and "
+                "briefly define each one; it must not contain the dataset's messages or their "
+                "answers."
+            ),
         )
 
     @bundle
     async def classify(self, instruction, text):
         """Ask the language model to answer `text` following `instruction` (its system
-        prompt). Returns the reply lower-cased, without surrounding spaces and dots."""
+        prompt). Returns the reply's first line, lower-cased, without surrounding
+        whitespace and punctuation."""
         messages = [{"role": "system", "content": instruction}, {"role": "user", "content": text}]
-        reply = await self.llm.achat(messages, max_tokens=16, tag="router")
-        return reply.text.strip().strip(".").lower()
+        reply = await self.llm.achat(messages, max_tokens=12, tag="router")
+        return normalize(reply.text)
 
     async def forward(self, text):
         return await self.classify(self.instruction, text)
 
 
-def judge(output: str, label: str) -> tuple[float, str]:
-    """1 for the exact label, else 0 with feedback saying what was expected."""
-    if output == label:
-        return 1.0, "Correct."
-    return 0.0, (
-        f"Wrong: the reply was {output!r} but the correct label is {label!r}. The reply must "
-        f"be exactly one of: {', '.join(LABELS)}."
-    )
+def normalize(reply: str) -> str:
+    """The reply's first non-empty line, lower-cased, stripped of whitespace and
+    punctuation at both ends (the prediction rule in the module docstring)."""
+    lines = [line for line in reply.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first.lower().strip(string.whitespace + string.punctuation)
+
+
+def _squash(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+
+
+def make_judge(router: TicketRouter, tickets: list[str]):
+    """The feedback function: 1 when the normalized reply is the expected label, else 0
+    with feedback naming the expected label and the reply. Scores 0 everywhere while the
+    instruction contains a dataset ticket (copying examples is not an instruction)."""
+    squashed = [_squash(t) for t in tickets]
+
+    def judge(output: str, label: str) -> tuple[float, str]:
+        instruction = _squash(router.instruction.value)
+        if any(t and t in instruction for t in squashed):
+            return 0.0, (
+                "The instruction contains a message from the dataset. Remove it: the "
+                "instruction must be general, not a copy of examples."
+            )
+        if output == label:
+            return 1.0, "Correct."
+        allowed = ", ".join(LABELS)
+        if output in LABELS:
+            return 0.0, (
+                f"Wrong label: the model answered {output!r}, the expected label is {label!r} "
+                f"(allowed labels: {allowed})."
+            )
+        return 0.0, (
+            f"The model answered {output!r}, which is not a label; the expected label is "
+            f"{label!r}. The reply must be one word, one of: {allowed}."
+        )
+
+    return judge
 
 
 def load_splits(seed: int) -> tuple[list, list, list]:
@@ -84,7 +134,8 @@ def main() -> None:
     train_set, val_set, test_set = load_splits(args.seed)
     t0 = time.perf_counter()
     with LLM(model=args.model, cache=False if args.no_cache else None) as llm:
-        router = TicketRouter(llm, "Read the customer message and say what it is about.")
+        router = TicketRouter(llm, "Classify this support ticket.")
+        judge = make_judge(router, [t for t, _ in train_set + val_set + test_set])
         before, _ = evaluate(router, test_set, judge)
         print(f"before: test accuracy {before:.2f} with instruction {router.instruction.value!r}")
         if args.optimizer == "opro":
@@ -102,7 +153,15 @@ def main() -> None:
         elif args.optimizer == "textgrad":
             opt = TextGrad(router.parameters(), llm)
         else:
-            opt = OptoPrime(router.parameters(), llm, memory=2)
+            opt = OptoPrime(
+                router.parameters(),
+                llm,
+                memory=2,
+                instruction=(
+                    "Rewrite the instruction in #Variables so that the model's replies become "
+                    "the expected labels given in #Feedback."
+                ),
+            )
         result = train(
             router,
             train_set,
@@ -111,6 +170,7 @@ def main() -> None:
             epochs=args.epochs,
             batch_size=args.batch_size,
             val_set=val_set,
+            seed=args.seed,
             log_path=args.log,
         )
         after, _ = evaluate(router, test_set, judge)
