@@ -5,7 +5,7 @@ technical, account or shipping. The instruction (its system prompt) is a trainab
 parameter and starts deliberately weak: "Classify this support ticket." names no label
 set, so the model answers with free text and scores about 0. ``train`` runs minibatches
 of the training split in parallel through the async client; the judge's feedback says
-which label was expected and what the model answered; OptoPrime rewrites the instruction
+which label was expected, what the model answered and which labels are allowed; OptoPrime rewrites the instruction
 (the improvement it should find: list the four labels, define each briefly, ask for the
 label word only), the validation split is scored after every step and the best
 instruction is kept. The held-out test split is scored before and after.
