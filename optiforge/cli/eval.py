@@ -141,6 +141,12 @@ def eval_command(
         None, "--budget", help="LLM samples one problem may use (default: the agent's own)."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM response cache."),
+    prompts: Path | None = typer.Option(
+        None,
+        "--prompts",
+        help="Tuned prompts (JSON written by 'optiforge tune'); train on problems kept apart "
+        "from the ones you evaluate.",
+    ),
     max_failures: int | None = typer.Option(
         None,
         "--max-failures",
@@ -173,6 +179,11 @@ def eval_command(
         raise EvalError(f"--budget must be >= 1, got {budget}")
     if retry_failed and not resume:
         raise EvalError("--retry-failed needs --resume")
+    prompt_values = None
+    if prompts is not None:
+        from optiforge.agents.team.prompts import load_prompt_values
+
+        prompt_values = load_prompt_values(prompts)  # a bad file fails now, not per problem
     settings = load_settings(model=model, base_url=base_url, concurrency=concurrency)
     conc = settings.concurrency
     if conc < 1:
@@ -266,6 +277,7 @@ def eval_command(
                 agent=agent,
                 budget=budget,
                 samples=samples,
+                prompts=prompt_values,
             )
 
         def usage() -> dict[str, Any]:
