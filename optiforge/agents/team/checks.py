@@ -210,6 +210,18 @@ def check_solution(
                     fix="check directions of the constraints and the objective coefficients",
                 )
             )
+        elif values and all(abs(v) < 1e-9 for v in values) and sense == "minimize":
+            # Word problems that minimize a cost always demand something (a minimum to
+            # produce, to feed, to cover); doing nothing means that demand was left out.
+            issues.append(
+                Issue(
+                    check="zero_solution",
+                    severity="warning",
+                    message="every variable is 0 in a minimization: a requirement from the "
+                    "text (a minimum to meet or cover) is probably missing or points the wrong way",
+                    fix="add each 'at least' requirement of the text as a >= constraint",
+                )
+            )
         if result.objective is not None and abs(result.objective) < 1e-9 and want == "maximize":
             issues.append(
                 Issue(

@@ -73,3 +73,17 @@ def test_build_error_short_circuits():
 def test_zero_solution_in_a_maximization_is_suspicious():
     issues = check_solution(TEXT, IR, _ok(0.0, c=0.0, t=0.0))
     assert {"zero_solution", "zero_objective"} <= {i.check for i in issues}
+
+
+def test_doing_nothing_in_a_minimization_is_suspicious():
+    text = "A farm must feed at least 40 cows. Hay costs $3 a bale. Minimize the cost."
+    ir = {
+        "variables": [{"name": "h", "domain": "continuous"}],
+        "objective": {"sense": "minimize", "expression": "3*h"},
+        "constraints": [{"name": "c1", "expression": "h >= 0"}],
+    }
+    issues = check_solution(text, ir, _ok(0.0, h=0.0))
+    assert "zero_solution" in {i.check for i in issues}
+    assert verdict(issues) == "suspicious"
+    ok = check_solution(text, ir, _ok(120.0, h=40.0))
+    assert "zero_solution" not in {i.check for i in ok}
