@@ -43,28 +43,6 @@ def _load_agent_fn(spec: str) -> Any:
     return fn
 
 
-def check_server(base_url: str, timeout: float = 10.0) -> None:
-    """Fail fast with a clear message when an OpenAI-compatible server does not answer."""
-    import httpx
-
-    from optiforge.evals.records import EvalError
-
-    url = base_url.rstrip("/") + "/models"
-    try:
-        resp = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise EvalError(
-            f"cannot reach the model server at {base_url} ({type(exc).__name__}: {exc}). "
-            "Start it (for example `optiforge serve`), fix --base-url, or leave --base-url "
-            "out to use the embedded local server."
-        ) from None
-    if resp.status_code >= 500:
-        raise EvalError(
-            f"the model server at {base_url} answered HTTP {resp.status_code} on /models; "
-            "check its logs"
-        )
-
-
 def _resume_command(out_dir: Path) -> str:
     argv = list(sys.argv[1:]) or ["eval"]
     cleaned: list[str] = []
@@ -256,18 +234,10 @@ def eval_command(
         async def fn(problem: Any) -> Any:
             raise AssertionError("no problem should run")
     else:
-        if settings.base_url:
-            check_server(settings.base_url)
         from optiforge.agents import asolve
-        from optiforge.llm import LLM
+        from optiforge.cli.common import connect_llm
 
-        llm = LLM(
-            model=settings.model,
-            base_url=settings.base_url,
-            cache=False if no_cache else None,
-            concurrency=conc,
-            settings=settings,
-        )
+        llm = connect_llm(settings, no_cache=no_cache, concurrency=conc)
         llm.ensure_server()  # start (and pull) the embedded model before the bar shows
 
         async def fn(problem: Any) -> Any:

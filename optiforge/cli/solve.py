@@ -126,19 +126,10 @@ def solve_command(
     text = read_problem(problem)
     prompt_values = load_prompt_values(prompts) if prompts is not None else None
     settings = load_settings(model=model, base_url=base_url)
-    if settings.base_url:
-        from optiforge.cli.eval import check_server
-
-        check_server(settings.base_url)
     from optiforge.agents.team.module import solve_traced
-    from optiforge.llm import LLM
+    from optiforge.cli.common import connect_llm
 
-    llm = LLM(
-        model=settings.model,
-        base_url=settings.base_url,
-        cache=False if no_cache else None,
-        settings=settings,
-    )
+    llm = connect_llm(settings, no_cache=no_cache)
     try:
         sol, graph_output = solve_traced(
             text,

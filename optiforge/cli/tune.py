@@ -148,22 +148,13 @@ def tune_command(
     val_pairs = [(p.text, p.answer) for p in val] or None
 
     settings = load_settings(model=model, base_url=base_url)
-    if settings.base_url:
-        from optiforge.cli.eval import check_server
-
-        check_server(settings.base_url)
     from optiforge.agents.optim import OPRO
     from optiforge.agents.team.module import TeamModule, save_prompts
     from optiforge.agents.trainer import train
-    from optiforge.llm import LLM
+    from optiforge.cli.common import connect_llm
 
     start = load_prompt_values(init_prompts) if init_prompts else None
-    llm = LLM(
-        model=settings.model,
-        base_url=settings.base_url,
-        cache=False if no_cache else None,
-        settings=settings,
-    )
+    llm = connect_llm(settings, no_cache=no_cache)
     try:
         module = TeamModule(start, llm=llm, agent=agent, budget=budget, samples=samples)
         for name in TRAINABLE:
