@@ -51,8 +51,8 @@ class Settings:
     local_parallel: int = 4
     #: Context size per slot of the embedded server, in tokens.
     local_ctx: int = 4096
-    #: CPU threads of the embedded server (None = half the usable cores, at least one; see
-    #: optiforge.llm.local.default_threads for why not all of them).
+    #: CPU threads of the embedded server (None = every usable core; set it lower on a
+    #: machine that other jobs keep busy, see optiforge.llm.local.default_threads).
     local_threads: int | None = None
 
     @property

@@ -19,18 +19,20 @@ from optiforge.llm.errors import LocalServerError
 
 
 def default_threads() -> int:
-    """Half the usable cores, at least one.
+    """Every usable core, as llama.cpp itself uses on machines without hyper-threading.
 
-    llama.cpp's threads meet at a barrier for every operation, so a thread that loses its
-    core stalls the others: on a 2-core machine shared with solver workers, 2 threads gave
-    1.5-1.8 tok/s and 1 thread 17 tok/s (SmolLM2, load average 12). Half the cores is also
-    llama.cpp's own default on hyper-threaded CPUs. Set ``local_threads`` to override.
+    Measured on an idle 2-core machine (Qwen2.5-Coder-1.5B, ``optiforge solve`` on
+    examples/problems/printers.txt, 3 calls): 2 threads took 80 s, 1 thread 140 s. On a
+    machine that other jobs keep busy the picture flips, because llama.cpp's threads meet at a
+    barrier for every operation and one thread that loses its core stalls the rest (SmolLM2
+    at load average 12: 1.5 tok/s with 2 threads, 17 tok/s with 1). Set
+    ``OPTIFORGE_LOCAL_THREADS`` (or ``local_threads``) lower on a shared machine.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+    return max(1, cores)
 
 
 class LocalServer:
