@@ -116,13 +116,7 @@ def record_from_solution(
             )
         )
     return ResultRecord(
-        id=problem.id,
-        dataset=problem.dataset,
-        category=problem.category,
-        text=problem.text,
-        answer_field=problem.answer_field,
-        gt=problem.answer,
-        gt_kind=problem.answer_kind,
+        **_problem_fields(problem),
         prediction=pred,
         prediction_kind=pred_kind,
         solve_status=status,
@@ -149,6 +143,19 @@ def record_from_solution(
     )
 
 
+def _problem_fields(problem: Problem) -> dict[str, Any]:
+    """The fields every journal record copies from its problem."""
+    return {
+        "id": problem.id,
+        "dataset": problem.dataset,
+        "category": problem.category,
+        "text": problem.text,
+        "answer_field": problem.answer_field,
+        "gt": problem.answer,
+        "gt_kind": problem.answer_kind,
+    }
+
+
 def _failure_record(
     problem: Problem,
     failure_class: str,
@@ -162,13 +169,7 @@ def _failure_record(
 ) -> ResultRecord:
     correct = score_all(None, "none", problem.answer, problem.answer_kind)  # type: ignore[arg-type]
     return ResultRecord(
-        id=problem.id,
-        dataset=problem.dataset,
-        category=problem.category,
-        text=problem.text,
-        answer_field=problem.answer_field,
-        gt=problem.answer,
-        gt_kind=problem.answer_kind,
+        **_problem_fields(problem),
         correct=correct,
         failure_class=failure_class,
         agent_failure_class=failure_class,
