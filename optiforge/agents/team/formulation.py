@@ -3,7 +3,8 @@
 Small models write expressions the way people do: ``x = 5``, ``3x + 2y <= 10``,
 ``x >= 30 && y >= 50``, ``1,000``, ``30%``, ``2^x``. These are fixed here deterministically
 (each fix is listed in ``notes``) so that a repair round is spent only on real modelling
-errors. Integrality is decided from the words of each variable (units, "number of"), not
+errors. A constraint that points against the words of its limit ("at least 150" written
+as ``<= 150``) is flipped here too (:mod:`~optiforge.agents.team.directions`). Integrality is decided from the words of each variable (units, "number of"), not
 trusted to the model alone: a 1.5B model makes nearly everything integer, kilograms too.
 """
 
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from optiforge.agents.team.directions import fix_directions
 from optiforge.agents.team.schemas import FormulationDraft
 
 Domain = Literal["integer", "continuous", "binary"]
@@ -228,6 +230,8 @@ def normalize_draft(draft: FormulationDraft, problem_text: str = "") -> Normaliz
         "objective": objective,
         "constraints": constraints,
     }
+    if problem_text:
+        notes.extend(fix_directions(problem_text, ir))
     return Normalized(ir=ir, notes=notes, domain_reasons=reasons, integrality_unclear=unclear)
 
 
