@@ -11,7 +11,7 @@ from optiforge.evals.report import write_reports
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "eval_readme_table.py"
 
 
-def _run_dir(path: Path, oks: list[bool]) -> None:
+def _run_dir(path: Path, oks: list[bool], agent: str = "direct") -> None:
     with Journal(path) as j:
         for i, ok in enumerate(oks):
             j.append(
@@ -28,7 +28,7 @@ def _run_dir(path: Path, oks: list[bool]) -> None:
             )
     write_meta(
         path,
-        RunMeta(dataset="nl4opt", agent="direct", model="m", filters={"sample": "nl4opt-readme40"}),
+        RunMeta(dataset="nl4opt", agent=agent, model="m", filters={"sample": "nl4opt-readme40"}),
     )
     write_reports(path)
 
@@ -54,3 +54,30 @@ def test_table_from_runs_and_update(tmp_path):
         [sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True
     )
     assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_compare_line_counts_gained_and_lost(tmp_path):
+    _run_dir(tmp_path / "direct", [True, False, False, False, True])
+    _run_dir(tmp_path / "team", [True, True, True, False, False], agent="team")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(tmp_path / "direct"),
+            str(tmp_path / "team"),
+            "--compare",
+            f"{tmp_path / 'direct'}:{tmp_path / 'team'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("- nl4opt"))
+    assert "team 3/5 against direct 2/5" in line
+    assert "gained 2, lost 1" in line and "McNemar exact p = 1" in line
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "team"), "--compare", "nocolon"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "OLD_DIR:NEW_DIR" in bad.stderr
