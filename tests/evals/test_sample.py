@@ -43,3 +43,14 @@ def test_sample_from_file_and_unknown(tmp_path):
     assert load_sample(str(f)) == ["nl4opt-0001", "nl4opt-0002"]
     with pytest.raises(DatasetError, match="nl4opt-readme40"):
         load_sample("nope")
+
+
+@pytest.mark.parametrize("dataset", ["nl4opt", "optibench"])
+def test_readme_lists_the_sample_ids(dataset):
+    """README names the ids of each fixed sample; they must be the shipped ones."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    line = next(x for x in readme.splitlines() if x.startswith(f"- `{dataset}-readme40` ("))
+    listed = [f"{dataset}-{n.strip()}" for n in line.split(": ", 1)[1].split(",")]
+    assert listed == load_sample(f"{dataset}-readme40")
