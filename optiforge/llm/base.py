@@ -434,9 +434,9 @@ class BaseLLM:
             errors = []
             samples = list(samples)
             for i, sample, obj, err2 in results:
+                samples[i] = {**sample, "cached": sample["cached"] and samples[i]["cached"]}
                 if err2 is None:
                     parsed[i] = obj
-                    samples[i] = {**sample, "cached": sample["cached"] and samples[i]["cached"]}
                 else:
                     errors.append((i, sample["text"], err2))
             if errors:
@@ -447,6 +447,8 @@ class BaseLLM:
                     "Simplify the schema, give an example in the prompt, or use a larger model.",
                     texts=[e[1] for e in errors],
                     errors=[e[2] for e in errors],
+                    all_texts=[s["text"] for s in samples],
+                    parsed=parsed,
                 )
         return samples, parsed
 

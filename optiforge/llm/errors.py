@@ -18,12 +18,26 @@ class BudgetExceeded(LLMError):
 class StructuredOutputError(LLMError):
     """The model's reply did not validate against the requested pydantic model, even after
     one re-ask with the validation error. ``texts`` holds the raw replies, ``errors`` the
-    validation messages (one per failing sample)."""
+    validation messages (one per failing sample).
 
-    def __init__(self, message: str, *, texts: list[str], errors: list[str]) -> None:
+    With ``n > 1`` the samples that did validate are not lost: ``all_texts`` holds every
+    sample's text and ``parsed`` its validated object (None for the failing ones), in
+    sample order."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        texts: list[str],
+        errors: list[str],
+        all_texts: list[str] | None = None,
+        parsed: list[Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.texts = texts
         self.errors = errors
+        self.all_texts = list(texts) if all_texts is None else all_texts
+        self.parsed = [None] * len(self.all_texts) if parsed is None else parsed
 
 
 class LLMRequestError(LLMError):

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import queue
+import re
 import select
 import struct
 import subprocess
@@ -365,6 +366,13 @@ class SandboxPool:
         return await asyncio.to_thread(self.run, code, **kwargs)
 
 
+#: Pyomo's error when a program asks to load a solution the solver did not find (raised by
+#: both ``appsi_highs`` and ``highs`` for infeasible and unbounded models).
+_NO_FEASIBLE = re.compile(
+    r"NoFeasibleSolutionError|A feasible solution was not found, so no solution can be loaded"
+)
+
+
 def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
     rc = reply["returncode"]
     sig = reply.get("signal")
@@ -413,6 +421,17 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
                 log_tail=log_tail,
                 message=f"the program's report was rejected: {report_error}",
             )
+    elif reason == ExitReason.ERROR and _NO_FEASIBLE.search(stderr[-3000:]):
+        # Pyomo raises instead of returning when asked to load a solution that does not
+        # exist; what the program met is an infeasible (or unbounded) model, not a bug.
+        result = SolveResult(
+            status=SolveStatus.INFEASIBLE_OR_UNBOUNDED,
+            solver="sandbox",
+            solve_time_s=reply["elapsed_s"],
+            log_tail=log_tail,
+            message="the solver found no feasible solution (Pyomo raised when loading it): "
+            "the model is infeasible or unbounded",
+        )
     elif reason == ExitReason.OK:
         obj = parse_objective_line(reply.get("stdout", ""))
         if obj is not None:

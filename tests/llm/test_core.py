@@ -112,6 +112,17 @@ def test_structured_output_error_after_one_reask(scripted_llm):
     assert "did not match Answer" in str(info.value)
 
 
+def test_structured_output_error_keeps_the_samples_that_validated(scripted_llm):
+    llm = scripted_llm(['{"x": 1, "label": "ok"}', "no json", '{"x": 3, "label": "b"}', "nope"])
+    with pytest.raises(StructuredOutputError) as info:
+        llm.chat("q", n=3, response_format=Answer)
+    err = info.value
+    assert err.texts == ["nope"] and len(err.errors) == 1
+    assert err.all_texts == ['{"x": 1, "label": "ok"}', "nope", '{"x": 3, "label": "b"}']
+    assert [p.x if p is not None else None for p in err.parsed] == [1, None, 3]
+    assert "1 of 3 replies" in str(err)
+
+
 def test_usage_and_tags(scripted_llm):
     llm = scripted_llm("reply words here")
     llm.chat("one two", tag="critic")

@@ -540,3 +540,28 @@ def test_program_environment(pool):
     if "uid" in r.isolation:
         assert info["uid"] - UID_BASE in pool.worker_pids()
     assert_clean(pool)
+
+
+@pytest.mark.parametrize("solver", ["appsi_highs", "highs"])
+def test_pyomo_raising_on_an_infeasible_model_reads_as_infeasible(pool, solver):
+    """The coder's usual program (`res = SolverFactory(...).solve(m)`) makes Pyomo raise on an
+    infeasible model; the sandbox reports that as a solver status, not as a crash."""
+    code = textwrap.dedent(
+        f"""
+        import pyomo.environ as pyo
+        m = pyo.ConcreteModel()
+        m.x = pyo.Var(domain=pyo.NonNegativeReals)
+        m.c = pyo.Constraint(expr=m.x <= -1)
+        m.o = pyo.Objective(expr=m.x)
+        res = pyo.SolverFactory({solver!r}).solve(m)
+        report(model=m, results=res)
+        """
+    )
+    r = pool.run(code)
+    assert r.exit_reason == ExitReason.ERROR  # the program itself did fail
+    assert r.result is not None and not r.result.ok
+    assert r.result.status == SolveStatus.INFEASIBLE_OR_UNBOUNDED
+    assert "infeasible or unbounded" in r.result.message
+    # Any other error stays an error without a result.
+    r = pool.run("raise RuntimeError('something else')")
+    assert r.exit_reason == ExitReason.ERROR and r.result is None

@@ -345,18 +345,16 @@ class Optimizer:
             texts = getattr(exc, "texts", None)
             if texts is None:  # not a structured-output failure: let the caller see it
                 raise
-            # The model answered but its JSON did not validate: parse it tolerantly.
+            # The model answered but some JSON did not validate: keep the samples that did
+            # and parse the others tolerantly.
             self._calls += 1
             log.info("structured reply did not validate (%s); parsing leniently", exc)
-            return list(texts), [None] * len(texts)
+            all_texts = getattr(exc, "all_texts", None) or texts
+            items = getattr(exc, "parsed", None) or [None] * len(all_texts)
+            return list(all_texts), [_as_dict(item) for item in items]
         self._record(result)
-        parsed: list[Any] = []
-        for item in result.parsed or [None] * len(result.texts):
-            if isinstance(item, BaseModel):
-                parsed.append(item.model_dump(by_alias=True))
-            else:
-                parsed.append(item)
-        return list(result.texts), parsed
+        items = result.parsed or [None] * len(result.texts)
+        return list(result.texts), [_as_dict(item) for item in items]
 
     def _ask(
         self,
@@ -490,3 +488,8 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(parameters={self.names}, steps={self.step_count})"
+
+
+def _as_dict(item: Any) -> Any:
+    """A validated reply object as a plain dict (other values unchanged)."""
+    return item.model_dump(by_alias=True) if isinstance(item, BaseModel) else item

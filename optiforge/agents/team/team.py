@@ -256,6 +256,7 @@ class _Run:
                     + (f", objective {att.result.objective:g}" if att.value is not None else "")
                     + f", critic checks: {att.verdict}"
                     + (f" ({att.issues[0].check})" if att.issues else "")
+                    + _fix_summary(att)
                 ),
                 detail={
                     "attempt": att.index,
@@ -419,6 +420,13 @@ class _Run:
             for a in self.attempts
             if a.value is not None
         ]
+
+
+def _fix_summary(att: Attempt) -> str:
+    """The deterministic fixes of an attempt, in a few words for the step summary."""
+    notes = att.normalized.notes if att.normalized else []
+    flipped = sum(1 for n in notes if n.startswith("constraint ") and "the text says" in n)
+    return f"; flipped {flipped} constraint(s) to match the text" if flipped else ""
 
 
 def sandbox_outcome(sb: Any) -> tuple[SolveResult | None, str | None]:

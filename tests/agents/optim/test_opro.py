@@ -70,6 +70,23 @@ def test_structured_failure_falls_back_to_lenient_parsing():
     assert report.ok and w.value == 2.5 and b.value == 0.0
 
 
+def test_one_invalid_structured_sample_does_not_lose_the_valid_ones():
+    """n=3 structured samples, one unusable even after the re-ask: the other two are scored."""
+    w, b = params()
+    llm = ScriptedLLM(
+        [
+            '{"suggestion": {"w": 1.0, "b": 0.0}}',
+            "no idea",
+            '{"suggestion": {"w": 3.0, "b": -1.0}}',
+            "still no idea",  # the re-ask of sample 1
+        ]
+    )
+    opt = OPRO([w, b], llm, objective=loss, maximize=False, n=3)
+    report = opt.step()
+    assert report.ok and (w.value, b.value) == (3.0, -1.0)
+    assert sorted(h["score"] for h in opt.history) == [0.0, 5.0, 10.0]
+
+
 def test_meta_prompt_lists_top_k_worst_first():
     w, b = params()
     opt = OPRO([w, b], ScriptedLLM([]), objective=loss, maximize=False, top_k=2)

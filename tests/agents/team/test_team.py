@@ -107,6 +107,17 @@ async def test_sense_is_flipped_deterministically():
     assert sol.formulation["objective"]["sense"] == "maximize"
 
 
+async def test_inverted_limit_is_flipped_deterministically():
+    # "can make at most 35 printers" written as >= 35: unbounded without the fix.
+    inverted = draft(["color <= 20", "bw <= 30", "color + bw >= 35"])
+    llm = ScriptedLLM(router([inverted]))
+    sol = await asolve(PRINTERS, llm=llm, samples=2)
+    assert sol.answer == pytest.approx(5050) and len(llm.requests) == 2  # no repair needed
+    assert "color + bw <= 35" in [c["expression"] for c in sol.formulation["constraints"]]
+    solver_steps = [s.summary for s in sol.steps if s.role == "solver"]
+    assert all("flipped 1 constraint(s) to match the text" in x for x in solver_steps)
+
+
 async def test_infeasible_formulation_is_repaired_with_critic_feedback():
     llm = ScriptedLLM(router([INFEASIBLE, GOOD]))
     sol = await asolve(PRINTERS, llm=llm, samples=1, budget=6)
