@@ -29,6 +29,10 @@ def _run(*args, env=None, timeout=120):
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_lines(path: Path, n: int, proc, timeout=60.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -111,6 +115,9 @@ def test_ctrl_c_exits_cleanly_and_says_how_to_resume(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "FAKE_AGENT_DELAY": "0.2"},
+        # Ctrl-C as a terminal delivers it: a test run started in the background (`cmd &`
+        # in a script) inherits SIGINT ignored, and an ignored SIGINT survives exec.
+        preexec_fn=_default_sigint,
     )
     _wait_for_lines(out / "results.jsonl", 2, proc)
     proc.send_signal(signal.SIGINT)

@@ -40,6 +40,8 @@ def test_vllm_cpu_serve_and_client(tmp_path):
         [sys.executable, "-m", "optiforge", "serve", "--model", "smollm2-135m", "--cpu",
          "--python", py, "--ready-timeout", "900"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # SIGINT as from a terminal, even when the test run itself ignores it (`cmd &`).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
