@@ -76,6 +76,23 @@ def _fractional(values: dict[str, float], names: set[str]) -> list[str]:
     return [n for n, v in values.items() if n in names and abs(v - round(v)) > 1e-6]
 
 
+#: What an all-zero solution means, by objective sense: (message, fix).
+_ZERO_SOLUTION = {
+    "maximize": (
+        "every variable is 0 in a maximization: a constraint probably points the wrong way "
+        "or a coefficient is missing",
+        "check directions of the constraints and the objective coefficients",
+    ),
+    # Word problems that minimize a cost always demand something (a minimum to produce, to
+    # feed, to cover); doing nothing means that demand was left out.
+    "minimize": (
+        "every variable is 0 in a minimization: a requirement from the text (a minimum to "
+        "meet or cover) is probably missing or points the wrong way",
+        "add each 'at least' requirement of the text as a >= constraint",
+    ),
+}
+
+
 def check_solution(
     problem_text: str,
     ir: dict[str, Any],
@@ -200,27 +217,10 @@ def check_solution(
                 )
             )
         values = list(result.variables.values())
-        if values and all(abs(v) < 1e-9 for v in values) and sense == "maximize":
+        if values and all(abs(v) < 1e-9 for v in values) and sense in _ZERO_SOLUTION:
+            message, fix = _ZERO_SOLUTION[sense]
             issues.append(
-                Issue(
-                    check="zero_solution",
-                    severity="warning",
-                    message="every variable is 0 in a maximization: a constraint probably "
-                    "points the wrong way or a coefficient is missing",
-                    fix="check directions of the constraints and the objective coefficients",
-                )
-            )
-        elif values and all(abs(v) < 1e-9 for v in values) and sense == "minimize":
-            # Word problems that minimize a cost always demand something (a minimum to
-            # produce, to feed, to cover); doing nothing means that demand was left out.
-            issues.append(
-                Issue(
-                    check="zero_solution",
-                    severity="warning",
-                    message="every variable is 0 in a minimization: a requirement from the "
-                    "text (a minimum to meet or cover) is probably missing or points the wrong way",
-                    fix="add each 'at least' requirement of the text as a >= constraint",
-                )
+                Issue(check="zero_solution", severity="warning", message=message, fix=fix)
             )
         if result.objective is not None and abs(result.objective) < 1e-9 and want == "maximize":
             issues.append(

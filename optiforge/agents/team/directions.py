@@ -255,21 +255,12 @@ def inverted_constraints(problem_text: str, ir: dict[str, Any]) -> list[Flip]:
         terms, const = (lhs, rconst) if rconst is not None else (rhs, lconst)
         if const is None or const <= 0 or "-" in terms:
             continue
-        # Direction of "terms <op'> const" as written.
-        norm = op.replace("<", "≤").replace(">", "≥")[0]
-        if rconst is None:  # const on the left: "150 <= x" means x >= 150
-            norm = "≥" if norm == "≤" else "≤"
-        written: Direction = ">=" if norm == "≥" else "<="
+        # Direction of "terms <op'> const" as written; "150 <= x" means x >= 150.
+        written: Direction = ">=" if (op[0] == ">") == (rconst is not None) else "<="
         source = (c.get("source") or "").strip()
         want_src, words_src = cue_for_number(source, const) if source else (None, "")
-        if (
-            source
-            and want_src is None
-            and _number_pattern(const) is not None
-            and not (
-                _number_pattern(const).search(source)  # type: ignore[union-attr]
-            )
-        ):
+        if want_src is None and source and not _number_pattern(const).search(source):  # type: ignore[union-attr]
+            # The source words do not quote the number: their own comparative counts.
             want_src, words_src = direction_of(source)
         want_txt, words_txt = cue_for_number(problem_text, const)
         wants = {w for w in (want_src, want_txt) if w is not None}
@@ -290,5 +281,14 @@ def fix_directions(problem_text: str, ir: dict[str, Any]) -> list[str]:
     by_name = {c.get("name"): c for c in ir.get("constraints", [])}
     for f in inverted_constraints(problem_text, ir):
         by_name[f.name]["expression"] = f.new
-        notes.append(f"constraint {f.name}: {f.old!r} -> {f.new!r} (the text says {f.cue!r})")
+        notes.append(f"constraint {f.name}: {f.old!r} -> {f.new!r}{_FLIP_NOTE} {f.cue!r})")
     return notes
+
+
+#: Marks the notes :func:`fix_directions` writes, so :func:`count_flips` can find them.
+_FLIP_NOTE = " (the text says"
+
+
+def count_flips(notes: list[str]) -> int:
+    """How many of ``notes`` (a normalisation's notes) are direction flips."""
+    return sum(1 for n in notes if n.startswith("constraint ") and _FLIP_NOTE in n)

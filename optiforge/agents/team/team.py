@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from optiforge.agents.solution import Solution, StepRecord
 from optiforge.agents.team import checks as chk
 from optiforge.agents.team import roles
+from optiforge.agents.team.directions import count_flips
 from optiforge.agents.team.formulation import Normalized, ir_signature, normalize_draft
 from optiforge.agents.team.prompts import PromptSet, load_prompt_values
 from optiforge.agents.team.scheduler import Candidate, UCBScheduler, confident, vote
@@ -424,8 +425,7 @@ class _Run:
 
 def _fix_summary(att: Attempt) -> str:
     """The deterministic fixes of an attempt, in a few words for the step summary."""
-    notes = att.normalized.notes if att.normalized else []
-    flipped = sum(1 for n in notes if n.startswith("constraint ") and "the text says" in n)
+    flipped = count_flips(att.normalized.notes) if att.normalized else 0
     return f"; flipped {flipped} constraint(s) to match the text" if flipped else ""
 
 
