@@ -5,6 +5,9 @@ import pytest
 from optiforge.datasets import DatasetError, load_dataset
 from optiforge.evals.sample import (
     builtin_samples,
+    fresh_excluded,
+    fresh_sample,
+    render_fresh_file,
     load_sample,
     readme_sample,
     render_sample_file,
@@ -34,7 +37,24 @@ def test_sample_properties():
         "nonlinear/no-table": 9,
         "nonlinear/table": 3,
     }
-    assert builtin_samples() == ["nl4opt-readme40", "optibench-readme40"]
+    assert builtin_samples() == [
+        "nl4opt-fresh60",
+        "nl4opt-readme40",
+        "optibench-fresh60",
+        "optibench-readme40",
+    ]
+
+
+@pytest.mark.parametrize("dataset", ["nl4opt", "optibench"])
+def test_fresh_sample_matches_the_rule_and_is_held_out(dataset):
+    shipped = (samples_dir() / f"{dataset}-fresh60.txt").read_text(encoding="utf-8")
+    assert shipped == render_fresh_file(dataset)
+    ids = load_sample(f"{dataset}-fresh60")
+    assert ids == fresh_sample(dataset) and len(ids) == len(set(ids)) == 60
+    excluded = fresh_excluded()
+    assert set(load_sample(f"{dataset}-readme40")) <= excluded
+    assert not set(ids) & excluded
+    assert all(p.answer_kind == "value" for p in load_dataset(dataset, ids=ids))
 
 
 def test_sample_from_file_and_unknown(tmp_path):
