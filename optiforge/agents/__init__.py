@@ -2,7 +2,7 @@
 
 Names are imported lazily so that ``import optiforge.agents`` stays cheap:
 
-- ``Optimizer``, ``OptoPrime``, ``OPRO``, ``TextGrad`` (``optiforge.agents.optim``)
+- ``Optimizer``, ``OptoPrime``, ``OPRO``, ``TextGrad``, ``GEPA`` (``optiforge.agents.optim``)
 - ``train`` (``optiforge.agents.trainer``)
 - ``solve``, ``asolve`` (``optiforge.agents.team``): word problem -> :class:`Solution`
 - ``Solution``, ``StepRecord`` (``optiforge.agents.solution``)
@@ -18,6 +18,7 @@ _EXPORTS = {
     "OptoPrime": "optiforge.agents.optim",
     "OPRO": "optiforge.agents.optim",
     "TextGrad": "optiforge.agents.optim",
+    "GEPA": "optiforge.agents.optim",
     "train": "optiforge.agents.trainer",
     "solve": "optiforge.agents.team",
     "asolve": "optiforge.agents.team",

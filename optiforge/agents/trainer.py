@@ -13,16 +13,13 @@ validation has not improved for ``patience`` steps. Every step is written to a J
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import inspect
+import hashlib
 import json
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +28,15 @@ from pydantic import BaseModel, Field
 from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, _jsonable
 from optiforge.agents.optim.errors import OptimizerError
+from optiforge.agents.optim.rollouts import (
+    Evaluation,
+    Rollouts,
+    mean,
+    split_example,
+    usage_total,
+)
 
 log = logging.getLogger("optiforge.agents.trainer")
-
-_INPUT_KEYS = ("input", "x", "question", "text", "inputs")
-_TARGET_KEYS = ("target", "y", "label", "answer", "output", "expected")
-
-
-class Evaluation(BaseModel):
-    """One example run through the module and judged."""
-
-    index: int
-    output: Any = None
-    score: float | None = None
-    feedback: str = ""
-    error: str | None = None
 
 
 class StepLog(BaseModel):
@@ -83,186 +74,14 @@ class TrainResult(BaseModel):
     tokens: int = 0
     elapsed_s: float = 0.0
     log_path: str | None = None
+    #: Steps taken before this call, when it resumed from ``state_path``.
+    resumed_steps: int = 0
+    #: GEPA only: its :class:`~optiforge.agents.optim.gepa.GEPAResult` as a dict.
+    search: dict[str, Any] | None = None
 
 
-def _split_example(example: Any) -> tuple[Any, Any]:
-    """``(input, target)`` from a pair, a mapping with input/target-like keys, or a
-    pydantic model; raise OptimizerError otherwise."""
-    if isinstance(example, BaseModel):
-        example = example.model_dump()
-    if isinstance(example, Mapping):
-        x = next((example[k] for k in _INPUT_KEYS if k in example), None)
-        y = next((example[k] for k in _TARGET_KEYS if k in example), None)
-        if x is None:
-            raise OptimizerError(
-                f"a dataset example needs one of the keys {_INPUT_KEYS}; got {sorted(example)}"
-            )
-        return x, y
-    if isinstance(example, tuple | list) and len(example) == 2:
-        return example[0], example[1]
-    raise OptimizerError(
-        "dataset examples must be (input, target) pairs or dicts with 'input' and 'target' "
-        f"keys, got {type(example).__name__}"
-    )
-
-
-def _unwrap(value: Any) -> Any:
-    return value.data if hasattr(value, "backward") and hasattr(value, "data") else value
-
-
-def _parse_judgement(out: Any) -> tuple[float | None, str]:
-    """A judge returns a score, a feedback text, or ``(score, feedback)``."""
-    if isinstance(out, tuple) and len(out) == 2:
-        score, text = out
-    elif isinstance(out, str):
-        score, text = None, out
-    elif isinstance(out, bool):
-        score, text = float(out), ""
-    elif isinstance(out, int | float):
-        score, text = out, ""
-    else:
-        raise OptimizerError(
-            "the feedback function must return a score, a feedback string or (score, feedback); "
-            f"got {type(out).__name__}"
-        )
-    if score is not None:
-        score = float(score)
-        if not math.isfinite(score):
-            raise OptimizerError(f"the feedback function returned a non-finite score {score}")
-    text = "" if text is None else str(text)
-    if not text and score is not None:
-        text = f"Score: {score:.4g}"
-    return score, text
-
-
-def _mean(scores: Sequence[float | None]) -> float | None:
-    vals = [s for s in scores if s is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-class _Runner:
-    """Runs module + judge on examples in parallel and collects outputs and feedback."""
-
-    def __init__(
-        self, module: Any, judge: Callable[..., Any], workers: int, error_score: float | None
-    ):
-        self.module = module
-        self.judge = judge
-        self.workers = workers
-        self.error_score = error_score
-        forward = getattr(module, "forward", module)
-        self.is_async = inspect.iscoroutinefunction(forward) or inspect.iscoroutinefunction(module)
-        self.judge_async = inspect.iscoroutinefunction(judge)
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def close(self) -> None:
-        """Close the event loop used for async modules."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
-
-    def _call_module(self, x: Any) -> Any:
-        if isinstance(x, Mapping):
-            return self.module(**x)
-        if isinstance(x, tuple):
-            return self.module(*x)
-        return self.module(x)
-
-    def _judge_result(self, index: int, output: Any, y: Any, judged: Any) -> Evaluation:
-        score, text = _parse_judgement(judged)
-        return Evaluation(
-            index=index, output=_jsonable(_unwrap(output)), score=score, feedback=text
-        )
-
-    def _error(self, index: int, exc: Exception) -> Evaluation:
-        return Evaluation(
-            index=index,
-            score=self.error_score,
-            feedback=f"The program raised {type(exc).__name__}: {exc}",
-            error=f"{type(exc).__name__}: {exc}",
-        )
-
-    def _one_sync(self, index: int, example: Any) -> tuple[Evaluation, Any]:
-        x, y = _split_example(example)
-        try:
-            output = self._call_module(x)
-        except OptimizerError:
-            raise
-        except Exception as exc:
-            return self._error(index, exc), getattr(exc, "exception_node", None)
-        judged = self.judge(_unwrap(output), y)
-        if inspect.isawaitable(judged):
-            judged = asyncio.run(judged)  # type: ignore[arg-type]
-        return self._judge_result(index, output, y, judged), output
-
-    async def _one_async(
-        self, index: int, example: Any, sem: asyncio.Semaphore
-    ) -> tuple[Evaluation, Any]:
-        async with sem:
-            x, y = _split_example(example)
-            try:
-                output = self._call_module(x)
-                if inspect.isawaitable(output):
-                    output = await output
-            except OptimizerError:
-                raise
-            except Exception as exc:
-                return self._error(index, exc), getattr(exc, "exception_node", None)
-            judged = self.judge(_unwrap(output), y)
-            if inspect.isawaitable(judged):
-                judged = await judged
-            return self._judge_result(index, output, y, judged), output
-
-    def run(
-        self, items: Sequence[tuple[int, Any]], *, record: bool
-    ) -> list[tuple[Evaluation, Any]]:
-        """Evaluate ``(index, example)`` items; with ``record=False`` no graph is kept."""
-        from optiforge.trace import context as trace_context
-
-        def in_mode(fn: Callable[[], Any]) -> Any:
-            with trace_context.tracing(record):
-                return fn()
-
-        if self.is_async:
-
-            async def main() -> list[tuple[Evaluation, Any]]:
-                sem = asyncio.Semaphore(self.workers)
-                with trace_context.tracing(record):
-                    return list(
-                        await asyncio.gather(*(self._one_async(i, ex, sem) for i, ex in items))
-                    )
-
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                # One loop for the whole run: async clients keep their connections per loop.
-                if self._loop is None or self._loop.is_closed():
-                    self._loop = asyncio.new_event_loop()
-                return self._loop.run_until_complete(main())
-            with ThreadPoolExecutor(1) as pool:
-                return pool.submit(asyncio.run, main()).result()
-        if self.workers == 1 or len(items) <= 1:
-            return [in_mode(lambda i=i, ex=ex: self._one_sync(i, ex)) for i, ex in items]
-        ctx = contextvars.copy_context()
-        with ThreadPoolExecutor(min(self.workers, len(items))) as pool:
-            futures = [
-                pool.submit(ctx.copy().run, in_mode, lambda i=i, ex=ex: self._one_sync(i, ex))
-                for i, ex in items
-            ]
-            return [f.result() for f in futures]
-
-
-def _usage_total(clients: Sequence[Any]) -> tuple[int, int]:
-    calls = tokens = 0
-    seen: set[int] = set()
-    for c in clients:
-        usage = getattr(c, "usage", None)
-        if usage is None or id(c) in seen:
-            continue
-        seen.add(id(c))
-        calls += int(getattr(usage, "calls", 0))
-        tokens += int(getattr(usage, "tokens", 0))
-    return calls, tokens
+#: Format tag of the file :func:`train` writes to ``state_path``.
+STATE_FORMAT = "optiforge.train-state/1"
 
 
 def evaluate(
@@ -280,12 +99,12 @@ def evaluate(
     """
     if workers < 1:
         raise OptimizerError("workers must be at least 1")
-    runner = _Runner(module, loss_or_feedback_fn, workers, error_score)
+    runner = Rollouts(module, loss_or_feedback_fn, workers, error_score)
     try:
         evals = [e for e, _ in runner.run(list(enumerate(dataset)), record=False)]
     finally:
         runner.close()
-    return _mean([e.score for e in evals]), evals
+    return mean([e.score for e in evals]), evals
 
 
 def train(
@@ -307,6 +126,7 @@ def train(
     log_path: str | Path | None = None,
     progress: bool = True,
     llms: Sequence[Any] = (),
+    state_path: str | Path | None = None,
 ) -> TrainResult:
     """Optimize ``module``'s trainable parameters on ``dataset`` with ``optimizer``.
 
@@ -329,6 +149,15 @@ def train(
         log_path: JSON file rewritten after every step with the full log.
         progress: show a progress bar.
         llms: LLM clients whose usage to report (the optimizer's is always included).
+        state_path: JSON file rewritten after every step with the optimizer's state and the
+            training progress. If it exists when ``train`` starts, training resumes after
+            the last step it records (same data, seed and settings), so a run stopped by
+            Ctrl-C, SIGTERM or kill -9 loses at most the step in flight.
+
+    With a :class:`~optiforge.agents.optim.gepa.GEPA` optimizer the loop is GEPA's own
+    search (:meth:`~optiforge.agents.optim.gepa.GEPA.optimize`); its budget is the
+    optimizer's ``max_metric_calls``, else ``epochs * (2 * len(dataset) + len(val_set))``
+    examples run and judged. ``batch_size`` is then unused (GEPA's minibatch is its own).
 
     Returns:
         :class:`TrainResult` with the scores, the best parameters and the per-step log.
@@ -339,23 +168,30 @@ def train(
     if not data:
         raise OptimizerError("the training set is empty")
     for ex in data[:1] + list(val_set or [])[:1]:
-        _split_example(ex)  # fail fast on a malformed dataset, before any LLM call
+        split_example(ex)  # fail fast on a malformed dataset, before any LLM call
     val = list(val_set) if val_set is not None else None
+    if getattr(optimizer, "kind", "") == "gepa":
+        return _train_gepa(
+            module, data, loss_or_feedback_fn, optimizer, epochs, val, llms, state_path, log_path
+        )
     wants_score = getattr(optimizer, "kind", "") == "opro"
-    runner = _Runner(module, loss_or_feedback_fn, workers, error_score)
+    runner = Rollouts(module, loss_or_feedback_fn, workers, error_score)
     clients = [optimizer.llm, *llms]
-    base_calls, base_tokens = _usage_total(clients)
+    base_calls, base_tokens = usage_total(clients)
     start = time.perf_counter()
     rng = random.Random(seed)
     better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
     path = Path(log_path) if log_path is not None else None
     result = TrainResult(log_path=str(path) if path else None)
+    spath = Path(state_path) if state_path is not None else None
+    fingerprint = _fingerprint(data, val, epochs, batch_size, seed, shuffle)
+    resume = _read_state(spath, optimizer, fingerprint) if spath is not None else None
 
     def validate() -> float | None:
         if not val:
             return None
         evals = runner.run(list(enumerate(val)), record=False)
-        score = _mean([e.score for e, _ in evals])
+        score = mean([e.score for e, _ in evals])
         if score is None:
             raise OptimizerError(
                 "validation needs scores: make the feedback function return a number or "
@@ -364,12 +200,23 @@ def train(
         return score
 
     def write_log() -> None:
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(result.model_dump(), indent=2, default=repr), encoding="utf-8")
-        tmp.replace(path)
+        if path is not None:
+            _write_json(path, result.model_dump())
+
+    def write_state(step_no: int, since_best: int, best_values: dict[str, Any]) -> None:
+        if spath is not None:
+            _write_json(
+                spath,
+                {
+                    "format": STATE_FORMAT,
+                    "fingerprint": fingerprint,
+                    "step": step_no,
+                    "since_best": since_best,
+                    "best_values": {k: _jsonable(v) for k, v in best_values.items()},
+                    "result": result.model_dump(),
+                    "optimizer": optimizer.state_dict(),
+                },
+            )
 
     steps_per_epoch = math.ceil(len(data) / batch_size)
     total_steps = epochs * steps_per_epoch
@@ -385,15 +232,26 @@ def train(
         transient=False,
     )
     try:
-        best = validate()
-        result.initial_val_score = best
-        result.best_val_score = best
-        result.best_parameters = {k: _jsonable(v) for k, v in optimizer.values().items()}
-        best_values = optimizer.values()
-        since_best = 0
+        done = 0
+        if resume is not None:
+            result = TrainResult.model_validate(
+                {**resume["result"], "log_path": result.log_path, "stopped_early": False}
+            )
+            best = result.best_val_score
+            best_values = dict(resume["best_values"])
+            since_best = int(resume["since_best"])
+            done = result.resumed_steps = int(resume["step"])
+            log.info("resumed training from %s after step %d", spath, done)
+        else:
+            best = validate()
+            result.initial_val_score = best
+            result.best_val_score = best
+            result.best_parameters = {k: _jsonable(v) for k, v in optimizer.values().items()}
+            best_values = optimizer.values()
+            since_best = 0
         step_no = 0
         with bar:
-            task = bar.add_task("train", total=total_steps, status=f"val={best}")
+            task = bar.add_task("train", total=total_steps, status=f"val={best}", completed=done)
             for epoch in range(1, epochs + 1):
                 order = list(range(len(data)))
                 if shuffle:
@@ -401,10 +259,12 @@ def train(
                 for b in range(steps_per_epoch):
                     batch = order[b * batch_size : (b + 1) * batch_size]
                     step_no += 1
+                    if step_no <= done:
+                        continue  # finished before the run was resumed
                     t0 = time.perf_counter()
                     optimizer.zero_feedback()
                     evals = runner.run([(i, data[i]) for i in batch], record=not wants_score)
-                    train_score = _mean([e.score for e, _ in evals])
+                    train_score = mean([e.score for e, _ in evals])
                     if wants_score:
                         if train_score is None:
                             raise OptimizerError(
@@ -434,7 +294,7 @@ def train(
                         since_best = 0
                     else:
                         since_best += 1
-                    calls, tokens = _usage_total(clients)
+                    calls, tokens = usage_total(clients)
                     result.steps.append(
                         StepLog(
                             epoch=epoch,
@@ -456,6 +316,7 @@ def train(
                         )
                     )
                     write_log()
+                    write_state(step_no, since_best, best_values)
                     log.info(
                         "step %d: train=%s val=%s best=%s changes=%d",
                         step_no,
@@ -477,7 +338,7 @@ def train(
             # keep_best compares like with like instead of discarding them unseen.
             last = result.steps[-1]
             evals = runner.run([(i, data[i]) for i in last.batch], record=False)
-            final = _mean([e.score for e, _ in evals])
+            final = mean([e.score for e, _ in evals])
             if final is not None and (
                 result.best_val_score is None or better(final, result.best_val_score)
             ):
@@ -492,11 +353,113 @@ def train(
             if keep_best
             else (result.steps[-1].val_score if result.steps else best)
         )
-        calls, tokens = _usage_total(clients)
+        calls, tokens = usage_total(clients)
         result.calls = calls - base_calls
         result.tokens = tokens - base_tokens
         result.elapsed_s = round(time.perf_counter() - start, 3)
         write_log()
     finally:
         runner.close()
+    return result
+
+
+def _fingerprint(
+    data: Sequence[Any],
+    val: Sequence[Any] | None,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+) -> str:
+    """What a resumed run must share with the run that wrote the state."""
+    text = json.dumps([repr(list(data)), repr(val), epochs, batch_size, seed, shuffle])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON atomically (a temp file renamed over ``path``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=repr), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_state(path: Path, optimizer: Optimizer, fingerprint: str) -> dict[str, Any] | None:
+    """The training state in ``path`` (loaded into ``optimizer``), or None if absent."""
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OptimizerError(f"cannot read the training state {path}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise OptimizerError(f"{path} is not a training state file ({STATE_FORMAT})")
+    if state.get("fingerprint") != fingerprint:
+        raise OptimizerError(
+            f"the training state {path} was written for other data or settings (epochs, "
+            "batch size, seed); use another state file or delete it to start over"
+        )
+    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def _train_gepa(
+    module: Any,
+    data: list[Any],
+    fn: Callable[[Any, Any], Any],
+    optimizer: Any,
+    epochs: int,
+    val: list[Any] | None,
+    llms: Sequence[Any],
+    state_path: str | Path | None,
+    log_path: str | Path | None,
+) -> TrainResult:
+    """:func:`train` with GEPA: run its search and report it as a :class:`TrainResult`."""
+    budget = optimizer.max_metric_calls or epochs * (2 * len(data) + len(val or data))
+    out = optimizer.optimize(
+        module, data, fn, val, max_metric_calls=budget, state_path=state_path, llms=llms
+    )
+    best = out.best_val_score
+    steps = []
+    running = out.initial_val_score
+    for h in optimizer.history:
+        scores = h.get("child_scores") or h.get("subsample_scores") or h.get("parent_scores") or []
+        if h.get("accepted"):
+            running = max(running, h["val_score"])
+        steps.append(
+            StepLog(
+                epoch=1,
+                step=h["iteration"],
+                batch=list(h.get("minibatch") or h.get("subsample") or []),
+                train_score=mean(scores),
+                val_score=h.get("val_score"),
+                best_val_score=running,
+                improved=bool(h.get("accepted")),
+                feedback=[],
+                changes=[{"name": h["parameter"]}]
+                if h.get("accepted") and "parameter" in h
+                else [],
+                errors=[h["error"]] if h.get("error") else [],
+                parameters=optimizer.candidates[h["child"]] if h.get("accepted") else {},
+                optimizer_calls=int(h.get("llm_calls", 0)),
+                optimizer_tokens=int(h.get("tokens", 0)),
+                total_calls=0,
+                total_tokens=0,
+                elapsed_s=0.0,
+            )
+        )
+    result = TrainResult(
+        initial_val_score=out.initial_val_score,
+        best_val_score=best,
+        final_val_score=best,
+        best_parameters=dict(out.best_values),
+        steps=steps,
+        calls=out.calls,
+        tokens=out.tokens,
+        elapsed_s=out.elapsed_s,
+        log_path=str(log_path) if log_path is not None else None,
+        search=out.model_dump(),
+    )
+    if log_path is not None:
+        _write_json(Path(log_path), result.model_dump())
     return result

@@ -1,4 +1,4 @@
-"""LLM optimizers on trace graphs: OptoPrime, OPRO and a TextGrad-style optimizer.
+"""LLM optimizers on trace graphs: OptoPrime, OPRO, GEPA and a TextGrad-style optimizer.
 
 All share :class:`Optimizer`: ``zero_feedback()``, ``backward(output, feedback)``,
 ``step() -> StepReport`` and JSON state with ``save(path)`` / ``load(path)``.
@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from optiforge.agents.optim.base import Change, Optimizer, StepReport, suggestion_schema
 from optiforge.agents.optim.errors import InvalidValueError, OptimizerError, ReplyError
+from optiforge.agents.optim.gepa import GEPA, GEPAResult
 from optiforge.agents.optim.opro import OPRO
 from optiforge.agents.optim.optoprime import OptoPrime
 from optiforge.agents.optim.textgrad import TextGrad, TextualGradientPropagator
 
 __all__ = [
+    "GEPA",
     "OPRO",
     "Change",
+    "GEPAResult",
     "InvalidValueError",
     "Optimizer",
     "OptimizerError",

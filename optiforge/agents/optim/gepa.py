@@ -1,0 +1,780 @@
+"""GEPA: reflective prompt evolution with a Pareto front (Agrawal et al., ICLR 2026).
+
+GEPA keeps a pool of candidates (one value per trainable parameter), each scored on every
+validation example. One iteration of :meth:`GEPA.optimize`:
+
+1. picks a parent from the Pareto front: for each validation example, the candidates with
+   the best score on it. Candidates dominated by another front candidate (best on a subset
+   of the examples it is best on) are dropped, and a parent is drawn with probability
+   proportional to the number of examples on which it is (co-)best;
+2. runs the parent on a minibatch of training examples (default 3) with full traces;
+3. asks a reflection LLM, shown the traces, outputs and textual feedback, to rewrite ONE
+   parameter of the parent (round robin over the parameters, per candidate);
+4. runs the child on the same minibatch and accepts it only if its score sum is strictly
+   higher; an accepted child is scored on all of validation and joins the pool;
+5. optionally (``use_merge``), after an iteration that found a new candidate, tries to merge
+   two front candidates that improved different parameters of a common ancestor; the merge
+   is kept if it does at least as well as both on a validation subsample.
+
+The budget is counted in metric calls: one call is one example run and judged. With
+``state_path``, the whole state (pool, scores, lineage, sampler and RNG state) is written
+atomically after every iteration, so an interrupted run (Ctrl-C, SIGTERM, kill -9) resumes
+where it stopped and keeps every scored candidate.
+
+GEPA also has the common optimizer interface: after ``backward(output, feedback)``,
+:meth:`GEPA.step` rewrites the next parameter (round robin) by the same reflection, without
+the search; :func:`optiforge.agents.trainer.train` runs :meth:`GEPA.optimize` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from optiforge.agents.optim import params as P
+from optiforge.agents.optim.base import Optimizer, StepReport, _jsonable
+from optiforge.agents.optim.checks import same_value
+from optiforge.agents.optim.errors import OptimizerError, ReplyError
+from optiforge.agents.optim.rollouts import Evaluation, Rollouts, split_example, usage_total
+from optiforge.prompts import render_prompt
+
+log = logging.getLogger("optiforge.agents.optim")
+
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
+
+
+def extract_block(text: str) -> str:
+    """The last complete ``` block of a reply, else an unterminated one, else the whole reply.
+
+    The last block, because models often quote the old value first and give the new one last.
+    """
+    blocks = _FENCE.findall(text)
+    if blocks:
+        return blocks[-1].strip()
+    start = text.find("```")
+    if start >= 0:
+        rest = text[start + 3 :]
+        newline = rest.find("\n")
+        return (rest[newline + 1 :] if newline >= 0 else rest).strip()
+    return text.strip()
+
+
+def _fingerprint(items: Sequence[Any]) -> str:
+    text = json.dumps([repr(x) for x in items])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class Candidate(BaseModel):
+    """One candidate in the pool, as reported by :class:`GEPAResult`."""
+
+    index: int
+    parents: list[int]
+    origin: str
+    val_score: float
+    front_count: int
+    metric_calls_at_discovery: int
+
+
+class GEPAResult(BaseModel):
+    """The outcome of :meth:`GEPA.optimize`."""
+
+    best_index: int
+    best_values: dict[str, Any]
+    initial_val_score: float
+    best_val_score: float
+    candidates: list[Candidate] = Field(default_factory=list)
+    iterations: int = 0
+    metric_calls: int = 0
+    #: LLM calls and tokens of every client involved (optimizer, and ``llms``), this session.
+    calls: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    resumed: bool = False
+    state_path: str | None = None
+
+
+class GEPA(Optimizer):
+    """Reflective evolution of a program's parameters over a Pareto front of candidates.
+
+    Args:
+        parameters: trainable nodes, or a Module (``module.parameters()``).
+        llm: the reflection model's client.
+        minibatch_size: training examples run per iteration (the paper's default: 3).
+        max_metric_calls: budget of :meth:`optimize`, in examples run and judged. An
+            iteration starts only while calls remain; a child accepted by its last
+            iteration is still scored on all of validation (as in the reference code).
+        use_merge: try merging two lineages after an iteration that found a new candidate.
+        max_merges: merges tried at most (accepted or not).
+        merge_subsample: validation examples a merge is first tried on.
+        skip_perfect: skip reflection when the parent is perfect on the minibatch.
+        perfect_score: the score of a perfect example.
+        value_chars: values in the rendered traces longer than this are cut.
+        workers: examples run at once.
+        error_score: score of an example whose run raised.
+    """
+
+    kind = "gepa"
+
+    def __init__(
+        self,
+        parameters: Iterable[Any],
+        llm: Any,
+        *,
+        minibatch_size: int = 3,
+        max_metric_calls: int | None = None,
+        use_merge: bool = False,
+        max_merges: int = 5,
+        merge_subsample: int = 5,
+        skip_perfect: bool = True,
+        perfect_score: float = 1.0,
+        value_chars: int = 1500,
+        workers: int = 4,
+        error_score: float = 0.0,
+        max_tokens: int = 2048,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(parameters, llm, max_tokens=max_tokens, **kwargs)
+        if minibatch_size < 1 or workers < 1 or merge_subsample < 1 or max_merges < 0:
+            raise OptimizerError(
+                "minibatch_size, workers and merge_subsample must be at least 1, max_merges >= 0"
+            )
+        if max_metric_calls is not None and max_metric_calls < 1:
+            raise OptimizerError("max_metric_calls must be at least 1")
+        self.minibatch_size = minibatch_size
+        self.max_metric_calls = max_metric_calls
+        self.use_merge = use_merge
+        self.max_merges = max_merges
+        self.merge_subsample = merge_subsample
+        self.skip_perfect = skip_perfect
+        self.perfect_score = perfect_score
+        self.value_chars = value_chars
+        self.workers = workers
+        self.error_score = error_score
+        self.rng = random.Random(self.seed or 0)
+        self._reset_search()
+        #: Round robin over parameters for :meth:`step` (outside the search).
+        self.step_param = 0
+
+    def _reset_search(self) -> None:
+        #: ``{name: value}`` per candidate; candidate 0 is the starting point.
+        self.candidates: list[dict[str, Any]] = []
+        #: Parent indices per candidate ([] for the seed, two for a merge).
+        self.parents: list[list[int]] = []
+        self.origins: list[str] = []
+        #: Score per candidate per validation example (in validation order).
+        self.val_scores: list[list[float]] = []
+        self.discovered_at: list[int] = []
+        #: Next parameter (index into :attr:`names`) to rewrite, per candidate.
+        self.next_param: list[int] = []
+        self.metric_calls = 0
+        self.iteration = 0
+        self.sampler: dict[str, Any] = {"order": [], "pos": 0}
+        self.merge: dict[str, Any] = {
+            "due": 0,
+            "tested": 0,
+            "last_found_new": False,
+            "performed": [],
+            "merged": [],
+        }
+        #: One small dict per iteration (what was tried and whether it was kept).
+        self.history: list[dict[str, Any]] = []
+        self.fingerprint: dict[str, Any] = {}
+
+    # -- the Pareto front ----------------------------------------------------------------
+    def aggregate(self, index: int) -> float:
+        """Mean validation score of candidate ``index``."""
+        scores = self.val_scores[index]
+        return sum(scores) / len(scores) if scores else 0.0
+
+    @property
+    def best_index(self) -> int:
+        """The candidate with the highest mean validation score (the oldest on a tie)."""
+        if not self.candidates:
+            raise OptimizerError("no candidate scored yet: run optimize() first")
+        return max(range(len(self.candidates)), key=lambda i: (self.aggregate(i), -i))
+
+    def pareto_front(self) -> list[set[int]]:
+        """Per validation example, the candidates with the best score on it."""
+        if not self.val_scores:
+            return []
+        fronts = []
+        for k in range(len(self.val_scores[0])):
+            top = max(s[k] for s in self.val_scores)
+            fronts.append({i for i, s in enumerate(self.val_scores) if s[k] == top})
+        return fronts
+
+    def front_weights(self) -> dict[int, int]:
+        """``{candidate: examples on which it is (co-)best}`` after dropping dominated ones.
+
+        A front candidate is dominated when another remaining candidate is best on every
+        example it is best on, and on more of them or with a higher mean score (an exact tie
+        keeps the older one). Dominated candidates are dropped one at a time, weakest first.
+        """
+        wins: dict[int, set[int]] = {}
+        for k, front in enumerate(self.pareto_front()):
+            for i in front:
+                wins.setdefault(i, set()).add(k)
+        alive = sorted(wins, key=lambda i: (self.aggregate(i), -i))  # weakest first
+        changed = True
+        while changed:
+            changed = False
+            for y in alive:
+                for x in alive:
+                    if x == y or not wins[y] <= wins[x]:
+                        continue
+                    stronger = len(wins[x]) > len(wins[y]) or (
+                        self.aggregate(x),
+                        -x,
+                    ) > (self.aggregate(y), -y)
+                    if stronger:
+                        alive.remove(y)
+                        changed = True
+                        break
+                if changed:
+                    break
+        return {i: len(wins[i]) for i in sorted(alive)}
+
+    def select_parent(self) -> int:
+        """Draw a parent with probability proportional to its :meth:`front_weights`."""
+        weights = self.front_weights()
+        if not weights:
+            return 0
+        ids = list(weights)
+        return self.rng.choices(ids, weights=[weights[i] for i in ids], k=1)[0]
+
+    def ancestors(self, index: int) -> set[int]:
+        """Every candidate ``index`` descends from."""
+        out: set[int] = set()
+        todo = list(self.parents[index])
+        while todo:
+            p = todo.pop()
+            if p not in out:
+                out.add(p)
+                todo.extend(self.parents[p])
+        return out
+
+    # -- running candidates --------------------------------------------------------------
+    @contextmanager
+    def _using(self, values: Mapping[str, Any]) -> Iterator[None]:
+        """Set the parameters to ``values`` for the duration, then restore them."""
+        before = self.values()
+        try:
+            for name, value in values.items():
+                P.set_value(self.parameter(name), value)
+            yield
+        finally:
+            for name, value in before.items():
+                P.set_value(self.parameter(name), value)
+
+    def _run(
+        self, values: Mapping[str, Any], data: Sequence[Any], ids: Sequence[int], record: bool
+    ) -> list[tuple[Evaluation, Any]]:
+        assert self._rollouts is not None
+        with self._using(values):
+            out = self._rollouts.run([(i, data[i]) for i in ids], record=record)
+        self.metric_calls += len(ids)
+        for e, _ in out:
+            if e.score is None:
+                raise OptimizerError(
+                    "GEPA needs a score for every example: make the judge return a number or "
+                    "(score, feedback)"
+                )
+        return out
+
+    def _score_val(
+        self, values: Mapping[str, Any], known: Mapping[int, float] | None = None
+    ) -> list[float]:
+        known = dict(known or {})
+        todo = [k for k in range(len(self._val)) if k not in known]
+        for e, _ in self._run(values, self._val, todo, record=False) if todo else []:
+            known[e.index] = float(e.score)  # type: ignore[arg-type]
+        return [known[k] for k in range(len(self._val))]
+
+    def _add(
+        self, values: dict[str, Any], parents: list[int], origin: str, scores: list[float]
+    ) -> int:
+        self.candidates.append({k: _jsonable(v) for k, v in values.items()})
+        self.parents.append(list(parents))
+        self.origins.append(origin)
+        self.val_scores.append(scores)
+        self.discovered_at.append(self.metric_calls)
+        # Round robin continues along a lineage: a child rewrites the parameter after the one
+        # its parent last had rewritten.
+        self.next_param.append(max((self.next_param[p] for p in parents), default=0))
+        return len(self.candidates) - 1
+
+    def _minibatch(self) -> list[int]:
+        """The next ``minibatch_size`` training ids: epochs of a seeded shuffle."""
+        out: list[int] = []
+        n = len(self._train)
+        while len(out) < min(self.minibatch_size, n):
+            order, pos = self.sampler["order"], self.sampler["pos"]
+            if pos >= len(order):
+                order = list(range(n))
+                self.rng.shuffle(order)
+                self.sampler = {"order": order, "pos": 0}
+                continue
+            if order[pos] not in out:
+                out.append(order[pos])
+            self.sampler["pos"] = pos + 1
+        return out
+
+    # -- reflection ------------------------------------------------------------------------
+    def _render_examples(self, name: str, rollouts: Sequence[tuple[Evaluation, Any]]) -> str:
+        """Each example's trace (the steps that read ``name``), output and feedback."""
+        p = self.parameter(name)
+        parts = []
+        for k, (e, output) in enumerate(rollouts, 1):
+            head = f"## Example {k} (score {e.score:g})"
+            body = ""
+            if output is not None and hasattr(output, "backward"):
+                record = P.backward(output, e.feedback or f"score {e.score:g}")
+                sub = getattr(record, "subgraph", None)
+                if callable(sub):
+                    from optiforge.trace.render import render_sections
+
+                    s = render_sections(sub(p), parameters=[p], max_value_chars=self.value_chars)
+                    body = s.text(["Code", "Inputs", "Others", "Outputs"])
+            if not body:
+                x = self._train[e.index] if e.index < len(self._train) else None
+                shown = split_example(x)[0] if x is not None else ""
+                body = f"#Inputs\n{str(shown)[: self.value_chars]}\n\n#Outputs\n"
+                body += str(e.output if e.error is None else e.error)[: self.value_chars]
+            parts.append(f"{head}\n{body}\n\n#Feedback\n{e.feedback[: self.value_chars]}")
+        self.zero_feedback()
+        return "\n\n".join(parts)
+
+    def reflection_messages(self, name: str, current: Any, examples: str) -> list[dict[str, str]]:
+        """The chat messages asking for a new value of ``name`` (exposed for tests)."""
+        p = self.parameter(name)
+        constraint = P.constraint(p)
+        user = render_prompt(
+            "optimizers/gepa_reflect",
+            name=name,
+            description=P.description(p),
+            constraint=f"Constraint: {constraint}" if constraint else "",
+            current=current if isinstance(current, str) else json.dumps(current, default=repr),
+            examples=examples,
+        )
+        return [
+            {"role": "system", "content": render_prompt("optimizers/gepa_reflect_system")},
+            {"role": "user", "content": user},
+        ]
+
+    def _reflect(
+        self, name: str, current: Any, examples: str, report: StepReport
+    ) -> tuple[str, Any]:
+        """Ask for a new value of ``name``; returns (analysis, checked value) or raises
+        ReplyError after ``max_attempts`` unusable replies."""
+        messages = self.reflection_messages(name, current, examples)
+        for attempt in range(1, self.max_attempts + 1):
+            report.attempts = attempt
+            temperature = (
+                self.temperature if attempt == 1 else max(self.temperature, self.retry_temperature)
+            )
+            texts, _ = self._chat(
+                messages,
+                schema=None,
+                temperature=temperature,
+                seed=(self.seed or 0) + 1000 * self.iteration + attempt,
+            )
+            text = texts[0] if texts else ""
+            raw: Any = extract_block(text)
+            if not isinstance(current, str):
+                with suppress(ValueError):
+                    raw = json.loads(raw)
+            values, errors = self.check({name: raw})
+            problem = "; ".join(errors)
+            if not errors and (not str(values[name]).strip() or same_value(values[name], current)):
+                problem = "the reply repeats the current value or is empty"
+            if not problem:
+                analysis = text[: text.find("```")].strip() if "```" in text else ""
+                return analysis[:800], values[name]
+            report.errors.append(problem)
+            log.warning("gepa: unusable reflection for %s (attempt %d): %s", name, attempt, problem)
+            messages = [
+                *messages,
+                {"role": "assistant", "content": text[:4000]},
+                {
+                    "role": "user",
+                    "content": f"That reply could not be used: {problem}. Give the complete "
+                    "new value inside one ``` block.",
+                },
+            ]
+        raise ReplyError(f"no usable reflection in {self.max_attempts} attempt(s)")
+
+    # -- the common interface: one reflection on the collected feedback --------------------
+    def _propose(self, report: StepReport) -> tuple[str, dict[str, Any]]:
+        from optiforge.trace.feedback import feedback_subgraphs
+        from optiforge.trace.render import render_sections
+
+        names = self.names
+        for _ in range(len(names)):
+            name = names[self.step_param % len(names)]
+            self.step_param += 1
+            p = self.parameter(name)
+            subs = feedback_subgraphs([p])
+            if not subs:
+                continue
+            examples = "\n\n".join(
+                f"## Example {k}\n"
+                + render_sections(s, parameters=[p], max_value_chars=self.value_chars).text(
+                    ["Code", "Inputs", "Others", "Outputs", "Feedback"]
+                )
+                for k, s in enumerate(subs, 1)
+            )
+            report.detail["parameter"] = name
+            analysis, value = self._reflect(name, P.value(p), examples, report)
+            return analysis, {name: value}
+        return "no feedback reached any parameter: call backward() before step()", {}
+
+    # -- the search -------------------------------------------------------------------------
+    def optimize(
+        self,
+        module: Any,
+        train_set: Sequence[Any],
+        judge: Callable[[Any, Any], Any],
+        val_set: Sequence[Any] | None = None,
+        *,
+        max_metric_calls: int | None = None,
+        state_path: str | Path | None = None,
+        llms: Sequence[Any] = (),
+        on_candidate: Callable[[int], None] | None = None,
+    ) -> GEPAResult:
+        """Run the search until the metric-call budget is spent; set the parameters to the
+        best candidate on validation and return what happened.
+
+        ``train_set`` and ``val_set`` hold ``(input, target)`` pairs (or dicts, as for
+        :func:`~optiforge.agents.trainer.train`); ``judge(output, target)`` returns a score
+        or ``(score, feedback)``. Without ``val_set`` the training set is used. With
+        ``state_path``, an existing state file is resumed (it must come from the same
+        parameters and data) and the state is saved after every iteration.
+        """
+        budget = max_metric_calls if max_metric_calls is not None else self.max_metric_calls
+        if budget is None or budget < 1:
+            raise OptimizerError("GEPA needs a budget: max_metric_calls of at least 1")
+        train = list(train_set)
+        val = list(val_set) if val_set is not None else train
+        if not train or not val:
+            raise OptimizerError("GEPA needs a non-empty training set (and validation set)")
+        for ex in train[:1] + val[:1]:
+            split_example(ex)  # fail fast on a malformed dataset, before any LLM call
+        self._train, self._val = train, val
+        fingerprint = {
+            "parameters": self.names,
+            "train": _fingerprint(train),
+            "val": _fingerprint(val),
+        }
+        path = Path(state_path) if state_path is not None else None
+        resumed = False
+        if path is not None and path.exists():
+            self.load(path, restore_values=False)
+            if self.fingerprint and self.fingerprint != fingerprint:
+                raise OptimizerError(
+                    f"the GEPA state {path} was saved for other parameters or data "
+                    f"({self.fingerprint}, now {fingerprint}); use another state file or "
+                    "delete it to start over"
+                )
+            resumed = bool(self.candidates)
+            log.info(
+                "gepa: resumed %s: %d candidates, %d metric calls",
+                path,
+                len(self.candidates),
+                self.metric_calls,
+            )
+        self.fingerprint = fingerprint
+        clients = [self.llm, *llms]
+        base_calls, base_tokens = usage_total(clients)
+        start = time.perf_counter()
+        self._rollouts = Rollouts(module, judge, self.workers, self.error_score)
+
+        def save() -> None:
+            if path is not None:
+                self.save(path)
+
+        try:
+            if not self.candidates:
+                seed_values = self.values()
+                scores = self._score_val(seed_values)
+                self._add(seed_values, [], "seed", scores)
+                save()
+                if on_candidate:
+                    on_candidate(0)
+            while self.metric_calls < budget:
+                self.iteration += 1
+                entry = self._iterate()
+                self.history.append(entry)
+                save()
+                if entry.get("accepted") and on_candidate:
+                    on_candidate(entry["child"])
+        finally:
+            self._rollouts.close()
+            self._rollouts = None
+        best = self.best_index
+        for name, value in self.candidates[best].items():
+            P.set_value(self.parameter(name), value)
+        weights = self.front_weights()
+        calls, tokens = usage_total(clients)
+        return GEPAResult(
+            best_index=best,
+            best_values=dict(self.candidates[best]),
+            initial_val_score=self.aggregate(0),
+            best_val_score=self.aggregate(best),
+            candidates=[
+                Candidate(
+                    index=i,
+                    parents=self.parents[i],
+                    origin=self.origins[i],
+                    val_score=self.aggregate(i),
+                    front_count=weights.get(i, 0),
+                    metric_calls_at_discovery=self.discovered_at[i],
+                )
+                for i in range(len(self.candidates))
+            ],
+            iterations=self.iteration,
+            metric_calls=self.metric_calls,
+            calls=calls - base_calls,
+            tokens=tokens - base_tokens,
+            elapsed_s=round(time.perf_counter() - start, 3),
+            resumed=resumed,
+            state_path=str(path) if path else None,
+        )
+
+    _rollouts: Rollouts | None = None
+    _train: list[Any] = []
+    _val: list[Any] = []
+
+    def _iterate(self) -> dict[str, Any]:
+        """One iteration: a merge when one is due, else a reflective mutation."""
+        if self.use_merge and self.merge["due"] > 0 and self.merge["last_found_new"]:
+            self.merge["last_found_new"] = False
+            entry = self._try_merge()
+            if entry is not None:
+                return entry
+        entry = self._mutate()
+        found = bool(entry.get("accepted"))
+        self.merge["last_found_new"] = found
+        if found and self.use_merge and self.merge["tested"] < self.max_merges:
+            self.merge["due"] += 1
+        return entry
+
+    def _mutate(self) -> dict[str, Any]:
+        parent = self.select_parent()
+        batch = self._minibatch()
+        entry: dict[str, Any] = {
+            "iteration": self.iteration,
+            "kind": "reflect",
+            "parent": parent,
+            "minibatch": batch,
+        }
+        parent_values = self.candidates[parent]
+        rollouts = self._run(parent_values, self._train, batch, record=True)
+        before = [float(e.score) for e, _ in rollouts]  # type: ignore[arg-type]
+        entry["parent_scores"] = before
+        if self.skip_perfect and all(s >= self.perfect_score for s in before):
+            self.zero_feedback()
+            entry["skipped"] = "perfect on the minibatch"
+            return self._finish(entry)
+        names = self.names
+        name = names[self.next_param[parent] % len(names)]
+        self.next_param[parent] += 1
+        entry["parameter"] = name
+        report = StepReport(step=self.iteration, optimizer=self.kind)
+        calls_before = self._usage()
+        try:
+            examples = self._render_examples(name, rollouts)
+            analysis, value = self._reflect(name, parent_values[name], examples, report)
+        except ReplyError as exc:
+            entry["error"] = str(exc)
+            return self._finish(entry, calls_before)
+        finally:
+            self.zero_feedback()
+        child_values = {**parent_values, name: value}
+        entry["analysis"] = analysis
+        after = [
+            float(e.score)  # type: ignore[arg-type]
+            for e, _ in self._run(child_values, self._train, batch, record=False)
+        ]
+        entry["child_scores"] = after
+        if sum(after) <= sum(before):
+            entry["accepted"] = False
+            return self._finish(entry, calls_before)
+        scores = self._score_val(child_values)
+        child = self._add(child_values, [parent], f"reflect:{name}", scores)
+        entry.update(accepted=True, child=child, val_score=self.aggregate(child))
+        log.info(
+            "gepa iteration %d: candidate %d (%s of %d) val %.4g",
+            self.iteration,
+            child,
+            name,
+            parent,
+            self.aggregate(child),
+        )
+        return self._finish(entry, calls_before)
+
+    def _finish(
+        self, entry: dict[str, Any], calls_before: tuple[int, int, int] | None = None
+    ) -> dict[str, Any]:
+        entry["metric_calls"] = self.metric_calls
+        if calls_before is not None:
+            now = self._usage()
+            entry["llm_calls"] = now[0] - calls_before[0]
+            entry["tokens"] = (now[1] - calls_before[1]) + (now[2] - calls_before[2])
+        return entry
+
+    # -- merge -------------------------------------------------------------------------------
+    def merge_values(self, i: int, j: int, ancestor: int) -> dict[str, Any]:
+        """Combine ``i`` and ``j`` over their common ``ancestor``: each parameter comes from
+        the descendant that changed it; when both changed it, from the better one."""
+        anc, ci, cj = self.candidates[ancestor], self.candidates[i], self.candidates[j]
+        out = {}
+        for name in self.names:
+            a, vi, vj = anc[name], ci[name], cj[name]
+            if same_value(vi, vj) or (not same_value(vj, a) and same_value(vi, a)):
+                out[name] = vj
+            elif same_value(vj, a):
+                out[name] = vi
+            else:  # both changed it differently
+                si, sj = self.aggregate(i), self.aggregate(j)
+                out[name] = vi if si > sj else vj if sj > si else self.rng.choice([vi, vj])
+        return out
+
+    def _merge_triplet(self) -> tuple[int, int, int] | None:
+        ids = list(self.front_weights())
+        if len(ids) < 2:
+            return None
+        for _ in range(10):
+            i, j = sorted(self.rng.sample(ids, 2))
+            anc_i, anc_j = self.ancestors(i), self.ancestors(j)
+            if i in anc_j or j in anc_i:
+                continue
+            common = [
+                a
+                for a in sorted(anc_i & anc_j)
+                if [i, j, a] not in self.merge["performed"]
+                and self.aggregate(a) <= min(self.aggregate(i), self.aggregate(j))
+                and any(
+                    (
+                        same_value(self.candidates[a][n], self.candidates[i][n])
+                        or same_value(self.candidates[a][n], self.candidates[j][n])
+                    )
+                    and not same_value(self.candidates[i][n], self.candidates[j][n])
+                    for n in self.names
+                )
+            ]
+            if not common:
+                continue
+            weights = [self.aggregate(a) for a in common]
+            if sum(weights) <= 0:
+                weights = [1.0] * len(common)
+            return i, j, self.rng.choices(common, weights=weights, k=1)[0]
+        return None
+
+    def _try_merge(self) -> dict[str, Any] | None:
+        triplet = self._merge_triplet()
+        if triplet is None:
+            return None
+        i, j, ancestor = triplet
+        self.merge["performed"].append([i, j, ancestor])
+        values = self.merge_values(i, j, ancestor)
+        if any(all(same_value(c[n], values[n]) for n in self.names) for c in self.candidates):
+            return None  # the merge is a candidate we already have
+        si, sj = self.val_scores[i], self.val_scores[j]
+        wins_i = [k for k in range(len(si)) if si[k] > sj[k]]
+        wins_j = [k for k in range(len(si)) if sj[k] > si[k]]
+        ties = [k for k in range(len(si)) if si[k] == sj[k]]
+        take = max(1, -(-self.merge_subsample // 3))
+        chosen: list[int] = []
+        for bucket in (wins_i, wins_j, ties):
+            pool = [k for k in bucket if k not in chosen]
+            chosen += self.rng.sample(
+                pool, min(take, len(pool), self.merge_subsample - len(chosen))
+            )
+        rest = [k for k in range(len(si)) if k not in chosen]
+        chosen += self.rng.sample(rest, min(len(rest), self.merge_subsample - len(chosen)))
+        self.merge["tested"] += 1
+        self.merge["due"] -= 1
+        entry: dict[str, Any] = {
+            "iteration": self.iteration,
+            "kind": "merge",
+            "parents": [i, j],
+            "ancestor": ancestor,
+            "subsample": chosen,
+        }
+        sub = {
+            e.index: float(e.score) for e, _ in self._run(values, self._val, chosen, record=False)
+        }  # type: ignore[arg-type]
+        new = sum(sub.values())
+        entry["subsample_scores"] = [sub[k] for k in chosen]
+        if new < max(sum(si[k] for k in chosen), sum(sj[k] for k in chosen)):
+            entry["accepted"] = False
+            return self._finish(entry)
+        scores = self._score_val(values, known=sub)
+        child = self._add(values, [i, j], "merge", scores)
+        entry.update(accepted=True, child=child, val_score=self.aggregate(child))
+        return self._finish(entry)
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        version, internal, gauss = self.rng.getstate()
+        state.update(
+            candidates=self.candidates,
+            parents=self.parents,
+            origins=self.origins,
+            val_scores=self.val_scores,
+            discovered_at=self.discovered_at,
+            next_param=self.next_param,
+            metric_calls=self.metric_calls,
+            iteration=self.iteration,
+            sampler=self.sampler,
+            merge=self.merge,
+            history=self.history,
+            fingerprint=self.fingerprint,
+            step_param=self.step_param,
+            rng=[version, list(internal), gauss],
+        )
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any], *, restore_values: bool = True) -> None:
+        super().load_state_dict(state, restore_values=restore_values)
+        try:
+            candidates = [dict(c) for c in state.get("candidates", [])]
+            n = len(candidates)
+            lists = {
+                k: list(state.get(k, []))
+                for k in ("parents", "origins", "val_scores", "discovered_at", "next_param")
+            }
+            if any(len(v) != n for v in lists.values()):
+                raise ValueError("per-candidate lists differ in length")
+            for c in candidates:
+                if sorted(c) != sorted(self.names):
+                    raise ValueError(f"a candidate names {sorted(c)}, not {sorted(self.names)}")
+            self.candidates = candidates
+            self.parents = [list(map(int, p)) for p in lists["parents"]]
+            self.origins = [str(o) for o in lists["origins"]]
+            self.val_scores = [[float(s) for s in row] for row in lists["val_scores"]]
+            self.discovered_at = [int(x) for x in lists["discovered_at"]]
+            self.next_param = [int(x) for x in lists["next_param"]]
+            self.metric_calls = int(state.get("metric_calls", 0))
+            self.iteration = int(state.get("iteration", 0))
+            self.sampler = dict(state.get("sampler", {"order": [], "pos": 0}))
+            self.merge = {**self.merge, **dict(state.get("merge", {}))}
+            self.history = list(state.get("history", []))
+            self.fingerprint = dict(state.get("fingerprint", {}))
+            self.step_param = int(state.get("step_param", 0))
+            if state.get("rng"):
+                version, internal, gauss = state["rng"]
+                self.rng.setstate((version, tuple(internal), gauss))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise OptimizerError(f"invalid GEPA state: {exc}") from None

@@ -1,0 +1,199 @@
+"""GEPA with a scripted reflection model on a deterministic lookup task (gepa_toy.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from optiforge.agents.optim import GEPA, OptimizerError, OptoPrime
+from optiforge.agents.optim.gepa import extract_block
+from optiforge.agents.trainer import train
+from optiforge.llm.testing import ScriptedLLM
+
+sys.path.insert(0, str(Path(__file__).parent))
+import contextlib
+
+import gepa_toy as T
+
+TOY = Path(__file__).parent / "gepa_toy.py"
+
+
+def test_extract_block_takes_the_last_complete_block():
+    assert extract_block("old:\n```\nA\n```\nnew:\n```text\nB\nC\n```") == "B\nC"
+    assert extract_block("```\nunterminated") == "unterminated"
+    assert extract_block("  plain  ") == "plain"
+
+
+def scored(scores):
+    """A GEPA whose pool holds one candidate per row of validation scores."""
+    _m, _llm, opt = T.make(10)
+    opt.val_scores = [list(map(float, row)) for row in scores]
+    opt.candidates = [opt.values() for _ in scores]
+    opt.parents = [[] for _ in scores]
+    return opt
+
+
+def test_pareto_front_and_dominated_candidates():
+    opt = scored([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    assert opt.pareto_front() == [{0, 1}, {1}, {2, 3}, {0, 1, 2, 3, 4}]
+    # 0 is best only where 1 is too; 4 only where everyone is; 3 ties 2 exactly (older kept).
+    assert opt.front_weights() == {1: 3, 2: 2}
+    assert opt.best_index == 1
+
+
+def test_parent_sampling_is_proportional_to_front_wins_and_seeded():
+    opt = scored([[1, 1, 1, 0], [0, 0, 0, 1]])
+    assert opt.front_weights() == {0: 3, 1: 1}
+    draws = [opt.select_parent() for _ in range(4000)]
+    assert 0.72 < draws.count(0) / len(draws) < 0.78
+    again = scored([[1, 1, 1, 0], [0, 0, 0, 1]])
+    assert [again.select_parent() for _ in range(4000)] == draws
+
+
+def test_search_improves_and_accepts_only_strict_minibatch_gains():
+    calls = {"n": 0}
+
+    def sometimes_wrong(messages, **kw):
+        calls["n"] += 1
+        good = T.reflector(messages, **kw)
+        if calls["n"] % 2:
+            return good
+        # Every other reply breaks the rules: its child must be rejected.
+        return "```\n" + good.split("```\n")[1].replace(": fruit", ": vegetable") + "```"
+
+    module = T.Lookup()
+    opt = GEPA(module, ScriptedLLM(sometimes_wrong), max_metric_calls=200, workers=1)
+    judge = T.CountingJudge()
+    res = opt.optimize(module, T.TRAIN, judge, T.VAL)
+    assert res.initial_val_score == 0.0 and res.best_val_score == 1.0
+    mutations = [h for h in opt.history if "child_scores" in h]
+    assert any(not h["accepted"] for h in mutations) and any(h["accepted"] for h in mutations)
+    for h in mutations:
+        assert h["accepted"] == (sum(h["child_scores"]) > sum(h["parent_scores"]))
+    assert len(opt.candidates) == 1 + sum(bool(h.get("accepted")) for h in opt.history)
+    # Round robin along a lineage: a parent's successive children rewrite alternate params.
+    params = [h["parameter"] for h in opt.history if "parameter" in h]
+    assert {"fruit_rules", "veg_rules"} <= set(params)
+    # The module ends on the best candidate.
+    assert opt.values() == res.best_values
+    assert all(module(x).value == y for x, y in T.VAL)
+
+
+def test_budget_counts_every_example_judged():
+    judge = T.CountingJudge()
+    module, _llm, opt = T.make(50, minibatch_size=3)
+    res = opt.optimize(module, T.TRAIN, judge, T.VAL)
+    assert res.metric_calls == opt.metric_calls == judge.calls
+    starts = [len(T.VAL)] + [h["metric_calls"] for h in opt.history[:-1]]
+    assert all(s < 50 for s in starts)  # no iteration started with the budget spent
+    assert 50 <= res.metric_calls <= 50 + 2 * 3 + len(T.VAL)
+    with pytest.raises(OptimizerError, match="budget"):
+        T.make(10)[2].optimize(module, T.TRAIN, judge, T.VAL, max_metric_calls=0)
+
+
+def test_merge_combines_two_lineages():
+    module, _llm, opt = T.make(1, use_merge=True)
+    fruits = "\n".join(f"{x}: {y}" for x, y in T.VAL if y == "fruit")
+    vegs = "\n".join(f"{x}: {y}" for x, y in T.VAL if y == "vegetable")
+    seed = opt.values()
+    opt.candidates = [seed, {**seed, "fruit_rules": fruits}, {**seed, "veg_rules": vegs}]
+    opt.parents = [[], [0], [0]]
+    opt.origins = ["seed", "reflect:fruit_rules", "reflect:veg_rules"]
+    opt.val_scores = [[0.0] * 8, [1.0] * 4 + [0.0] * 4, [0.0] * 4 + [1.0] * 4]
+    opt.discovered_at = [0, 0, 0]
+    opt.next_param = [0, 1, 0]
+    opt.merge.update(due=1, last_found_new=True)
+    assert opt.merge_values(1, 2, 0) == {"fruit_rules": fruits, "veg_rules": vegs}
+    judge = T.CountingJudge()
+    res = opt.optimize(module, T.TRAIN, judge, T.VAL)
+    entry = opt.history[0]
+    assert entry["kind"] == "merge" and entry["accepted"] and entry["parents"] == [1, 2]
+    assert len(entry["subsample"]) == 5
+    assert opt.origins[3] == "merge" and opt.parents[3] == [1, 2]
+    assert res.best_index == 3 and res.best_val_score == 1.0
+    # The subsample's scores are reused: full validation costs only the other 3 examples.
+    assert judge.calls == len(T.VAL) == opt.metric_calls
+    assert opt.merge["tested"] == 1 and opt.merge["due"] == 0
+
+
+def test_state_round_trips_and_resume_continues(tmp_path):
+    state = tmp_path / "gepa.json"
+    module, _llm, opt = T.make(40)
+    first = opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL, state_path=state)
+    saved = json.loads(state.read_text())
+    assert saved["optimizer"] == "gepa" and saved["version"] == 1
+    assert len(saved["candidates"]) == len(first.candidates)
+
+    module2, _llm2, opt2 = T.make(120)
+    judge = T.CountingJudge()
+    second = opt2.optimize(module2, T.TRAIN, judge, T.VAL, state_path=state)
+    assert second.resumed
+    assert opt2.candidates[: len(first.candidates)] == saved["candidates"]
+    assert second.metric_calls == first.metric_calls + judge.calls
+    assert second.best_val_score >= first.best_val_score
+
+    # Another validation set, or another optimizer class, is refused with a clear message.
+    with pytest.raises(OptimizerError, match="other parameters or data"):
+        T.make(200)[2].optimize(module2, T.TRAIN, judge, T.VAL[:4], state_path=state)
+    with pytest.raises(OptimizerError, match="not 'optoprime'"):
+        OptoPrime(module2, ScriptedLLM(["{}"])).load(state)
+
+
+def test_kill_9_then_resume_loses_no_scored_candidate(tmp_path):
+    state = tmp_path / "gepa.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TOY.parent), *sys.path])}
+    proc = subprocess.Popen([sys.executable, str(TOY), str(state), "400"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        seen = 0
+        while time.monotonic() < deadline and seen < 3:
+            time.sleep(0.05)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                seen = len(json.loads(state.read_text())["candidates"])
+        assert seen >= 3, "the subprocess never saved three candidates"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    saved = json.loads(state.read_text())  # never a torn file: written by rename
+    module, _llm, opt = T.make(saved["metric_calls"] + 30)
+    res = opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL, state_path=state)
+    assert res.resumed
+    assert opt.candidates[: len(saved["candidates"])] == saved["candidates"]
+    assert opt.val_scores[: len(saved["val_scores"])] == saved["val_scores"]
+    assert res.metric_calls > saved["metric_calls"]
+
+
+def test_step_rewrites_one_parameter_from_backward_feedback():
+    module, llm, opt = T.make(10)
+    for item, label in T.VAL[:2]:
+        out = module(item)
+        opt.backward(out, f"Wrong: answered {out.value!r}; the expected category is {label!r}.")
+    report = opt.step()
+    assert report.ok and [c.name for c in report.changes] == ["fruit_rules"]
+    assert all(module(x).value == y for x, y in T.VAL[:2])
+    assert "#Feedback" in llm.requests[0].prompt
+
+
+def test_train_runs_the_gepa_search(tmp_path):
+    module, _llm, opt = T.make(80)
+    result = train(
+        module,
+        T.TRAIN,
+        T.CountingJudge(),
+        opt,
+        val_set=T.VAL,
+        progress=False,
+        log_path=tmp_path / "log.json",
+        state_path=tmp_path / "state.json",
+    )
+    assert result.initial_val_score == 0.0 and result.best_val_score > 0.5
+    assert result.search["metric_calls"] >= 80 and result.steps
+    assert json.loads((tmp_path / "state.json").read_text())["optimizer"] == "gepa"
