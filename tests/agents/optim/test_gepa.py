@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,8 +19,6 @@ from optiforge.agents.trainer import train
 from optiforge.llm.testing import ScriptedLLM
 
 sys.path.insert(0, str(Path(__file__).parent))
-import contextlib
-
 import gepa_toy as T
 
 TOY = Path(__file__).parent / "gepa_toy.py"
