@@ -195,3 +195,59 @@ def test_bad_inputs_fail_fast():
         train(model, [{"question_text": 1}], judge, opt, progress=False)
     with pytest.raises(OptimizerError, match="needs scores"):
         train(model, TRAIN, lambda o, t: "text only", opt, val_set=VAL, progress=False)
+
+
+def test_interrupted_training_resumes_from_its_state_file(tmp_path):
+    replies = [style_reply(s) for s in ("lower", "title", "lower", "upper")]
+
+    def run(state, judge_fn, llm):
+        model = Styler()
+        opt = OptoPrime(model.parameters(), llm)
+        result = train(
+            model,
+            TRAIN,
+            judge_fn,
+            opt,
+            epochs=2,
+            batch_size=2,
+            val_set=VAL,
+            workers=1,
+            progress=False,
+            state_path=state,
+        )
+        return model, result
+
+    # Reference: the same run, never interrupted.
+    _, whole = run(tmp_path / "whole.json", judge, ScriptedLLM(replies))
+    assert len(whole.steps) == 4
+
+    # Interrupted (as by Ctrl-C) while judging the third step's batch.
+    state = tmp_path / "state.json"
+    calls = {"n": 0}
+
+    def flaky(output, target):
+        calls["n"] += 1
+        if calls["n"] == 2 + 2 * (2 + 2) + 1:  # initial val, 2 x (batch + val), then stop
+            raise KeyboardInterrupt
+        return judge(output, target)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(state, flaky, ScriptedLLM(replies))
+    saved = json.loads(state.read_text())
+    assert saved["step"] == 2 and saved["optimizer"]["step_count"] == 2
+
+    llm = ScriptedLLM(replies[2:])  # only the remaining steps may ask the model
+    model, resumed = run(state, judge, llm)
+    assert resumed.resumed_steps == 2 and len(llm.requests) == 2
+    assert [s.val_score for s in resumed.steps] == [s.val_score for s in whole.steps]
+    assert model.style.value == "upper" and resumed.best_val_score == 1.0
+    with pytest.raises(OptimizerError, match="other data or settings"):
+        train(
+            Styler(),
+            TRAIN[:2],
+            judge,
+            OptoPrime(Styler().parameters(), llm),
+            val_set=VAL,
+            progress=False,
+            state_path=state,
+        )
