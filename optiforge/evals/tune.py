@@ -1,0 +1,423 @@
+"""Tuning the team's prompts on training problems, graded exactly as ``optiforge eval`` grades.
+
+- :func:`select_training` loads the training problems and keeps them apart from the shipped
+  eval samples (an NL4Opt copy inside OptiBench counts as the same problem).
+- :class:`TeamJudge` scores one run with :func:`optiforge.evals.runner.record_from_solution`
+  (the rule, answer kinds and answer variant that ``eval`` reports) and writes the feedback
+  the optimizer reads: the solver's status and objective, the critic's findings, and whether
+  the answer matched together with the expected answer. It refuses any problem of a held-out
+  test sample (``*-fresh60``, ``*-readme40``): an expected answer of a test problem can never
+  reach an optimizer's prompt.
+- :func:`run_tune` is the whole ``optiforge tune`` run: split, module, optimizer
+  (``gepa``, ``optoprime``, ``opro``, ``textgrad``), training with a state file that a rerun
+  resumes, and the tuned prompts saved for ``--prompts``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from optiforge.datasets import Problem, load_dataset
+from optiforge.errors import OptiforgeError
+from optiforge.evals.scoring import DEFAULT_RULE, RULES
+
+#: Optimizers ``optiforge tune --optimizer`` accepts.
+OPTIMIZERS = ("gepa", "optoprime", "opro", "textgrad")
+#: Shipped samples that are test sets: their expected answers never reach an optimizer.
+TEST_SAMPLE_SUFFIXES = ("-fresh60", "-readme40")
+
+
+class TuneError(OptiforgeError):
+    """A tuning run cannot start: bad options, a leak of eval problems, too few problems."""
+
+
+class HeldOutProblemError(TuneError):
+    """Feedback with an expected answer was requested for a problem of a test sample."""
+
+
+def copy_of(problem: Problem) -> str | None:
+    """The NL4Opt id an OptiBench problem copies, or None."""
+    same = (problem.extra or {}).get("same_problem_as_nl4opt")
+    return same.get("id") if isinstance(same, dict) else None
+
+
+def eval_overlap(ids: Sequence[str]) -> dict[str, list[str]]:
+    """``{sample name: ids}`` of ``ids`` that are in a shipped eval sample."""
+    from optiforge.evals.sample import builtin_samples, load_sample
+
+    out: dict[str, list[str]] = {}
+    wanted = set(ids)
+    for name in builtin_samples():
+        hit = sorted(wanted & set(load_sample(name)))
+        if hit:
+            out[name] = hit
+    return out
+
+
+_TEST_IDS: frozenset[str] | None = None
+
+
+def held_out_ids() -> frozenset[str]:
+    """Every id in a shipped test sample (``*-fresh60`` and ``*-readme40``)."""
+    global _TEST_IDS
+    if _TEST_IDS is None:
+        from optiforge.evals.sample import builtin_samples, load_sample
+
+        _TEST_IDS = frozenset(
+            i
+            for name in builtin_samples()
+            if name.endswith(TEST_SAMPLE_SUFFIXES)
+            for i in load_sample(name)
+        )
+    return _TEST_IDS
+
+
+def is_test_problem(problem: Problem) -> bool:
+    """True if ``problem`` (or the NL4Opt problem it copies) is in a shipped test sample."""
+    ids = held_out_ids()
+    return problem.id in ids or copy_of(problem) in ids
+
+
+def _as_solution(output: Any) -> Any:
+    """A Solution-like object from what the team module returns: a
+    :class:`~optiforge.agents.solution.Solution`, or the summary dict of the bundled team."""
+    if not isinstance(output, dict):
+        return output
+    status = output.get("status")
+    return SimpleNamespace(
+        answer=output.get("answer"),
+        result=SimpleNamespace(status=status, objective=output.get("answer")) if status else None,
+        failure_class=output.get("failure"),
+        error=output.get("error"),
+        formulation_markdown=output.get("formulation"),
+        critic_findings=list(output.get("critic_findings") or []),
+        steps=[],
+    )
+
+
+def _findings(solution: Any) -> list[str]:
+    found = list(getattr(solution, "critic_findings", None) or [])
+    for step in getattr(solution, "steps", None) or []:
+        detail = getattr(step, "detail", None)
+        for issue in detail.get("issues", []) if isinstance(detail, dict) else []:
+            message = issue.get("message") if isinstance(issue, dict) else str(issue)
+            if message:
+                found.append(str(message))
+    return sorted(set(found))[:8]
+
+
+def _num(x: Any) -> str:
+    return "none" if x is None else f"{x:g}" if isinstance(x, int | float) else str(x)
+
+
+def _expected(problem: Problem) -> str:
+    if problem.answer_kind == "infeasible":
+        return "that the problem is infeasible (no optimal value)"
+    return f"the optimal objective {_num(problem.answer)}"
+
+
+@dataclass
+class TeamJudge:
+    """``judge(output, problem) -> (score, feedback)`` for the trainer and GEPA.
+
+    ``output`` is what the team module returned; ``problem`` the training
+    :class:`~optiforge.datasets.Problem` (its answer, kind and variant). The score is 1 when
+    ``eval`` would count the answer correct under ``rule``, else 0.
+    """
+
+    agent: str = "team"
+    rule: str = DEFAULT_RULE
+    formulation_chars: int = 1500
+    #: Problems judged so far, by id (so a caller can check what the optimizer saw).
+    seen: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise TuneError(f"unknown scoring rule {self.rule!r}; known: {sorted(RULES)}")
+
+    def __call__(self, output: Any, problem: Problem) -> tuple[float, str]:
+        return self.grade(problem, output)
+
+    def grade(self, problem: Problem, output: Any) -> tuple[float, str]:
+        """Score ``output`` on ``problem`` and write the feedback for a training problem."""
+        from optiforge.prompts import render_prompt
+
+        if not isinstance(problem, Problem):
+            raise TuneError(
+                f"the tuning judge needs the training Problem as target, got {type(problem).__name__}"
+            )
+        if is_test_problem(problem):
+            # Checked before anything is read: no expected answer of a test problem can ever
+            # end up in feedback, whatever the caller does.
+            raise HeldOutProblemError(
+                f"{problem.id} is in a held-out test sample ({', '.join(TEST_SAMPLE_SUFFIXES)}): "
+                "tuning never gives feedback on test problems"
+            )
+        from optiforge.evals.runner import record_from_solution
+
+        self.seen.append(problem.id)
+        solution = _as_solution(output)
+        record = record_from_solution(
+            problem, solution, elapsed_s=0.0, started_at=time.time(), session=0
+        )
+        ok = bool(record.correct.get(self.rule))
+        result = getattr(solution, "result", None)
+        findings = _findings(solution)
+        values = {
+            "agent": self.agent,
+            "rule": self.rule,
+            "answer": "infeasible"
+            if record.prediction_kind == "infeasible"
+            else _num(record.prediction),
+            "status": record.solve_status or "no solver result",
+            "objective": _num(getattr(result, "objective", None)),
+            "findings": ("The critic noted: " + "; ".join(findings)) if findings else "",
+        }
+        if ok:
+            return 1.0, render_prompt("tune/feedback_correct", **values).strip()
+        failure = record.failure_class
+        error = (getattr(solution, "error", None) or "")[:400]
+        formulation = getattr(solution, "formulation_markdown", None)
+        text = render_prompt(
+            "tune/feedback_wrong",
+            **values,
+            expected=_expected(problem),
+            failure=f"\nFailure: {failure}{': ' + error if error else ''}" if failure else "",
+            formulation=(
+                "\nThe chosen formulation was:\n" + str(formulation)[: self.formulation_chars]
+            )
+            if formulation
+            else "",
+        )
+        return 0.0, text.strip()
+
+
+def select_training(
+    dataset: str,
+    *,
+    ids: Sequence[str] | None = None,
+    limit: int | None = None,
+    answer_field: str | None = None,
+    drop_overlap: bool = False,
+    note: Callable[[str], None] = lambda _msg: None,
+) -> list[Problem]:
+    """Training problems with a usable answer, none of them in a shipped eval sample.
+
+    Overlap with a sample (``nl4opt-readme40``, ``*-fresh60``, ...; copies count) raises
+    :class:`TuneError`, or with ``drop_overlap`` leaves those problems out.
+    """
+    problems = [
+        p
+        for p in load_dataset(dataset, ids=list(ids) if ids else None, answer_field=answer_field)
+        if p.answer_kind in ("value", "infeasible")
+    ]
+    if limit is not None:
+        problems = problems[:limit]
+    all_ids = [p.id for p in problems] + [c for p in problems if (c := copy_of(p))]
+    overlap = eval_overlap(all_ids)
+    if overlap:
+        listed = "; ".join(
+            f"{k}: {', '.join(v[:8])}{' ...' if len(v) > 8 else ''}" for k, v in overlap.items()
+        )
+        if not drop_overlap:
+            raise TuneError(
+                f"the training set overlaps the fixed eval samples ({listed}). Training on eval "
+                "problems inflates the reported accuracy; pick other ids or pass --drop-overlap "
+                "to leave them out."
+            )
+        bad = {i for v in overlap.values() for i in v}
+        problems = [p for p in problems if p.id not in bad and copy_of(p) not in bad]
+        note(f"left out {len(bad)} problem(s) of the eval samples")
+    if len(problems) < 2:
+        raise TuneError("need at least 2 training problems with answers after filtering")
+    return problems
+
+
+def split(problems: Sequence[Problem], val_fraction: float) -> tuple[list[Problem], list[Problem]]:
+    """(train, validation): the last ``round(n * val_fraction)`` problems validate."""
+    n_val = round(len(problems) * val_fraction)
+    cut = len(problems) - n_val
+    return list(problems[:cut]), list(problems[cut:])
+
+
+@dataclass
+class TuneConfig:
+    """What ``optiforge tune`` was asked to do (see ``optiforge tune --help``)."""
+
+    dataset: str
+    out: Path
+    agent: str = "team"
+    optimizer: str = "optoprime"
+    params: Sequence[str] = ("formulator_system",)
+    ids: Sequence[str] | None = None
+    limit: int | None = None
+    val_fraction: float = 0.25
+    epochs: int = 1
+    batch_size: int = 4
+    drop_overlap: bool = False
+    init_prompts: dict[str, str] | None = None
+    budget: int | None = None
+    samples: int | None = None
+    workers: int = 2
+    seed: int = 0
+    rule: str = DEFAULT_RULE
+    answer_field: str | None = None
+    max_metric_calls: int | None = None
+    minibatch: int = 3
+    merge: bool = False
+    restart: bool = False
+    model: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class TuneOutcome:
+    """What :func:`run_tune` did."""
+
+    out: Path
+    state_path: Path
+    train_ids: list[str]
+    val_ids: list[str]
+    tuned: list[str]
+    initial_val_score: float | None
+    best_val_score: float | None
+    resumed: bool
+    calls: int
+    tokens: int
+
+
+def state_path_for(out: Path) -> Path:
+    """The state file a tune writing ``out`` keeps beside it (``prompts.state.json``)."""
+    return out.with_suffix(".state.json")
+
+
+def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig) -> Any:
+    """The optimizer ``name`` over ``module``'s trainable prompts."""
+    from optiforge.agents.optim import GEPA, OPRO, OptoPrime, TextGrad
+
+    if name == "gepa":
+        return GEPA(
+            module,
+            llm,
+            minibatch_size=cfg.minibatch,
+            max_metric_calls=cfg.max_metric_calls,
+            use_merge=cfg.merge,
+            workers=cfg.workers,
+            seed=cfg.seed,
+            max_tokens=2048,
+        )
+    if name == "opro":
+        return OPRO(
+            module,
+            llm,
+            task="Improve the instructions of an LLM that turns optimization word problems "
+            "into correct mathematical models. Score = share of problems solved correctly.",
+            max_tokens=1500,
+            seed=cfg.seed,
+        )
+    if name == "textgrad":
+        return TextGrad(module, llm, seed=cfg.seed)
+    if name == "optoprime":
+        return OptoPrime(module, llm, max_tokens=1500, seed=cfg.seed)
+    raise TuneError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def run_tune(
+    cfg: TuneConfig, llm: Any, *, note: Callable[[str], None] = lambda _m: None
+) -> TuneOutcome:
+    """Tune the team's prompts (see the module docs); resumes from the state file beside
+    ``cfg.out`` when one exists (unless ``cfg.restart``)."""
+    from optiforge.agents.team import TRAINABLE
+    from optiforge.agents.team.module import TeamModule, save_prompts
+    from optiforge.agents.trainer import train
+
+    if cfg.agent not in ("team", "direct"):
+        raise TuneError(f"--agent must be team or direct, got {cfg.agent!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise TuneError(
+            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}"
+        )
+    chosen = list(cfg.params)
+    unknown = sorted(set(chosen) - set(TRAINABLE))
+    if unknown or not chosen:
+        raise TuneError(f"--params: unknown {unknown}; choose from {', '.join(TRAINABLE)}")
+    if cfg.agent == "direct" and chosen != ["coder_system"]:
+        note("the direct agent only uses coder_system; tuning that")
+        chosen = ["coder_system"]
+    judge = TeamJudge(agent=cfg.agent, rule=cfg.rule)
+    problems = select_training(
+        cfg.dataset,
+        ids=cfg.ids,
+        limit=cfg.limit,
+        answer_field=cfg.answer_field,
+        drop_overlap=cfg.drop_overlap,
+        note=note,
+    )
+    train_set, val = split(problems, cfg.val_fraction)
+    state = state_path_for(cfg.out)
+    if cfg.restart:
+        state.unlink(missing_ok=True)
+    resumed = state.exists()
+    module = TeamModule(
+        cfg.init_prompts, llm=llm, agent=cfg.agent, budget=cfg.budget, samples=cfg.samples
+    )
+    for name in TRAINABLE:
+        getattr(module, name).trainable = name in chosen
+    opt = make_optimizer(cfg.optimizer, module, llm, cfg)
+    note(
+        f"tune {cfg.agent} prompts {chosen} with {cfg.optimizer}: {len(train_set)} train / "
+        f"{len(val)} validation problems from {cfg.dataset}"
+        + (f"; resuming from {state}" if resumed else "")
+    )
+    result = train(
+        module,
+        [(p.text, p) for p in train_set],
+        judge,
+        opt,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        val_set=[(p.text, p) for p in val] or None,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        keep_best=True,
+        error_score=0.0,
+        log_path=cfg.out.with_suffix(".log.json"),
+        llms=[llm],
+        progress=cfg.progress,
+        state_path=state,
+    )
+    save_prompts(
+        module.prompt_values(),
+        cfg.out,
+        meta={
+            "agent": cfg.agent,
+            "optimizer": cfg.optimizer,
+            "dataset": cfg.dataset,
+            "rule": cfg.rule,
+            "answer_field": problems[0].answer_field,
+            "tuned": chosen,
+            "train_ids": [p.id for p in train_set],
+            "val_ids": [p.id for p in val],
+            "initial_val_score": result.initial_val_score,
+            "best_val_score": result.best_val_score,
+            "model": cfg.model,
+            "seed": cfg.seed,
+        },
+    )
+    return TuneOutcome(
+        out=cfg.out,
+        state_path=state,
+        train_ids=[p.id for p in train_set],
+        val_ids=[p.id for p in val],
+        tuned=chosen,
+        initial_val_score=result.initial_val_score,
+        best_val_score=result.best_val_score,
+        resumed=resumed,
+        calls=result.calls,
+        tokens=result.tokens,
+    )
