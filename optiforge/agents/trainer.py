@@ -127,6 +127,7 @@ def train(
     progress: bool = True,
     llms: Sequence[Any] = (),
     state_path: str | Path | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Optimize ``module``'s trainable parameters on ``dataset`` with ``optimizer``.
 
@@ -153,6 +154,8 @@ def train(
             training progress. If it exists when ``train`` starts, training resumes after
             the last step it records (same data, seed and settings), so a run stopped by
             Ctrl-C, SIGTERM or kill -9 loses at most the step in flight.
+        max_steps: stop after this many optimizer steps (e.g. to fit a budget of examples
+            judged: each step judges ``batch_size + len(val_set)`` examples).
 
     With a :class:`~optiforge.agents.optim.gepa.GEPA` optimizer the loop is GEPA's own
     search (:meth:`~optiforge.agents.optim.gepa.GEPA.optimize`); its budget is the
@@ -219,7 +222,9 @@ def train(
             )
 
     steps_per_epoch = math.ceil(len(data) / batch_size)
-    total_steps = epochs * steps_per_epoch
+    total_steps = (
+        epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
@@ -328,7 +333,9 @@ def train(
                     bar.update(
                         task, advance=1, status=f"val={val_score} best={result.best_val_score}"
                     )
-                    if patience is not None and since_best >= patience:
+                    if (patience is not None and since_best >= patience) or (
+                        max_steps is not None and step_no >= max_steps
+                    ):
                         result.stopped_early = True
                         break
                 if result.stopped_early:
