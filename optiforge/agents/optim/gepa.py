@@ -596,6 +596,7 @@ class GEPA(Optimizer):
             analysis, value = self._reflect(name, parent_values[name], examples, report)
         except ReplyError as exc:
             entry["error"] = str(exc)
+            entry["errors"] = report.errors[-self.max_attempts :]
             return self._finish(entry, calls_before)
         finally:
             self.zero_feedback()

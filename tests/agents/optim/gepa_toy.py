@@ -71,8 +71,8 @@ class CountingJudge:
 def reflector(messages, **kw):
     """Scripted reflection: add `item: category` for every failure shown in the prompt."""
     user = messages[1]["content"]  # the first request (retries append to it)
-    current = user.split("Its current value:\n```\n", 1)[1].split("\n```", 1)[0]
-    examples = user.split("# What the program did with it", 1)[1]
+    current = user.split("<current>\n", 1)[1].split("\n</current>", 1)[0]
+    examples = user.split("# What the program did with", 1)[1]
     added = []
     for chunk in examples.split("## Example")[1:]:
         m = re.search(r"\(str\) item\d*=(\w+)", chunk)
