@@ -124,20 +124,29 @@ def formulator_task(llm: Any, seed: int, sizes: dict[str, int], team: dict[str, 
 
 
 # -- optimizers ----------------------------------------------------------------------------------
-def run_optiforge(kind: str, task: dict, llm: Any, budget: int, seed: int, state: Path) -> str:
+def run_optiforge(
+    kind: str, task: dict, llm: Any, budget: int, seed: int, state: Path, tokens: int
+) -> str:
     """Run optiforge's ``kind`` within ``budget`` metric calls; returns its LLM tag."""
     from optiforge.agents.optim import GEPA, OPRO, OptoPrime
     from optiforge.agents.trainer import train
 
     module, judge = task["module"], task["judge"]
     if kind == "gepa":
-        opt = GEPA(module, llm, max_metric_calls=budget, minibatch_size=MINIBATCH, seed=seed)
+        opt = GEPA(
+            module,
+            llm,
+            max_metric_calls=budget,
+            minibatch_size=MINIBATCH,
+            seed=seed,
+            max_tokens=tokens,
+        )
         opt.optimize(module, task["train"], judge, task["val"], state_path=state)
         return opt.tag
     if kind == "opro":
-        opt = OPRO(module, llm, n=2, task=task["opro_task"], seed=seed, max_tokens=1024)
+        opt = OPRO(module, llm, n=2, task=task["opro_task"], seed=seed, max_tokens=tokens)
     else:
-        opt = OptoPrime(module, llm, memory=2, seed=seed, max_tokens=1024)
+        opt = OptoPrime(module, llm, memory=2, seed=seed, max_tokens=tokens)
     n_val = len(task["val"])
     steps = max(0, (budget - n_val) // (MINIBATCH + n_val))
     if steps:
@@ -157,7 +166,7 @@ def run_optiforge(kind: str, task: dict, llm: Any, budget: int, seed: int, state
     return opt.tag
 
 
-def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path) -> str:
+def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, tokens: int) -> str:
     """``gepa.optimize`` with an adapter that runs our module through optiforge's rollouts."""
     import gepa
     from gepa.core.adapter import EvaluationBatch
@@ -204,7 +213,7 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path) -
 
     def reflection_lm(prompt: Any) -> str:
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        return llm.chat(messages, tag=tag, max_tokens=2048, temperature=0.0, seed=seed).text
+        return llm.chat(messages, tag=tag, max_tokens=tokens, temperature=0.0, seed=seed).text
 
     result = gepa.optimize(
         seed_candidate={n: str(P.value(p)) for n, p in named.items()},
@@ -244,9 +253,9 @@ def run_one(args: argparse.Namespace, llm: Any, task_name: str, opt: str, seed: 
     before = llm.usage.snapshot()
     t0 = time.perf_counter()
     if opt == "gepa-pypi":
-        tag = run_gepa_pypi(task, llm, budget, seed, work / "gepa-run")
+        tag = run_gepa_pypi(task, llm, budget, seed, work / "gepa-run", args.tokens)
     else:
-        tag = run_optiforge(opt, task, llm, budget, seed, work / "state.json")
+        tag = run_optiforge(opt, task, llm, budget, seed, work / "state.json", args.tokens)
     elapsed = time.perf_counter() - t0
     after = llm.usage.snapshot()
     opt_usage = llm.usage.for_tag(tag)
@@ -321,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=int, default=None, help="metric calls (default per task)")
     ap.add_argument("--model", default=None, help="model of the task and the optimizers")
     ap.add_argument("--base-url", default=None)
+    ap.add_argument(
+        "--tokens", type=int, default=2048, help="max tokens of a reflection/optimizer reply"
+    )
     ap.add_argument("--cache", action="store_true", help="reuse the LLM response cache")
     ap.add_argument("--smoke", action="store_true", help="SmolLM2, one seed, tiny budgets")
     args = ap.parse_args(argv)
@@ -333,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.model = args.model or "smollm2-135m"
         args.seeds = "0"
+        args.tokens = min(args.tokens, 200)
         args.budgets = {"ticket": 12, "formulator": 5}
         args.sizes = {
             "ticket": {"train": 4, "val": 3, "test": 3},
@@ -374,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         "smoke": args.smoke,
         "seeds": args.seeds,
         "budgets": {t: args.budget or args.budgets[t] for t in tasks},
+        "reply_tokens": args.tokens,
         "sizes": {t: args.sizes[t] for t in tasks},
         "results": summarize(results),
     }

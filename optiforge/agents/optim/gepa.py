@@ -161,6 +161,10 @@ class GEPA(Optimizer):
         self.workers = workers
         self.error_score = error_score
         self.rng = random.Random(self.seed or 0)
+        # Set by optimize() for the duration of a search.
+        self._rollouts: Rollouts | None = None
+        self._train: list[Any] = []
+        self._val: list[Any] = []
         self._reset_search()
         #: Round robin over parameters for :meth:`step` (outside the search).
         self.step_param = 0
@@ -549,10 +553,6 @@ class GEPA(Optimizer):
             resumed=resumed,
             state_path=str(path) if path else None,
         )
-
-    _rollouts: Rollouts | None = None
-    _train: list[Any] = []
-    _val: list[Any] = []
 
     def _iterate(self) -> dict[str, Any]:
         """One iteration: a merge when one is due, else a reflective mutation."""

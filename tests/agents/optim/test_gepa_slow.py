@@ -32,11 +32,12 @@ def test_gepa_improves_ticket_routing_on_coder_model(coder_llm, tmp_path):
     train_set, val_set, test_set = ex.load_splits(0)
     router = ex.TicketRouter(coder_llm, "Classify this support ticket.")
     judge = ex.make_judge(router, [t for t, _ in train_set + val_set + test_set])
+    val_set = val_set[:5]  # a small validation set keeps each accepted child cheap
     before, _ = evaluate(router, test_set, judge)
-    opt = GEPA(router, coder_llm, max_metric_calls=30, max_tokens=400, seed=0)
+    opt = GEPA(router, coder_llm, max_metric_calls=24, max_tokens=300, max_attempts=2, seed=0)
     res = opt.optimize(router, train_set, judge, val_set, state_path=tmp_path / "gepa.json")
     after, _ = evaluate(router, test_set, judge)
-    assert res.metric_calls >= 30 and res.calls >= 1
+    assert res.metric_calls >= 24 and res.calls >= 1
     assert res.best_val_score > res.initial_val_score, opt.history
     assert after > before, (router.instruction.value, opt.history)
     assert router.instruction.value == res.best_values["instruction"]
