@@ -177,6 +177,9 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
     module, judge = task["module"], task["judge"]
     named = {P.name(p): p for p in module.parameters() if getattr(p, "trainable", True)}
     tag = "bench.gepa_pypi"
+    # One runner (one event loop) for the whole run: the async client keeps its
+    # connections per loop, so a loop per evaluate() call would strand them.
+    runner = Rollouts(module, judge, 4, 0.0)
 
     class Adapter:
         propose_new_texts = None
@@ -184,11 +187,7 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
         def evaluate(self, batch, candidate, capture_traces=False):
             for name, value in candidate.items():
                 P.set_value(named[name], value)
-            runner = Rollouts(module, judge, 4, 0.0)
-            try:
-                out = runner.run(list(enumerate(batch)), record=False)
-            finally:
-                runner.close()
+            out = runner.run(list(enumerate(batch)), record=False)
             evals = [e for e, _ in out]
             traces = [
                 {"input": batch[e.index][0], "output": e.output, "feedback": e.feedback}
@@ -215,20 +214,23 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         return llm.chat(messages, tag=tag, max_tokens=tokens, temperature=0.0, seed=seed).text
 
-    result = gepa.optimize(
-        seed_candidate={n: str(P.value(p)) for n, p in named.items()},
-        trainset=task["train"],
-        valset=task["val"],
-        adapter=Adapter(),
-        reflection_lm=reflection_lm,
-        reflection_minibatch_size=MINIBATCH,
-        candidate_selection_strategy="pareto",
-        module_selector="round_robin",
-        max_metric_calls=budget,
-        run_dir=str(run_dir),
-        seed=seed,
-        display_progress_bar=False,
-    )
+    try:
+        result = gepa.optimize(
+            seed_candidate={n: str(P.value(p)) for n, p in named.items()},
+            trainset=task["train"],
+            valset=task["val"],
+            adapter=Adapter(),
+            reflection_lm=reflection_lm,
+            reflection_minibatch_size=MINIBATCH,
+            candidate_selection_strategy="pareto",
+            module_selector="round_robin",
+            max_metric_calls=budget,
+            run_dir=str(run_dir),
+            seed=seed,
+            display_progress_bar=False,
+        )
+    finally:
+        runner.close()
     for name, value in result.best_candidate.items():
         P.set_value(named[name], value)
     return tag
@@ -369,6 +371,11 @@ def main(argv: list[str] | None = None) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     results = []
     with LLM(settings=settings, cache=args.cache) as llm:
+        # Start the embedded server (when no --base-url) now, outside any event loop: the
+        # rollouts' loops come and go, the server must not belong to one of them.
+        ensure = getattr(llm, "ensure_server", None)
+        if callable(ensure):
+            ensure()
         for task_name in tasks:
             for seed in [int(s) for s in args.seeds.split(",")]:
                 for opt in opts:
