@@ -363,6 +363,9 @@ def run_tune(
     if cfg.restart:
         state.unlink(missing_ok=True)
     resumed = state.exists()
+    ensure = getattr(llm, "ensure_server", None)
+    if callable(ensure):
+        ensure()  # before any event loop of the rollouts (see GEPA.optimize)
     module = TeamModule(
         cfg.init_prompts, llm=llm, agent=cfg.agent, budget=cfg.budget, samples=cfg.samples
     )

@@ -497,6 +497,11 @@ class GEPA(Optimizer):
                 self.metric_calls,
             )
         self.fingerprint = fingerprint
+        # An embedded server started lazily inside a rollout's event loop can leave the
+        # reflection call (sync, on another loop) hanging: start it before any loop.
+        ensure = getattr(self.llm, "ensure_server", None)
+        if callable(ensure):
+            ensure()
         clients = [self.llm, *llms]
         base_calls, base_tokens = usage_total(clients)
         start = time.perf_counter()
