@@ -34,7 +34,19 @@ def check_server(base_url: str, timeout: float = 10.0) -> None:
 def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None = None) -> LLM:
     """The LLM a command uses: a configured server (checked first) or the embedded one."""
     if settings.base_url:
-        check_server(settings.base_url)
+        # Several comma-separated servers: go on while one answers; the client's pool
+        # marks the others down and probes them again later.
+        from optiforge.llm.pool import split_base_urls
+
+        urls = split_base_urls(settings.base_url)
+        failures = []
+        for url in urls:
+            try:
+                check_server(url)
+            except Exception as exc:
+                failures.append(exc)
+        if failures and len(failures) == len(urls):
+            raise failures[0]
     from optiforge.llm import LLM
 
     return LLM(

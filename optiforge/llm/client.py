@@ -2,7 +2,8 @@
 
 Routes, chosen from ``model`` and ``base_url``:
 
-- ``base_url`` set: any OpenAI-compatible server (vLLM, llama.cpp, others) via the openai SDK.
+- ``base_url`` set: any OpenAI-compatible server (vLLM, llama.cpp, others) via the openai SDK;
+  several comma-separated URLs share the load (:mod:`optiforge.llm.pool`).
 - ``base_url`` unset and ``model`` a ``provider/model`` name (e.g. ``openai/gpt-4o-mini``,
   ``anthropic/claude-...``): litellm, imported on first use.
 - otherwise: the embedded llama.cpp server (:mod:`optiforge.llm.local`) with ``model`` taken
@@ -22,6 +23,7 @@ from typing import Any
 from optiforge.llm.base import BaseLLM, ChatRequest, Completion, SchemaUnsupported, StreamEvent
 from optiforge.llm.cache import ResponseCache
 from optiforge.llm.errors import LLMError, LLMResponseError
+from optiforge.llm.pool import ServerPool, ServerState, is_server_failure, split_base_urls
 from optiforge.llm.retry import SchemaRejected, with_retries
 from optiforge.llm.types import Budget
 
@@ -100,15 +102,19 @@ class LLM(BaseLLM):
         )
         if base_url:
             self.route = "openai"
-            self.base_url: str | None = base_url.rstrip("/")
+            self.base_url: str | None = ",".join(split_base_urls(base_url)) or None
+            if self.base_url is None:
+                raise LLMError(f"base_url {base_url!r} names no server URL")
         elif is_litellm_model(model):
             self.route = "litellm"
             self.base_url = None
         else:
             self.route = "local"
             self.base_url = None  # known once the embedded server runs
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]
+        # One SDK client per event loop and server URL.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]]
         self._clients = weakref.WeakKeyDictionary()
+        self._pool: ServerPool | None = None
         self._start_lock = threading.Lock()
         self._closed = False
 
@@ -155,9 +161,44 @@ class LLM(BaseLLM):
     def _wire_model(self) -> str:
         return getattr(self, "_served_name", None) or self.model
 
-    def _client(self) -> Any:
+    @property
+    def pool(self) -> ServerPool | None:
+        """The servers this client spreads requests over (None for litellm, or before the
+        embedded server has started)."""
+        if self._pool is None and self.route != "litellm" and self.base_url:
+            with self._start_lock:
+                if self._pool is None:
+                    self._pool = ServerPool(split_base_urls(self.base_url))
+        return self._pool
+
+    def server_stats(self) -> dict[str, dict[str, Any]]:
+        """Each server's requests, answers, failures and share of the answers so far
+        (empty for the litellm route)."""
+        pool = self.pool
+        return pool.stats() if pool is not None else {}
+
+    async def _on_server(self, fn: Any, avoid: set[str]) -> Any:
+        """Run ``fn(sdk_client)`` on the server the pool picks, and tell the pool how it
+        went. A failed server's URL goes into ``avoid`` so the retry tries another."""
+        pool = self.pool
+        assert pool is not None
+        server: ServerState = pool.acquire(avoid)
+        try:
+            result = await fn(self._client(server.url))
+        except BaseException as exc:
+            failed = is_server_failure(exc)
+            if failed:
+                avoid.add(server.url)
+            pool.release(server, failed=failed)
+            raise
+        pool.release(server, failed=False)
+        return result
+
+    def _client(self, url: str | None = None) -> Any:
+        url = url or self.base_url
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+        per_loop = self._clients.setdefault(loop, {})
+        client = per_loop.get(url)
         if client is None:
             import httpx
             import openai
@@ -167,13 +208,13 @@ class LLM(BaseLLM):
                 max_keepalive_connections=max(self.concurrency * 2, 8),
             )
             client = openai.AsyncOpenAI(
-                base_url=self.base_url,
+                base_url=url,
                 api_key=self.api_key or "not-needed",
                 timeout=self.timeout,
                 max_retries=0,  # retries are ours (backoff with jitter, clear errors)
                 http_client=httpx.AsyncClient(timeout=self.timeout, limits=limits),
             )
-            self._clients[loop] = client
+            per_loop[url] = client
         return client
 
     def _params(self, req: ChatRequest) -> dict[str, Any]:
@@ -204,10 +245,10 @@ class LLM(BaseLLM):
                     **params, api_key=self.api_key, timeout=self.timeout, num_retries=0
                 )
         else:
-            client = self._client()
+            avoid: set[str] = set()
 
             async def send() -> Any:
-                return await client.chat.completions.create(**params)
+                return await self._on_server(lambda c: c.chat.completions.create(**params), avoid)
 
         async def attempt() -> Completion:
             return _to_completion(await send(), self._where, self.model)
@@ -231,12 +272,14 @@ class LLM(BaseLLM):
         if self.route != "litellm":
             params["stream_options"] = {"include_usage": True}
 
+        avoid: set[str] = set()
+
         async def open_stream() -> Any:
             if self.route == "litellm":
                 return await _import_litellm().acompletion(
                     **params, api_key=self.api_key, timeout=self.timeout, num_retries=0
                 )
-            return await self._client().chat.completions.create(**params)
+            return await self._on_server(lambda c: c.chat.completions.create(**params), avoid)
 
         stream = await with_retries(
             open_stream,
@@ -282,7 +325,7 @@ class LLM(BaseLLM):
         self._closed = True
         from optiforge.llm._loop import background_loop
 
-        clients = list(self._clients.items())
+        clients = [(loop, c) for loop, per in self._clients.items() for c in per.values()]
         bg = background_loop() if clients else None
         for loop, client in clients:
             try:
@@ -298,8 +341,7 @@ class LLM(BaseLLM):
     async def aclose(self) -> None:
         """Async form of :meth:`close` (closes this loop's connections properly)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
-        if client is not None:
+        for client in self._clients.pop(loop, {}).values():
             await client.close()
         await asyncio.to_thread(self.close)
 
