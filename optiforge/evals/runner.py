@@ -210,7 +210,7 @@ def _check_identity(old: RunMeta, new: RunMeta, out_dir: Path) -> None:
 
 async def run_eval(
     problems: Sequence[Problem],
-    agent_fn: AgentFn,
+    agent_fn: AgentFn | None,
     out_dir: str | Path,
     *,
     meta: RunMeta | None = None,
@@ -222,6 +222,7 @@ async def run_eval(
     progress: ProgressSink | bool = False,
     write_report: bool = True,
     usage: Callable[[], dict[str, Any] | None] | None = None,
+    executor: Any = None,
 ) -> EvalOutcome:
     """Run ``agent_fn`` over ``problems`` and journal each result in ``out_dir``.
 
@@ -238,6 +239,8 @@ async def run_eval(
     - ``progress``: True for a rich progress bar on stderr, or a :class:`ProgressSink`.
     - ``usage``: called at the end of the session; its dict (e.g. ``llm.usage``) goes to
       ``run.json``.
+    - ``executor``: where problems run (:mod:`optiforge.evals.executor`: local or Ray);
+      when given, ``agent_fn`` may be None and each problem is ``executor.run(problem)``.
 
     Writes ``results.jsonl``, ``run.json`` and (``write_report``) ``summary.json``,
     ``report.md``, ``report.html``. Cancelling the task (Ctrl-C under ``asyncio.run``)
@@ -246,6 +249,10 @@ async def run_eval(
     out = Path(out_dir)
     if concurrency < 1:
         raise EvalError(f"concurrency must be >= 1, got {concurrency}")
+    if executor is not None:
+        agent_fn = executor.run  # the dispatch point: this process, or a Ray worker
+    if agent_fn is None:
+        raise EvalError("run_eval needs an agent function or an executor")
     seen: set[str] = set()
     for p in problems:
         if p.id in seen:
