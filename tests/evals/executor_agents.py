@@ -79,4 +79,3 @@ async def short_llm(problem) -> Solution:
     return await _finish(
         problem, res.text, 0 if res.cached else 1, res.prompt_tokens, res.completion_tokens
     )
-
