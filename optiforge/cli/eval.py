@@ -108,7 +108,8 @@ def eval_command(
         None,
         "--agent-fn",
         help="Evaluate your own async agent: module:function or file.py:function taking a "
-        "Problem and returning a Solution (no LLM is started).",
+        "Problem and returning a Solution. It gets the configured LLM client if it has a "
+        "parameter named llm; otherwise no LLM is started.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     executor: str = typer.Option(
@@ -222,6 +223,7 @@ def eval_command(
         LocalExecutor,
         RayExecutor,
         load_agent_fn,
+        wants_llm,
     )
 
     llm = None
@@ -252,22 +254,18 @@ def eval_command(
 
         runner_exec = LocalExecutor(nothing)
     else:
-        if not agent_fn:
+        if not agent_fn or wants_llm(load_agent_fn(agent_fn)):
             from optiforge.cli.common import connect_llm
 
             llm = connect_llm(settings, no_cache=no_cache, concurrency=conc)
             llm.ensure_server()  # start (and pull) the embedded model before the bar shows
         if executor == "local":
-            runner_exec = LocalExecutor(
-                load_agent_fn(agent_fn) if agent_fn else BuiltAgent(spec, llm=llm)
-            )
+            runner_exec = LocalExecutor(BuiltAgent(spec, llm=llm))
         else:
             if llm is not None and llm.route == "local":
                 # Workers on this host share the driver's embedded server instead of each
                 # loading the model (a remote cluster needs --base-url it can reach).
                 spec = dataclasses.replace(spec, base_url=llm.ensure_server())
-            if agent_fn:
-                load_agent_fn(agent_fn)  # a bad spec fails here, not on every worker
             with console.status("starting Ray workers"):
                 runner_exec = RayExecutor(
                     spec,

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 import time
@@ -42,7 +43,9 @@ class AgentSpec:
 
     - ``agent``: ``team`` or ``direct`` (:func:`optiforge.agents.asolve`), unless
       ``agent_fn`` names your own async ``(Problem) -> Solution`` function as
-      ``module:function`` or ``path/to/file.py:function``.
+      ``module:function`` or ``path/to/file.py:function``. If that function has a
+      parameter named ``llm``, it is given the configured client (built from ``settings``
+      once per process), so its usage and server shares are reported like the team's.
     - ``settings``: the :func:`optiforge.config.load_settings` result (model, server URLs,
       cache...); ``base_url`` overrides its server URL(s), e.g. with the embedded server
       the driver started.
@@ -84,6 +87,14 @@ def load_agent_fn(spec: str) -> Any:
     return fn
 
 
+def wants_llm(fn: Any) -> bool:
+    """True when an ``--agent-fn`` function takes the configured client as ``llm``."""
+    try:
+        return "llm" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class BuiltAgent:
     """An :class:`AgentSpec` made runnable in this process (its LLM client included)."""
 
@@ -92,7 +103,8 @@ class BuiltAgent:
         self.llm = llm
         self._owns_llm = False
         self._fn = load_agent_fn(spec.agent_fn) if spec.agent_fn else None
-        if self._fn is None and self.llm is None:
+        self._fn_wants_llm = self._fn is not None and wants_llm(self._fn)
+        if (self._fn is None or self._fn_wants_llm) and self.llm is None:
             from optiforge.llm import LLM
 
             s = spec.settings
@@ -113,6 +125,8 @@ class BuiltAgent:
         if self._fn is not None:
             if prompts is not None:
                 raise EvalError("prompt values can only be given to the team/direct agents")
+            if self._fn_wants_llm:
+                return await self._fn(problem, llm=self.llm)
             return await self._fn(problem)
         from optiforge.agents import asolve
 
@@ -299,17 +313,16 @@ class RayExecutor:
         self._ray = ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home from evals
         if not ray.is_initialized():
-            env_vars = dict(self.env)
             if self.address is None:
                 # A local instance: workers import this very optiforge from its folder.
                 path = os.environ.get("PYTHONPATH", "")
-                env_vars["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), path) if p)
-                runtime_env: dict[str, Any] = {"env_vars": env_vars}
+                pythonpath = os.pathsep.join(p for p in (_package_root(), path) if p)
+                runtime_env: dict[str, Any] = {"env_vars": {"PYTHONPATH": pythonpath}}
             else:
                 import optiforge
 
                 # A cluster: ship this optiforge to the workers (their own copy may differ).
-                runtime_env = {"env_vars": env_vars, "py_modules": [optiforge]}
+                runtime_env = {"py_modules": [optiforge]}
             kwargs: dict[str, Any] = {
                 "address": self.address,
                 "runtime_env": runtime_env,
@@ -345,7 +358,10 @@ class RayExecutor:
         return self
 
     def _new_actor(self) -> Any:
-        return self._actor_cls.options(max_concurrency=self._per_worker).remote(self.spec)
+        options: dict[str, Any] = {"max_concurrency": self._per_worker}
+        if self.env:
+            options["runtime_env"] = {"env_vars": dict(self.env)}
+        return self._actor_cls.options(**options).remote(self.spec)
 
     @property
     def worker_count(self) -> int:
