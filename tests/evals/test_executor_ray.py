@@ -191,49 +191,84 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_driver_sigkill_then_resume_completes(tmp_path, tiny_llm):
+def _wait_for(out: Path, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (out / "results.jsonl").exists() and len(_latest(out)) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the eval exited early: {proc.communicate()}")
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the Ray eval made no progress")
+
+
+def test_ctrl_c_then_driver_sigkill_then_resume_completes(tmp_path, tiny_llm, ray_local):
+    """Three sessions of one CLI run on Ray: Ctrl-C while joined to a running cluster
+    (``--ray-address``: this module's Ray), resume on a private instance and SIGKILL that
+    driver, resume on the cluster again to the end."""
+    ids = [f"nl4opt-{i:04d}" for i in range(1, 10)]
     out = tmp_path / "run"
     env = {
         **os.environ,
         "EXEC_TEST_DELAY": "0.5",
-        "EXEC_TEST_LOG": str(tmp_path / "started.log"),
         "OPTIFORGE_CACHE_DIR": str(tmp_path / "cache"),
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     args = [
         *(sys.executable, "-m", "optiforge", "eval", "nl4opt"),
-        *("--ids", ",".join(IDS), "--agent-fn", AGENT, "--model", "smollm2-135m"),
+        *("--ids", ",".join(ids), "--agent-fn", AGENT, "--model", "smollm2-135m"),
         *("--base-url", tiny_llm.base_url, "--executor", "ray", "--concurrency", "2"),
         *("--out", str(out), "--no-progress"),
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if (out / "results.jsonl").exists() and len(_latest(out)) >= 2:
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        raise AssertionError("the Ray eval made no progress")
+
+    def default_sigint() -> None:  # a test run in the background inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    cluster = ["--ray-address", ray_local.get_runtime_context().gcs_address]
+    # 1. Ctrl-C: a clean stop, as with the local executor.
+    proc = subprocess.Popen(
+        [*args, *cluster],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        preexec_fn=default_sigint,
+    )
+    _wait_for(out, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Interrupted." in err and "--resume" in err and "--executor ray" in err
+    assert "ray: 2 workers ready" in err
+    after_ctrl_c = len(_latest(out))
+
+    # 2. Resume, then SIGKILL the driver.
+    proc = subprocess.Popen(
+        [*args, "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    _wait_for(out, after_ctrl_c + 2, proc)
     spawned = {p: _cmdline(p) for p in _ray_processes_of(proc.pid)}
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    first = set(_latest(out))
-    assert 2 <= len(first) < len(IDS)
-    res = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    after_kill = len(_latest(out))
+    assert after_ctrl_c + 2 <= after_kill < len(ids)
+
+    # 3. Resume to the end.
+    res = subprocess.run(
+        [*args, *cluster, "--resume"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert res.returncode == 0, res.stderr
-    recs = _latest(out)
-    assert sorted(recs) == IDS
+    assert sorted(_latest(out)) == ids
     lines = [json.loads(x)["id"] for x in (out / "results.jsonl").read_text().splitlines()]
-    assert sorted(lines) == IDS  # the finished ones were not run again
+    assert sorted(lines) == ids  # the finished ones were never run again
     meta = json.loads((out / "run.json").read_text())
-    assert [s["status"] for s in meta["sessions"]] == ["killed", "completed"]
-    assert meta["sessions"][1]["skipped_done"] == len(first)
+    assert [s["status"] for s in meta["sessions"]] == ["interrupted", "killed", "completed"]
+    assert meta["sessions"][2]["skipped_done"] == after_kill
     # The killed driver's Ray instance goes away with it: its raylet, GCS and workers by
-    # the time the resumed run ends (checked); its idle dashboard and runtime-env agents within a
-    # minute or so (measured 65 s under load), so those are only cleaned up here.
+    # the time the resumed run ends (checked); its idle dashboard and runtime-env agents
+    # within about a minute (65 s measured under load), so those are only cleaned up here.
     agents = [p for p, name in spawned.items() if "Agent" in name]
     core = [p for p in spawned if p not in agents]
     deadline = time.time() + 30
