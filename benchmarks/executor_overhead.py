@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -126,17 +127,18 @@ def main() -> None:
     )
     args = ap.parse_args()
 
+    from optiforge.agents.spec import AgentSpec, build_agent, load_agent_fn
     from optiforge.datasets import load_dataset
-    from optiforge.evals.executor import AgentSpec, LocalExecutor, RayExecutor, load_agent_fn
+    from optiforge.evals.executor import LocalExecutor, RayExecutor
 
     problems = load_dataset("nl4opt")[: args.problems]
     ids = [p.id for p in problems]
     agent = f"{Path(__file__).resolve()}:instant_agent"
-    spec = AgentSpec(agent_fn=agent)
+    factory = functools.partial(build_agent, AgentSpec(agent_fn=agent))
     os.environ.setdefault("PYTHONPATH", str(ROOT))
 
     t0 = time.perf_counter()
-    ray_ex = RayExecutor(spec, concurrency=args.concurrency, num_cpus=args.num_cpus).start()
+    ray_ex = RayExecutor(factory, concurrency=args.concurrency, num_cpus=args.num_cpus).start()
     ray_startup = time.perf_counter() - t0
     local_ex = LocalExecutor(load_agent_fn(agent))
     times: dict[str, list[float]] = {"local": [], "ray": []}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import shlex
 import signal
 import sys
@@ -217,14 +218,8 @@ def eval_command(
         command=shlex.join(["optiforge", *sys.argv[1:]]),
     )
 
-    from optiforge.evals.executor import (
-        AgentSpec,
-        BuiltAgent,
-        LocalExecutor,
-        RayExecutor,
-        load_agent_fn,
-        wants_llm,
-    )
+    from optiforge.agents.spec import AgentSpec, BuiltAgent, build_agent, load_agent_fn, wants_llm
+    from optiforge.evals.executor import LocalExecutor, RayExecutor
 
     llm = None
     pending = len(problems)
@@ -268,7 +263,7 @@ def eval_command(
                 spec = dataclasses.replace(spec, base_url=llm.ensure_server())
             with console.status("starting Ray workers"):
                 runner_exec = RayExecutor(
-                    spec,
+                    functools.partial(build_agent, spec),
                     address=ray_address,
                     workers=ray_workers,
                     concurrency=conc,

@@ -9,22 +9,21 @@ writes the journal, so journalling, resume, timeouts, the progress bar and Ctrl-
 same whatever the executor. ``prompts`` lets ``optiforge tune`` evaluate a candidate's
 prompt values on a minibatch through the same interface.
 
-The agent is described by an :class:`AgentSpec` (plain data that can travel to another
-process) and built where it runs: a Ray worker builds its own LLM client (same model, same
-server URLs, same response cache directory) once, and reuses it for every problem it runs.
-Ray is imported only inside :class:`RayExecutor`.
+evals receives the agent, it never builds one: the local executor takes an agent object or
+function; the Ray executor takes a picklable factory that builds the agent in each worker
+(:func:`optiforge.agents.spec.build_agent` with an :class:`~optiforge.agents.spec.AgentSpec`:
+same model, same server URLs, same response cache directory), once per worker, reused for
+every problem it runs. Ray is imported only inside :class:`RayExecutor`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
-import inspect
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,120 +36,37 @@ class WorkerDiedError(EvalError):
     """The worker process running a problem died, on every allowed attempt."""
 
 
-@dataclass(frozen=True)
-class AgentSpec:
-    """How to build the agent in any process. Picklable: it crosses to Ray workers.
+class Agent(Protocol):
+    """What an executor runs: :class:`optiforge.agents.spec.BuiltAgent` is one; a plain
+    async ``(Problem) -> Solution`` function is wrapped in :class:`FunctionAgent`."""
 
-    - ``agent``: ``team`` or ``direct`` (:func:`optiforge.agents.asolve`), unless
-      ``agent_fn`` names your own async ``(Problem) -> Solution`` function as
-      ``module:function`` or ``path/to/file.py:function``. If that function has a
-      parameter named ``llm``, it is given the configured client (built from ``settings``
-      once per process), so its usage and server shares are reported like the team's.
-    - ``settings``: the :func:`optiforge.config.load_settings` result (model, server URLs,
-      cache...); ``base_url`` overrides its server URL(s), e.g. with the embedded server
-      the driver started.
-    - ``budget``, ``samples``, ``prompts``: passed to the agent as by ``optiforge eval``.
-    - ``llm_concurrency``: requests in flight per client (one client per process).
-    """
-
-    agent: str = "team"
-    agent_fn: str | None = None
-    settings: Any = None
-    base_url: str | None = None
-    no_cache: bool = False
-    llm_concurrency: int | None = None
-    budget: int | None = None
-    samples: int | None = None
-    prompts: dict[str, str] | None = None
+    async def solve(self, problem: Problem, prompts: dict[str, str] | None = None) -> Any: ...
+    def usage(self) -> dict[str, Any] | None: ...
+    def close(self) -> None: ...
 
 
-def load_agent_fn(spec: str) -> Any:
-    """Import ``module:function`` or ``path/to/file.py:function``."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise EvalError(f"--agent-fn {spec!r} must look like module:function or file.py:function")
-    try:
-        if target.endswith(".py"):
-            path = Path(target).expanduser().resolve()
-            mod_spec = importlib.util.spec_from_file_location(f"_optiforge_agent_{path.stem}", path)
-            if mod_spec is None or mod_spec.loader is None or not path.exists():
-                raise EvalError(f"--agent-fn: no such file {path}")
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except ImportError as exc:
-        raise EvalError(f"--agent-fn: cannot import {target!r}: {exc}") from None
-    fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise EvalError(f"--agent-fn: {target!r} has no callable {attr!r}")
-    return fn
+class FunctionAgent:
+    """A plain async ``(Problem) -> Solution`` function as an :class:`Agent`."""
 
+    def __init__(self, fn: Callable[[Problem], Awaitable[Any]]) -> None:
+        self.fn = fn
 
-def wants_llm(fn: Any) -> bool:
-    """True when an ``--agent-fn`` function takes the configured client as ``llm``."""
-    try:
-        return "llm" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-class BuiltAgent:
-    """An :class:`AgentSpec` made runnable in this process (its LLM client included)."""
-
-    def __init__(self, spec: AgentSpec, llm: Any = None) -> None:
-        self.spec = spec
-        self.llm = llm
-        self._owns_llm = False
-        self._fn = load_agent_fn(spec.agent_fn) if spec.agent_fn else None
-        self._fn_wants_llm = self._fn is not None and wants_llm(self._fn)
-        if (self._fn is None or self._fn_wants_llm) and self.llm is None:
-            from optiforge.llm import LLM
-
-            s = spec.settings
-            if s is None:
-                from optiforge.config import load_settings
-
-                s = load_settings()
-            self.llm = LLM(
-                model=s.model,
-                base_url=spec.base_url or s.base_url,
-                cache=False if spec.no_cache else None,
-                concurrency=spec.llm_concurrency,
-                settings=s,
-            )
-            self._owns_llm = True
-
-    async def __call__(self, problem: Problem, prompts: dict[str, str] | None = None) -> Any:
-        if self._fn is not None:
-            if prompts is not None:
-                raise EvalError("prompt values can only be given to the team/direct agents")
-            if self._fn_wants_llm:
-                return await self._fn(problem, llm=self.llm)
-            return await self._fn(problem)
-        from optiforge.agents import asolve
-
-        return await asolve(
-            problem.text,
-            llm=self.llm,
-            agent=self.spec.agent,
-            budget=self.spec.budget,
-            samples=self.spec.samples,
-            prompts=prompts if prompts is not None else self.spec.prompts,
-        )
+    async def solve(self, problem: Problem, prompts: dict[str, str] | None = None) -> Any:
+        """Await the function; it takes no prompt values."""
+        if prompts is not None:
+            raise EvalError("prompt values can only be given to the team/direct agents")
+        return await self.fn(problem)
 
     def usage(self) -> dict[str, Any] | None:
-        """The LLM client's usage snapshot plus each server's share (None without LLM)."""
-        if self.llm is None:
-            return None
-        data = self.llm.usage.snapshot().model_dump()
-        stats = getattr(self.llm, "server_stats", None)  # test doubles have no servers
-        data["servers"] = stats() if stats is not None else {}
-        return data
+        return None
 
     def close(self) -> None:
-        if self._owns_llm and self.llm is not None:
-            self.llm.close()
+        pass
+
+
+def as_agent(agent: Any) -> Agent:
+    """``agent`` if it has ``solve``, else a :class:`FunctionAgent` around it."""
+    return agent if hasattr(agent, "solve") else FunctionAgent(agent)
 
 
 class Executor(Protocol):
@@ -177,37 +93,30 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, agent: Any) -> None:
-        """``agent``: an :class:`AgentSpec`, a :class:`BuiltAgent`, or an async
-        ``(Problem) -> Solution`` function."""
-        if isinstance(agent, AgentSpec):
-            agent = BuiltAgent(agent)
-        self._agent = agent
+        """``agent``: an :class:`Agent` (e.g. :class:`optiforge.agents.spec.BuiltAgent`)
+        or an async ``(Problem) -> Solution`` function."""
+        self._agent = as_agent(agent)
 
     async def run(self, problem: Problem, *, prompts: dict[str, str] | None = None) -> Any:
         """Await the agent on ``problem``."""
-        if isinstance(self._agent, BuiltAgent):
-            return await self._agent(problem, prompts)
-        if prompts is not None:
-            raise EvalError("prompt values can only be given to the team/direct agents")
-        return await self._agent(problem)
+        return await self._agent.solve(problem, prompts)
 
     def usage(self) -> dict[str, Any] | None:
         """The agent's LLM usage and server shares (None for a plain function)."""
-        return self._agent.usage() if isinstance(self._agent, BuiltAgent) else None
+        return self._agent.usage()
 
     def close(self) -> None:
-        """Close the LLM client this executor built."""
-        if isinstance(self._agent, BuiltAgent):
-            self._agent.close()
+        """Close the agent (and the LLM client it built)."""
+        self._agent.close()
 
 
 # -- Ray ------------------------------------------------------------------------------------
 class _RayWorker:
     """The body of one Ray actor: builds the agent once, runs problems concurrently."""
 
-    def __init__(self, spec: AgentSpec) -> None:
-        self.spec = spec
-        self.agent: BuiltAgent | None = None
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.agent: Agent | None = None
 
     def info(self) -> dict[str, Any]:
         import optiforge
@@ -216,8 +125,8 @@ class _RayWorker:
 
     async def run(self, problem: Problem, prompts: dict[str, str] | None) -> Any:
         if self.agent is None:
-            self.agent = BuiltAgent(self.spec)
-        return await self.agent(problem, prompts)
+            self.agent = as_agent(self.factory())
+        return await self.agent.solve(problem, prompts)
 
     def usage(self) -> dict[str, Any] | None:
         return self.agent.usage() if self.agent is not None else None
@@ -239,6 +148,10 @@ def _package_root() -> str:
 
 class RayExecutor:
     """Runs each problem as a task on a pool of long-lived Ray actors ("workers").
+
+    ``factory``: a picklable zero-argument callable that builds the agent in a worker, e.g.
+    ``functools.partial(optiforge.agents.spec.build_agent, spec)``; it may return an
+    :class:`Agent` or a plain async ``(Problem) -> Solution`` function.
 
     Each worker is an async actor holding one agent (and its LLM client, cache and HTTP
     connections) that runs up to ``per_worker`` problems at once; the generated code's
@@ -271,7 +184,7 @@ class RayExecutor:
 
     def __init__(
         self,
-        spec: AgentSpec,
+        factory: Callable[[], Any],
         *,
         address: str | None = None,
         workers: int | None = None,
@@ -284,7 +197,7 @@ class RayExecutor:
             raise EvalError(f"concurrency must be >= 1, got {concurrency}")
         if workers is not None and workers < 1:
             raise EvalError(f"workers must be >= 1, got {workers}")
-        self.spec = spec
+        self.factory = factory
         self.address = address
         self.workers = workers
         self.concurrency = concurrency
@@ -361,7 +274,7 @@ class RayExecutor:
         options: dict[str, Any] = {"max_concurrency": self._per_worker}
         if self.env:
             options["runtime_env"] = {"env_vars": dict(self.env)}
-        return self._actor_cls.options(**options).remote(self.spec)
+        return self._actor_cls.options(**options).remote(self.factory)
 
     @property
     def worker_count(self) -> int:
@@ -468,9 +381,9 @@ def _has_base(exc: BaseException, name: str) -> bool:
 
 
 def merge_usage(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum usage snapshots from several clients: numbers add up, nested dicts merge, and
-    ``servers`` is merged with :func:`optiforge.llm.pool.merge_server_stats`."""
-    from optiforge.llm.pool import merge_server_stats
+    """Sum usage snapshots from several clients: numbers add up, nested dicts merge; under
+    ``servers`` a server is ``up`` only if every client saw it up, and each server's
+    ``share`` of the answers (``ok``) is recomputed from the sums."""
 
     def add(a: Any, b: Any) -> Any:
         if isinstance(a, bool) or isinstance(b, bool):
@@ -485,8 +398,15 @@ def merge_usage(parts: list[dict[str, Any]]) -> dict[str, Any]:
         return b if b is not None else a
 
     total: dict[str, Any] = {}
+    servers: dict[str, dict[str, Any]] = {}
     for p in parts:
-        p = {k: v for k, v in p.items() if k != "servers"}
-        total = add(total, p)
-    total["servers"] = merge_server_stats(p.get("servers") or {} for p in parts)
+        total = add(total, {k: v for k, v in p.items() if k != "servers"})
+        for url, st in (p.get("servers") or {}).items():
+            st = {k: v for k, v in st.items() if k != "share"}
+            up = bool(st.get("up", True)) and bool(servers.get(url, {}).get("up", True))
+            servers[url] = {**add(servers.get(url, {}), st), "up": up}
+    answered = sum(int(v.get("ok", 0) or 0) for v in servers.values())
+    for v in servers.values():
+        v["share"] = round(int(v.get("ok", 0) or 0) / answered, 4) if answered else 0.0
+    total["servers"] = servers
     return total

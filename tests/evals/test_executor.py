@@ -3,6 +3,7 @@ clear errors, and the promise that nothing imports Ray unless the Ray executor i
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -10,16 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from optiforge.agents.spec import AgentSpec, AgentSpecError, BuiltAgent, build_agent, load_agent_fn
 from optiforge.datasets import load_dataset
 from optiforge.evals import read_journal, run_eval
-from optiforge.evals.executor import (
-    AgentSpec,
-    BuiltAgent,
-    LocalExecutor,
-    RayExecutor,
-    load_agent_fn,
-    merge_usage,
-)
+from optiforge.evals.executor import LocalExecutor, RayExecutor, merge_usage
 from optiforge.evals.records import EvalError
 
 FAKE = str(Path(__file__).with_name("fake_agents.py"))
@@ -47,8 +42,8 @@ async def test_local_executor_from_a_plain_function_and_prompts_rule():
     with pytest.raises(EvalError, match="prompt values"):
         await ex.run(problems[0], prompts={"direct_system": "x"})
     built = BuiltAgent(AgentSpec(agent_fn=f"{FAKE}:always_right"))
-    with pytest.raises(EvalError, match="prompt values"):
-        await built(problems[0], {"direct_system": "x"})
+    with pytest.raises(AgentSpecError, match="prompt values"):
+        await built.solve(problems[0], {"direct_system": "x"})
 
 
 async def test_spec_agent_passes_prompts_to_the_team(tmp_path, scripted_llm):
@@ -72,11 +67,11 @@ def test_run_eval_needs_an_agent_or_executor(tmp_path):
 
 
 def test_bad_agent_fn_specs():
-    with pytest.raises(EvalError, match="must look like"):
+    with pytest.raises(AgentSpecError, match="must look like"):
         load_agent_fn("no_colon")
-    with pytest.raises(EvalError, match="no such file"):
+    with pytest.raises(AgentSpecError, match="no such file"):
         load_agent_fn("/nope/agent.py:fn")
-    with pytest.raises(EvalError, match="has no callable"):
+    with pytest.raises(AgentSpecError, match="has no callable"):
         load_agent_fn(f"{FAKE}:missing")
 
 
@@ -108,11 +103,11 @@ def test_merge_usage_sums_counters_and_servers():
 
 def test_ray_executor_without_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    ex = RayExecutor(AgentSpec(agent_fn=f"{FAKE}:always_right"))
+    ex = RayExecutor(functools.partial(build_agent, AgentSpec(agent_fn=f"{FAKE}:always_right")))
     with pytest.raises(EvalError, match=r"pip install 'optiforge\[ray\]'"):
         ex.start()
     with pytest.raises(EvalError, match="concurrency"):
-        RayExecutor(AgentSpec(), concurrency=0)
+        RayExecutor(functools.partial(build_agent, AgentSpec()), concurrency=0)
 
 
 def test_cli_executor_flag_errors(tmp_path):
@@ -141,7 +136,9 @@ def test_local_eval_never_imports_ray(tmp_path):
         from optiforge.agents import asolve  # noqa
         from optiforge.datasets import load_dataset
         from optiforge.evals import run_eval
-        from optiforge.evals.executor import AgentSpec, BuiltAgent, LocalExecutor
+        import optiforge.agents.spec
+        from optiforge.agents.spec import AgentSpec, BuiltAgent
+        from optiforge.evals.executor import LocalExecutor
         ex = LocalExecutor(BuiltAgent(AgentSpec(agent_fn={FAKE + ":always_right"!r})))
         problems = load_dataset("nl4opt", ids=["nl4opt-0001", "nl4opt-0002"])
         out = asyncio.run(run_eval(problems, None, {str(tmp_path / "run")!r}, executor=ex))

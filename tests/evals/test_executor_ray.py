@@ -6,6 +6,7 @@ resumes. Marked slow (they run in CI); they assert protocol, never model text.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from optiforge.agents.spec import AgentSpec, BuiltAgent, build_agent
 from optiforge.config import load_settings
 from optiforge.datasets import load_dataset
 from optiforge.evals import read_journal, run_eval
-from optiforge.evals.executor import AgentSpec, BuiltAgent, LocalExecutor, RayExecutor
+from optiforge.evals.executor import LocalExecutor, RayExecutor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -61,7 +63,7 @@ def _latest(out: Path) -> dict:
 async def test_ray_matches_the_local_executor(tmp_path, tiny_llm, ray_local):
     problems = load_dataset("nl4opt", ids=IDS)
     spec = _spec(tiny_llm.base_url, tmp_path / "cache")
-    ray_ex = RayExecutor(spec, concurrency=4).start()
+    ray_ex = RayExecutor(functools.partial(build_agent, spec), concurrency=4).start()
     assert ray_ex.worker_count == 2
     pids = ray_local.get([a.info.remote() for a in ray_ex.worker_actors()])
     assert all(i["file"] == str(REPO / "optiforge" / "__init__.py") for i in pids)
@@ -105,7 +107,7 @@ async def test_a_killed_worker_loses_nothing(tmp_path, tiny_llm, ray_local, monk
     problems = load_dataset("nl4opt", ids=IDS)
     log = tmp_path / "started.log"
     ex = RayExecutor(
-        _spec(tiny_llm.base_url, tmp_path / "cache"),
+        functools.partial(build_agent, _spec(tiny_llm.base_url, tmp_path / "cache")),
         concurrency=4,
         env={"EXEC_TEST_DELAY": "1.5", "EXEC_TEST_LOG": str(log)},
     ).start()
@@ -146,7 +148,7 @@ async def test_a_worker_that_keeps_dying_is_retried_once_then_journalled(
     problems = load_dataset("nl4opt", ids=IDS[:3])
     log = tmp_path / "started.log"
     ex = RayExecutor(
-        _spec(tiny_llm.base_url, tmp_path / "cache"),
+        functools.partial(build_agent, _spec(tiny_llm.base_url, tmp_path / "cache")),
         concurrency=2,  # one problem per worker: the crash takes no other problem with it
         env={"EXEC_TEST_EXIT_ID": IDS[1], "EXEC_TEST_LOG": str(log)},
     ).start()

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from optiforge.agents.spec import AgentSpec, BuiltAgent
 from optiforge.config import load_settings
 from optiforge.datasets import load_dataset
 from optiforge.evals import read_journal, run_eval
-from optiforge.evals.executor import AgentSpec, BuiltAgent, LocalExecutor
+from optiforge.evals.executor import LocalExecutor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
