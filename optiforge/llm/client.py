@@ -179,7 +179,8 @@ class LLM(BaseLLM):
 
     async def _on_server(self, fn: Any, avoid: set[str]) -> Any:
         """Run ``fn(sdk_client)`` on the server the pool picks, and tell the pool how it
-        went. A failed server's URL goes into ``avoid`` so the retry tries another."""
+        went. A failed server's URL goes into ``avoid`` so the retry tries another. (A
+        stream counts as in flight while it is being opened, not while it is read.)"""
         pool = self.pool
         assert pool is not None
         server: ServerState = pool.acquire(avoid)
