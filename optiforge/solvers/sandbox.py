@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from enum import Enum
 from pathlib import Path
@@ -73,8 +74,17 @@ class SandboxResult(BaseModel):
     report_error: str | None = None
     #: One line for people and critics: what happened.
     message: str = ""
-    #: The confinement layers in force, e.g. ``fork+rlimits+audit-hook+netns+mountns+uid``.
+    #: The confinement layers in force, e.g.
+    #: ``fork+rlimits+audit-hook+userns+netns+mountns+readonly+pidns+procfs+ipcns+nproc+nocaps``
+    #: (see :mod:`optiforge.solvers.isolation`).
     isolation: str = ""
+
+    @property
+    def isolation_level(self) -> str:
+        """``full``, ``partial`` or ``basic`` (see ``optiforge.solvers.isolation.level``)."""
+        from optiforge.solvers.isolation import level
+
+        return level(self.isolation.split("+")) if self.isolation else ""
 
     @property
     def ok(self) -> bool:
@@ -92,13 +102,44 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+#: Environment variables a worker inherits; everything else (API keys, tokens) stays out,
+#: because a program is a fork of the worker and could read the worker's memory.
+_WORKER_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "LD_LIBRARY_PATH",
+    "OMP_NUM_THREADS",
+)
+
+
+def _hidden_paths() -> list[str]:
+    """Directories a program must not read: the user's home, the optiforge home (LLM cache,
+    models, journals) and the caller's working directory. The worker covers each with an
+    empty tmpfs, binding back only what the interpreter needs."""
+    out = [os.path.expanduser("~"), os.getcwd()]
+    with contextlib.suppress(Exception):
+        from optiforge.config import load_settings
+
+        s = load_settings()
+        out += [str(s.home), str(s.resolved_cache_dir), str(s.resolved_models_dir)]
+    return [p for p in out if p and p != "/"]
+
+
 class _WorkerProc:
     """One worker process and its control pipes (used by one thread at a time)."""
 
-    def __init__(self, isolation: str = "auto", disk_mb: int = 256) -> None:
-        env = dict(os.environ)
+    def __init__(
+        self, isolation: str = "auto", disk_mb: int = 256, hide: tuple[str, ...] = ()
+    ) -> None:
+        env = {k: v for k, v in os.environ.items() if k in _WORKER_ENV or k.startswith("LC_")}
         env["OPTIFORGE_SANDBOX_ISOLATION"] = isolation
         env["OPTIFORGE_SANDBOX_DISK_MB"] = str(int(disk_mb))
+        env["OPTIFORGE_SANDBOX_HIDE"] = os.pathsep.join(hide)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_package_root(), env.get("PYTHONPATH", "")) if p
         )
@@ -114,6 +155,9 @@ class _WorkerProc:
         )
         self.ready = False
         self.isolation = ""
+        self.level = ""
+        self.missing: list[str] = []
+        self.notes: list[str] = []
         self.pid = self.proc.pid
 
     def _recv(self, timeout: float) -> dict[str, Any]:
@@ -159,6 +203,9 @@ class _WorkerProc:
             )
         self.ready = True
         self.isolation = msg.get("isolation", "")
+        self.level = msg.get("level", "")
+        self.missing = list(msg.get("missing", []))
+        self.notes = list(msg.get("notes", []))
 
     def request(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()
@@ -204,9 +251,15 @@ class SandboxPool:
     A worker that dies or hangs is replaced, and the pool keeps serving.
 
     ``timeout``, ``memory_mb`` and ``output_limit`` are defaults for :meth:`run`.
-    ``isolation="auto"`` uses namespaces and a separate uid when running as root;
-    ``"basic"`` forces the unprivileged fallback (fork, rlimits, audit hook) for testing.
-    ``disk_mb`` sizes each worker's private /tmp (namespace mode).
+    ``isolation="auto"`` uses every kernel layer it can get (namespaces, as root directly,
+    otherwise in an unprivileged user namespace; see :mod:`optiforge.solvers.isolation`);
+    ``"basic"`` forces the fallback without namespaces (fork, rlimits, audit hook) for
+    testing. ``disk_mb`` sizes each worker's private /tmp (namespace mode).
+
+    ``require="full"`` refuses to run anything (:class:`SandboxError`) unless every layer
+    of full isolation is in force; ``"none"`` runs with what there is and warns once,
+    naming the missing layers. The default comes from the ``sandbox_require`` setting
+    (``OPTIFORGE_SANDBOX_REQUIRE``).
     """
 
     def __init__(
@@ -218,9 +271,20 @@ class SandboxPool:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         isolation: str = "auto",
         disk_mb: int = 256,
+        require: str | None = None,
     ) -> None:
         if isolation not in ("auto", "basic"):
             raise SandboxError(f"isolation must be 'auto' or 'basic', got {isolation!r}")
+        if require is None:
+            from optiforge.config import load_settings
+
+            require = load_settings().sandbox_require
+        if require not in ("none", "full"):
+            raise SandboxError(
+                f"sandbox_require must be 'none' or 'full', got {require!r} "
+                "(OPTIFORGE_SANDBOX_REQUIRE or sandbox_require in optiforge.toml)"
+            )
+        self.require = require
         if size is None:
             size = default_pool_size()
         if size < 1:
@@ -235,7 +299,11 @@ class SandboxPool:
         self._idle: queue.Queue[_WorkerProc] = queue.Queue()
         self._workers: list[_WorkerProc] = []
         self._closed = False
-        self._spawn_args = {"isolation": isolation, "disk_mb": disk_mb}
+        self._spawn_args = {
+            "isolation": isolation,
+            "disk_mb": disk_mb,
+            "hide": tuple(_hidden_paths()) if isolation == "auto" else (),
+        }
         for _ in range(size):
             w = _WorkerProc(**self._spawn_args)
             self._workers.append(w)
@@ -343,6 +411,7 @@ class SandboxPool:
                 raise SandboxError("the sandbox pool is closed; create a new SandboxPool")
             try:
                 w.wait_ready()
+                self._check_isolation(w)
                 reply = w.request(job, timeout + _CONTROL_GRACE_S)
             except (OSError, EOFError, TimeoutError, ValueError) as e:
                 w = self._replace(w)
@@ -364,6 +433,53 @@ class SandboxPool:
     async def arun(self, code: str, **kwargs: Any) -> SandboxResult:
         """:meth:`run` without blocking the event loop."""
         return await asyncio.to_thread(self.run, code, **kwargs)
+
+    def _check_isolation(self, w: _WorkerProc) -> None:
+        """Refuse (require=full) or warn once when a layer of full isolation is missing."""
+        if w.level == "full" or self._spawn_args["isolation"] == "basic":
+            return
+        text = isolation_message(w.missing, w.notes)
+        if self.require == "full":
+            raise SandboxError(
+                f"sandbox_require=full, but {text}. Generated code was not run. Allow "
+                "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
+                "user.max_user_namespaces > 0; in a container, a seccomp/AppArmor profile "
+                "that permits unshare) or run as root, or set OPTIFORGE_SANDBOX_REQUIRE=none "
+                "to accept the weaker isolation."
+            )
+        global _warned
+        with _default_lock:
+            if _warned:
+                return
+            _warned = True
+        warnings.warn(f"optiforge sandbox: {text}", RuntimeWarning, stacklevel=3)
+
+    def isolation_info(self, timeout: float = _START_TIMEOUT_S) -> dict[str, Any]:
+        """The isolation the workers have: ``{"isolation", "level", "missing", "notes"}``."""
+        w = self._idle.get()
+        try:
+            w.wait_ready(timeout)
+            return {
+                "isolation": w.isolation,
+                "level": w.level,
+                "missing": list(w.missing),
+                "notes": list(w.notes),
+            }
+        finally:
+            self._idle.put(w)
+
+
+_warned = False
+
+
+def isolation_message(missing: list[str], notes: list[str]) -> str:
+    """One sentence naming the missing layers and why they are missing."""
+    what = ", ".join(missing) or "none"
+    why = f" ({'; '.join(notes)})" if notes else ""
+    return (
+        f"generated code runs without full isolation: missing {what}{why}; native code "
+        "(ctypes) can then do what those layers would stop"
+    )
 
 
 #: Pyomo's error when a program asks to load a solution the solver did not find (raised by

@@ -1,0 +1,54 @@
+"""Run a command as an unprivileged user (uid/gid 65534), for the sandbox's unprivileged tests.
+
+Must start as root. The interpreter often lives where that user cannot go (``/root`` is
+mode 0700 under pyenv), so this first enters a private mount namespace and covers each such
+directory with an empty tmpfs, binding back only the interpreter and the repository; the
+host's files and modes are untouched. Then it drops every privilege (uid, gid, groups,
+capabilities) and executes the command.
+
+Usage: ``python tests/solvers/as_nobody.py HOME -- command args...``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+
+
+def main() -> None:
+    sys.path.insert(0, str(REPO))
+    from optiforge.solvers import isolation as iso
+
+    if os.geteuid() != 0:
+        sys.exit("as_nobody.py must run as root")
+    home, sep, *cmd = sys.argv[1:]
+    if sep != "--" or not cmd:
+        sys.exit(__doc__)
+    needed = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), str(REPO)]
+    needed += [p for p in sys.path if p and os.path.isabs(p)]
+    iso.unshare(iso.CLONE_NEWNS)
+    iso.mount("none", "/", None, iso.MS_REC | iso.MS_PRIVATE, None)
+    for path, keep in iso.cover_plan(iso.blocked_dirs(needed), needed):
+        if os.path.isdir(path):
+            iso.cover(path, keep)
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)  # clears every capability
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+        "PYTHONPATH": str(REPO),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+    }
+    os.chdir(home)
+    os.execvpe(cmd[0], cmd, env)
+
+
+if __name__ == "__main__":
+    main()
