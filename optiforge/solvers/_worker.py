@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import gc
 import json
 import os
@@ -92,6 +93,19 @@ def send(fd: int, msg: dict[str, Any]) -> None:
     while data:
         k = os.write(fd, data)
         data = data[k:]
+
+
+def splice_exact(src: int, dst: int, n: int, offset: int | None = None) -> int:
+    """Move ``n`` bytes from ``src`` to ``dst`` inside the kernel (one end a pipe); returns
+    how many moved before EOF. The worker relays programs and their output this way, so
+    none of it ever sits in its memory, which the next program inherits by fork."""
+    moved = 0
+    while moved < n:
+        k = os.splice(src, dst, n - moved, None if offset is None else offset + moved)
+        if k == 0:
+            break
+        moved += k
+    return moved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,15 +262,11 @@ def _kill_leftovers(job_uid: int | None) -> int:
     return killed
 
 
-def _tail(path: str, limit: int) -> tuple[str, int]:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            f.seek(max(0, size - limit))
-            data = f.read(limit)
-    except OSError:
-        return "", 0
-    return data.decode("utf-8", "replace"), size
+def _tail(fd: int, limit: int) -> tuple[int, int, int]:
+    """(offset, length, total size) of the last ``limit`` bytes of the file ``fd``."""
+    size = os.fstat(fd).st_size
+    offset = max(0, size - limit)
+    return offset, size - offset, size
 
 
 def _needed_paths() -> list[str]:
@@ -342,7 +352,7 @@ class _Spare:
     job_fd: int  # write end of the job pipe (the program reads it)
     status_fd: int  # read end of the status pipe (the init writes the program's status)
     jobdir: str
-    paths: dict[str, str]
+    out_fds: tuple[int, int, int]  # stdout, stderr, report: memfds the worker reads back
 
 
 class Worker:
@@ -415,11 +425,12 @@ class Worker:
         """
         jobdir = tempfile.mkdtemp(prefix="optiforge-sbx-")
         os.chmod(jobdir, 0o711)
-        paths = {k: os.path.join(jobdir, k) for k in ("stdout", "stderr", "report")}
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out_fd = os.open(paths["stdout"], flags, 0o600)
-        err_fd = os.open(paths["stderr"], flags, 0o600)
-        rep_fd = os.open(paths["report"], flags | os.O_APPEND, 0o600)
+        # Output goes to memory files, not to the jobs' tmpfs: a program that fills its
+        # disk must still be able to say why it failed. RLIMIT_FSIZE caps them too.
+        out_fd, err_fd, rep_fd = (
+            os.memfd_create(k, os.MFD_CLOEXEC) for k in ("stdout", "stderr", "report")
+        )
+        fcntl.fcntl(rep_fd, fcntl.F_SETFL, fcntl.fcntl(rep_fd, fcntl.F_GETFL) | os.O_APPEND)
         workdir = os.path.join(jobdir, "work")
         os.mkdir(workdir, 0o700)
         if self.drop_uid:
@@ -448,15 +459,15 @@ class Worker:
             except BaseException:
                 pass
             os._exit(EXIT_SETUP)
-        for fd in (r, sw, out_fd, err_fd, rep_fd):
+        for fd in (r, sw):
             os.close(fd)
-        return _Spare(pid, w, sr, jobdir, paths)
+        return _Spare(pid, w, sr, jobdir, (out_fd, err_fd, rep_fd))
 
     def discard_spare(self) -> None:
         """Stop the pre-forked pair and remove its directory (at exit)."""
         spare, self.spare = self.spare, None
         if spare is not None:
-            for fd in (spare.job_fd, spare.status_fd):
+            for fd in (spare.job_fd, spare.status_fd, *spare.out_fds):
                 with contextlib.suppress(OSError):
                     os.close(fd)
             with contextlib.suppress(ProcessLookupError):
@@ -480,28 +491,52 @@ class Worker:
                     return
         _kill_leftovers(self.job_uid)
 
-    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Run one program in the spare pair (forked now if there is none)."""
+    def run_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, int, int]]]:
+        """Run one program in the spare pair (forked now if there is none).
+
+        ``job`` is the header; the program itself (``job["payload"]`` bytes) is still in the
+        control pipe and goes to the program process by splice. Returns the reply header
+        and the (fd, offset, length) ranges of the output to send after it.
+        """
         self.jobs += 1
-        spare, self.spare = self.spare or self._prefork(), None
+        try:
+            spare, self.spare = self.spare or self._prefork(), None
+        except BaseException:
+            self._drain(int(job["payload"]))
+            raise
         try:
             return self._run(job, spare)
+        except BaseException:
+            for fd in spare.out_fds:
+                os.close(fd)
+            raise
         finally:
             os.close(spare.status_fd)
             self.cleanup()
             shutil.rmtree(spare.jobdir, ignore_errors=True)
 
-    def _run(self, job: dict[str, Any], spare: _Spare) -> dict[str, Any]:
+    def _drain(self, n: int) -> None:
+        """Discard ``n`` payload bytes from the control pipe (keeps the channel in step)."""
+        with open(os.devnull, "wb") as null:
+            splice_exact(self.ctrl_in, null.fileno(), n)
+
+    def _run(
+        self, job: dict[str, Any], spare: _Spare
+    ) -> tuple[dict[str, Any], list[tuple[int, int, int]]]:
         pid = spare.pid
-        out_path, err_path, rep_path = (spare.paths[k] for k in ("stdout", "stderr", "report"))
         timeout = float(job["timeout"])
+        n = int(job["payload"])
         t0 = time.monotonic()
+        moved = 0
         try:
-            send(spare.job_fd, job)
+            os.write(spare.job_fd, struct.pack(">I", n))
+            moved = splice_exact(self.ctrl_in, spare.job_fd, n)
         except OSError:
             pass  # the child died early; its status tells what happened
         finally:
             os.close(spare.job_fd)
+            if moved < n:
+                self._drain(n - moved)
         timed_out, parent_gone = self._wait(pid, t0 + timeout)
         if timed_out or parent_gone:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -520,26 +555,29 @@ class Worker:
                 (status,) = struct.unpack("i", raw)
         cpu = usage.ru_utime + usage.ru_stime
         tail = int(job.get("tail_chars", 8000))
-        stdout, out_size = _tail(out_path, tail)
-        stderr, err_size = _tail(err_path, tail)
-        report, rep_size = _tail(rep_path, 1 << 20)
+        out_fd, err_fd, rep_fd = spare.out_fds
+        out = _tail(out_fd, tail)
+        err = _tail(err_fd, tail)
+        rep = _tail(rep_fd, 1 << 20)
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -(sig or 0)
-        return {
+        header = {
             "type": "result",
             "returncode": rc,
             "signal": signal.Signals(sig).name if sig else None,
             "timed_out": timed_out,
             "elapsed_s": elapsed,
             "cpu_s": cpu,
-            "stdout": stdout,
-            "stderr": stderr,
-            "stdout_bytes": out_size,
-            "stderr_bytes": err_size,
-            "report": report,
-            "report_bytes": rep_size,
+            "stdout_bytes": out[2],
+            "stderr_bytes": err[2],
+            "report_bytes": rep[2],
+            "blobs": [out[1], err[1], rep[1]],  # stdout, stderr, report tails follow
             "isolation": self.isolation,
         }
+        return header, [
+            (fd, off, length)
+            for fd, (off, length, _) in zip(spare.out_fds, (out, err, rep), strict=True)
+        ]
 
     def _wait(self, pid: int, deadline: float) -> tuple[bool, bool]:
         """Wait for the init to exit; returns (timed out, parent gone)."""
@@ -593,11 +631,19 @@ class Worker:
                 if msg is None or msg.get("type") == "exit":
                     return
                 if msg.get("type") == "run":
+                    blobs: list[tuple[int, int, int]] = []
                     try:
-                        reply = self.run_job(msg)
+                        reply, blobs = self.run_job(msg)
                     except Exception as e:  # report, keep serving
                         reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
-                    send(self.ctrl_out, reply)
+                    try:
+                        send(self.ctrl_out, reply)
+                        for fd, off, length in blobs:
+                            if splice_exact(fd, self.ctrl_out, length, off) != length:
+                                raise OSError("output shrank while being sent")
+                    finally:
+                        for fd, _, _ in blobs:
+                            os.close(fd)
                 elif msg.get("type") == "ping":
                     send(self.ctrl_out, {"type": "pong", "jobs": self.jobs})
         finally:

@@ -275,12 +275,12 @@ def drop_capabilities() -> None:
 
 
 def level(layers: list[str] | tuple[str, ...] | set[str]) -> str:
-    """``full`` when every layer of :data:`FULL_LAYERS` is present, ``basic`` when none is,
-    else ``partial``."""
+    """``full`` when every layer of :data:`FULL_LAYERS` is present, ``basic`` when no
+    namespace is (fork, rlimits and the audit hook only), else ``partial``."""
     have = set(layers)
     if all(x in have for x in FULL_LAYERS):
         return "full"
-    if not any(x in have for x in FULL_LAYERS):
+    if not have & {"netns", "mountns", "pidns", "ipcns"}:
         return "basic"
     return "partial"
 

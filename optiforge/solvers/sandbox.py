@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from optiforge.solvers.errors import SandboxError
-from optiforge.solvers.protocol import parse_objective_line, parse_report_text
+from optiforge.solvers.protocol import parse_objective_text, parse_report_text
 from optiforge.solvers.result import SolveResult, SolveStatus
 
 EXIT_MEMORY = 121
@@ -160,36 +160,41 @@ class _WorkerProc:
         self.notes: list[str] = []
         self.pid = self.proc.pid
 
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        buf = bytearray()
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("sandbox worker did not answer in time")
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                continue
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise EOFError("sandbox worker exited")
+            buf += chunk
+        return bytes(buf)
+
     def _recv(self, timeout: float) -> dict[str, Any]:
         import json
 
-        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
+        (n,) = struct.unpack(">I", self._read_exact(4, deadline))
+        msg = json.loads(self._read_exact(n, deadline))
+        # A result's output follows its header as raw bytes (the worker splices them).
+        blobs = msg.pop("blobs", None) if msg.get("type") == "result" else None
+        if blobs is not None:
+            for key, size in zip(("stdout", "stderr", "report"), blobs, strict=True):
+                msg[key] = self._read_exact(int(size), deadline).decode("utf-8", "replace")
+        return msg
 
-        def read_exact(n: int) -> bytes:
-            buf = bytearray()
-            while len(buf) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("sandbox worker did not answer in time")
-                r, _, _ = select.select([fd], [], [], left)
-                if not r:
-                    continue
-                chunk = os.read(fd, n - len(buf))
-                if not chunk:
-                    raise EOFError("sandbox worker exited")
-                buf += chunk
-            return bytes(buf)
-
-        (n,) = struct.unpack(">I", read_exact(4))
-        return json.loads(read_exact(n))
-
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, msg: dict[str, Any], payload: bytes = b"") -> None:
         import json
 
         data = json.dumps(msg).encode()
         assert self.proc.stdin is not None
-        self.proc.stdin.write(struct.pack(">I", len(data)) + data)
+        self.proc.stdin.write(struct.pack(">I", len(data)) + data + payload)
         self.proc.stdin.flush()
 
     def wait_ready(self, timeout: float = _START_TIMEOUT_S) -> None:
@@ -208,8 +213,21 @@ class _WorkerProc:
         self.notes = list(msg.get("notes", []))
 
     def request(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send a job: a small header the worker reads, then the program as a payload the
+        worker passes to the program's process without reading it."""
+        import json
+
         self.wait_ready()
-        self._send(job)
+        payload = json.dumps(job).encode()
+        self._send(
+            {
+                "type": "run",
+                "timeout": job["timeout"],
+                "tail_chars": job["tail_chars"],
+                "payload": len(payload),
+            },
+            payload,
+        )
         return self._recv(timeout)
 
     def alive(self) -> bool:
@@ -549,8 +567,16 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
             "the model is infeasible or unbounded",
         )
     elif reason == ExitReason.OK:
-        obj = parse_objective_line(reply.get("stdout", ""))
-        if obj is not None:
+        obj, report_error = parse_objective_text(reply.get("stdout", ""))
+        if report_error is not None:
+            result = SolveResult(
+                status=SolveStatus.ERROR,
+                solver="sandbox",
+                solve_time_s=reply["elapsed_s"],
+                log_tail=log_tail,
+                message=f"the program's report was rejected: {report_error}",
+            )
+        elif obj is not None:
             result = SolveResult(
                 status=SolveStatus.OPTIMAL,
                 objective=obj,
