@@ -152,6 +152,9 @@ class _WorkerProc:
             close_fds=True,
             start_new_session=True,
             env=env,
+            # Not the caller's folder: ``-m`` puts the working directory on sys.path, and the
+            # worker keeps what is on sys.path visible to programs.
+            cwd="/",
         )
         self.ready = False
         self.isolation = ""

@@ -46,6 +46,7 @@ def main() -> None:
         "PYTHONDONTWRITEBYTECODE": "1",
         "LANG": "C.UTF-8",
     }
+    env.update({k: v for k, v in os.environ.items() if k.startswith("OPTIFORGE_TEST_")})
     os.chdir(home)
     os.execvpe(cmd[0], cmd, env)
 

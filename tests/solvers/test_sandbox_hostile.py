@@ -507,18 +507,26 @@ def test_next_program_sees_nothing_of_the_previous(hpool, full):
 
 
 @pytest.mark.skipif(NOBODY_RUN, reason="this is the unprivileged run")
-def test_hostile_corpus_unprivileged(tmp_path):
+def test_hostile_corpus_unprivileged():
     """Re-run this file as uid 65534: the same promises must hold without root."""
     if os.geteuid() != 0:
         pytest.skip("already unprivileged: the run above was the unprivileged run")
-    home = tmp_path / "home"
-    home.mkdir()
+    import shutil
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="optiforge-nobody-")  # pytest's tmp is root-only
     os.chown(home, 65534, 65534)
-    os.chmod(tmp_path, 0o755)
+    try:
+        _run_as_nobody(home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run_as_nobody(home: str) -> None:
     cmd = [
         sys.executable,
         str(Path(__file__).with_name("as_nobody.py")),
-        str(home),
+        home,
         "--",
         sys.executable,
         "-m",
