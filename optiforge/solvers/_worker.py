@@ -370,7 +370,7 @@ class Worker:
         self.spare: _Spare | None = None
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
-        self.notes = list(notes)
+        self.notes = list(dict.fromkeys(notes))
         self.layers = set(layers)
         self.pid1 = "pidns" in self.layers and os.getpid() == 1
         if "mountns" in self.layers:
@@ -760,7 +760,7 @@ def _child(
             # (the stub, the worker's threads, the init and this process).
             base = 0 if uid is not None else 3 + worker.tasks
             _setrlimit(resource.RLIMIT_NPROC, base + int(job.get("max_processes", MAX_PROCESSES)))
-        caps = os.geteuid() == 0
+        caps = iso.has_capabilities()
         if caps:
             iso.drop_bounding_set()
         if uid is not None:

@@ -274,6 +274,18 @@ def drop_capabilities() -> None:
     _check(_libc.capset(header, data), "capset")
 
 
+def has_capabilities() -> bool:
+    """True when this process holds any capability (root, or root of a user namespace)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("CapEff:", "CapPrm:")) and int(line.split()[1], 16):
+                    return True
+    except (OSError, ValueError):
+        return os.geteuid() == 0
+    return False
+
+
 def level(layers: list[str] | tuple[str, ...] | set[str]) -> str:
     """``full`` when every layer of :data:`FULL_LAYERS` is present, ``basic`` when no
     namespace is (fork, rlimits and the audit hook only), else ``partial``."""

@@ -6,7 +6,11 @@ directory with an empty tmpfs, binding back only the interpreter and the reposit
 host's files and modes are untouched. Then it drops every privilege (uid, gid, groups,
 capabilities) and executes the command.
 
-Usage: ``python tests/solvers/as_nobody.py HOME -- command args...``
+With ``--no-userns`` it also takes user namespaces away, as on a kernel or container that
+forbids them: it enters a user namespace of its own (uid 65534 mapped to itself), sets
+that namespace's ``user.max_user_namespaces`` to 0, and drops its capabilities there.
+
+Usage: ``python tests/solvers/as_nobody.py [--no-userns] HOME -- command args...``
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ def main() -> None:
 
     if os.geteuid() != 0:
         sys.exit("as_nobody.py must run as root")
-    home, sep, *cmd = sys.argv[1:]
+    args = sys.argv[1:]
+    no_userns = args[:1] == ["--no-userns"]
+    home, sep, *cmd = args[1:] if no_userns else args
     if sep != "--" or not cmd:
         sys.exit(__doc__)
     needed = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), str(REPO)]
@@ -38,6 +44,16 @@ def main() -> None:
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)  # clears every capability
+    if no_userns:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: to write our own id maps
+        iso.unshare(iso.CLONE_NEWUSER)
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{NOBODY} {NOBODY} 1")):
+            Path(f"/proc/self/{name}").write_text(text)
+        Path("/proc/self/gid_map").write_text(f"{NOBODY} {NOBODY} 1")
+        Path("/proc/sys/user/max_user_namespaces").write_text("0")
+        iso.drop_capabilities()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": home,

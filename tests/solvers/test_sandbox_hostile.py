@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from optiforge.config import load_settings
-from optiforge.solvers import ExitReason, SandboxPool, SolveStatus
+from optiforge.solvers import ExitReason, SandboxError, SandboxPool, SolveStatus
 
 _spec = importlib.util.spec_from_file_location(
     "solvers_procs", Path(__file__).with_name("procs.py")
@@ -552,6 +552,64 @@ def _run_as_nobody(home: str) -> None:
             f"({level}); the Python-level cases passed unprivileged, the native ones skipped"
         )
     assert " passed" in text and "skipped" not in text.splitlines()[-1], text[-3000:]
+
+
+DEGRADED_SCRIPT = """
+import json, os, warnings
+from optiforge.solvers import SandboxError, SandboxPool
+warnings.simplefilter("always")
+out = {}
+with warnings.catch_warnings(record=True) as caught:
+    with SandboxPool(size=1, require="none") as p:
+        a, b = p.run("report(objective=2)"), p.run("pass")
+        out["ok"] = a.ok and a.result.objective == 2 and b.ok
+        out["level"], out["isolation"] = a.isolation_level, a.isolation
+out["warnings"] = [str(w.message) for w in caught if "optiforge sandbox" in str(w.message)]
+os.environ["OPTIFORGE_SANDBOX_REQUIRE"] = "full"
+with SandboxPool(size=1) as p:
+    try:
+        p.run("open('pwned', 'w')")
+        out["refused"] = None
+    except SandboxError as e:
+        out["refused"] = str(e)
+print("RESULT", json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(NOBODY_RUN, reason="this is the unprivileged run")
+def test_without_user_namespaces_warns_once_and_full_is_refused():
+    """A kernel or container that forbids user namespaces: the sandbox still runs programs
+    (fork, rlimits, audit hook), warns once naming the missing layers, and with
+    sandbox_require=full refuses to run generated code at all."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to build an unprivileged user without user namespaces")
+    import shutil
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="optiforge-nobody-")
+    os.chown(home, 65534, 65534)
+    try:
+        script = Path(home) / "degraded.py"
+        script.write_text(DEGRADED_SCRIPT)
+        helper = str(Path(__file__).with_name("as_nobody.py"))
+        cmd = [sys.executable, helper, "--no-userns", home, "--", sys.executable, str(script)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert proc.returncode == 0 and "RESULT" in proc.stdout, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert out["ok"] and out["level"] == "basic", out
+    assert len(out["warnings"]) == 1, out["warnings"]
+    for layer in ("netns", "mountns", "readonly", "pidns", "nproc"):
+        assert layer in out["warnings"][0]
+    assert out["refused"] and "sandbox_require=full" in out["refused"]
+    assert "missing netns" in out["refused"] and "OPTIFORGE_SANDBOX_REQUIRE" in out["refused"]
+
+
+def test_require_setting_is_checked():
+    with pytest.raises(SandboxError, match="sandbox_require must be 'none' or 'full'"):
+        SandboxPool(size=1, require="maybe")
+    assert load_settings(sandbox_require="full").sandbox_require == "full"
 
 
 def test_report_channel_rejects_non_finite_numbers(hpool):
