@@ -609,7 +609,8 @@ class Worker:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def serve(self) -> None:
+    def send_ready(self) -> None:
+        """Tell the pool this worker is ready, and what isolation its programs get."""
         layers = self.isolation.split("+")
         send(
             self.ctrl_out,
@@ -622,6 +623,10 @@ class Worker:
                 "notes": self.notes,
             },
         )
+
+    def serve(self) -> None:
+        """Answer the pool's requests until it says exit or goes away."""
+        self.send_ready()
         try:
             while True:
                 if self.spare is None:
@@ -1011,13 +1016,15 @@ def main() -> None:
             os._exit(max(0, os.waitstatus_to_exitcode(status)))
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    try:
-        _preload()
-    except Exception as e:
-        send(ctrl_out, {"type": "error", "message": f"worker warm-up failed: {e}"})
-        return
+    probe = "--probe" in sys.argv[1:]  # set up as a worker, report the layers, exit
+    if not probe:
+        try:
+            _preload()
+        except Exception as e:
+            send(ctrl_out, {"type": "error", "message": f"worker warm-up failed: {e}"})
+            return
     hide = [p for p in os.environ.get("OPTIFORGE_SANDBOX_HIDE", "").split(os.pathsep) if p]
-    Worker(
+    worker = Worker(
         ctrl_in,
         ctrl_out,
         layers=layers,
@@ -1025,7 +1032,11 @@ def main() -> None:
         host_pid=host_pid,
         disk_mb=int(os.environ.get("OPTIFORGE_SANDBOX_DISK_MB", "256")),
         hide=hide,
-    ).serve()
+    )
+    if probe:
+        worker.send_ready()
+    else:
+        worker.serve()
 
 
 if __name__ == "__main__":

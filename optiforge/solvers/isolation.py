@@ -216,13 +216,16 @@ def cover(path: str, keep: list[str], size_mb: int = 1, mode: str = "0755") -> N
 def cover_plan(covers: list[str], needed: list[str]) -> list[tuple[str, list[str]]]:
     """For each directory to cover, the children to bind back so ``needed`` stay reachable.
 
-    Outer directories come first. A directory that is itself needed, or the root, is not
-    covered.
+    Outer directories come first. The root, a directory that is needed, and one inside a
+    needed directory (e.g. a working directory inside ``site-packages``) are not covered:
+    covering them would hide what the interpreter imports.
     """
     needed_real = {os.path.realpath(p) for p in needed if p and os.path.exists(p)}
     plan = []
     for d in sorted({os.path.realpath(c) for c in covers if c}, key=lambda p: p.count("/")):
-        if d == "/" or not os.path.isdir(d) or d in needed_real:
+        if d == "/" or not os.path.isdir(d):
+            continue
+        if any(d == n or d.startswith(n.rstrip("/") + "/") for n in needed_real if n != "/"):
             continue
         keep = set()
         for n in needed_real:

@@ -134,7 +134,11 @@ class _WorkerProc:
     """One worker process and its control pipes (used by one thread at a time)."""
 
     def __init__(
-        self, isolation: str = "auto", disk_mb: int = 256, hide: tuple[str, ...] = ()
+        self,
+        isolation: str = "auto",
+        disk_mb: int = 256,
+        hide: tuple[str, ...] = (),
+        probe: bool = False,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if k in _WORKER_ENV or k.startswith("LC_")}
         env["OPTIFORGE_SANDBOX_ISOLATION"] = isolation
@@ -145,7 +149,7 @@ class _WorkerProc:
         )
         env.setdefault("OMP_NUM_THREADS", "1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "optiforge.solvers._worker"],
+            [sys.executable, "-m", "optiforge.solvers._worker", *(["--probe"] if probe else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -604,6 +608,30 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
         message=msg,
         isolation=reply.get("isolation", ""),
     )
+
+
+def probe_isolation(timeout: float = 60.0) -> dict[str, Any]:
+    """The isolation a sandbox worker gets on this machine, without warming one up.
+
+    Starts a worker that sets up its namespaces and filesystem view exactly as a pool's
+    would, reports, and exits. Returns ``{"isolation", "level", "missing", "notes"}``.
+    """
+    w = _WorkerProc(hide=tuple(_hidden_paths()), probe=True)
+    try:
+        w.wait_ready(timeout)
+        return {"isolation": w.isolation, "level": w.level, "missing": w.missing, "notes": w.notes}
+    finally:
+        w.kill()
+
+
+def describe_isolation(info: dict[str, Any]) -> str:
+    """One line for people: ``sandbox isolation: full (fork+rlimits+...)``."""
+    line = f"sandbox isolation: {info['level']} ({info['isolation']})"
+    if info.get("missing"):
+        line += "; missing " + ", ".join(info["missing"])
+        if info.get("notes"):
+            line += f" ({'; '.join(info['notes'])})"
+    return line
 
 
 _default_pool: SandboxPool | None = None

@@ -633,3 +633,39 @@ def test_report_channel_rejects_non_finite_numbers(hpool):
     assert r.result is None
     r = run(hpool, "report(objective=1, variables={'x': float('-inf')})")
     assert r.exit_reason == ExitReason.ERROR and "not finite" in r.stderr
+
+
+def test_cover_plan_keeps_what_the_interpreter_needs():
+    import tempfile
+
+    from optiforge.solvers.isolation import cover_plan
+
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(f"{d}/lib/site/pkg")
+        os.makedirs(f"{d}/home/.cache/optiforge")
+        plan = cover_plan(
+            [d, f"{d}/lib/site/pkg", f"{d}/home", "/"], [f"{d}/lib/site", f"{d}/home/.pyenv"]
+        )
+    # The outer folder is covered with the needed child bound back; a folder inside a
+    # needed one is left alone (covering it could hide modules); the root is never covered;
+    # the home is covered although a needed path under it does not exist.
+    assert plan == [(d, [f"{d}/lib"]), (f"{d}/home", [])], plan
+
+
+def test_version_shows_the_isolation():
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-m", "optiforge", "version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=str(REPO),
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].startswith("sandbox isolation: "), out.stdout
+    level = lines[1].split()[2]
+    assert level in ("full", "partial", "basic")
+    if os.geteuid() == 0:
+        assert level == "full", out.stdout
