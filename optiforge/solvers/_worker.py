@@ -14,18 +14,17 @@ home, the optiforge home, the caller's working directory and ``/run`` covered by
 tmpfs mounts with only the interpreter's files bound back; then every mount read-only
 except ``/tmp``.
 
-Per program, forked ahead while the worker is idle (off the program's critical path): an
-init process in a PID namespace of its own, with its own mount namespace (``/tmp``
-read-only but for the program's directory, a ``/proc`` showing only its processes) and IPC
-namespace. The init forks the program process, which waits for its job on a pipe, then
-sets rlimits (CPU, address space, file size, open files, processes), drops every
-capability (as root: switches to a uid of its own), sets ``no_new_privs``, installs an
-audit hook that turns forbidden Python calls into clear errors, and runs the program.
-When the program exits, the init exits and the kernel kills whatever is left in the
-namespace; the worker then kills anything else still in its own namespace and removes the
-job's files. Without namespaces the same process structure runs with fork, rlimits and
-the audit hook only, and leftovers are found by walking the process tree (the worker is a
-child subreaper).
+Per program, forked ahead while the worker is idle (off the program's critical path): a
+process that is PID 1 of a PID namespace of its own, with its own mount namespace
+(``/tmp`` read-only but for the program's directory, a ``/proc`` showing only its
+processes) and IPC namespace. It waits for its job on a pipe, then sets rlimits (CPU,
+address space, file size, open files, processes), drops every capability (as root:
+switches to a uid of its own), sets ``no_new_privs``, installs an audit hook that turns
+forbidden Python calls into clear errors, and runs the program. When it exits the kernel
+kills whatever is left in its namespace; the worker then kills anything else still in its
+own namespace and removes the job's files. Without namespaces the same runs with fork,
+rlimits and the audit hook only, and leftovers are found by walking the process tree (the
+worker is a child subreaper).
 """
 
 from __future__ import annotations
@@ -346,11 +345,10 @@ def _probe_pidns(own_ns: int) -> tuple[bool, bool]:
 
 @dataclass
 class _Spare:
-    """A pre-forked init + program pair waiting for its job."""
+    """A pre-forked program process waiting for its job."""
 
-    pid: int  # the init process (the worker's child)
-    job_fd: int  # write end of the job pipe (the program reads it)
-    status_fd: int  # read end of the status pipe (the init writes the program's status)
+    pid: int  # the program's process (PID 1 of its own namespace when there is one)
+    job_fd: int  # write end of the job pipe (the program's process reads it)
     jobdir: str
     out_fds: tuple[int, int, int]  # stdout, stderr, report: memfds the worker reads back
 
@@ -436,7 +434,6 @@ class Worker:
         if self.drop_uid:
             os.chown(workdir, self.job_uid, self.job_uid)
         r, w = os.pipe()
-        sr, sw = os.pipe()
         self.tasks = _task_count()
         if self.prog_pidns:
             iso.unshare(iso.CLONE_NEWPID)
@@ -452,22 +449,24 @@ class Worker:
                 iso.setns(self.own_pidns, iso.CLONE_NEWPID)
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                for fd in (w, sr, self.ctrl_in, self.ctrl_out):
+                for fd in (w, self.ctrl_in, self.ctrl_out):
                     with contextlib.suppress(OSError):
                         os.close(fd)
-                _init(self, workdir, r, sw, (out_fd, err_fd, rep_fd))
+                _prepare(self, workdir)
+                job = recv(r)
             except BaseException:
-                pass
-            os._exit(EXIT_SETUP)
-        for fd in (r, sw):
-            os.close(fd)
-        return _Spare(pid, w, sr, jobdir, (out_fd, err_fd, rep_fd))
+                os._exit(EXIT_SETUP)
+            if job is None:  # the worker discarded this spare
+                os._exit(0)
+            _child(self, job, workdir, out_fd, err_fd, rep_fd)
+        os.close(r)
+        return _Spare(pid, w, jobdir, (out_fd, err_fd, rep_fd))
 
     def discard_spare(self) -> None:
         """Stop the pre-forked pair and remove its directory (at exit)."""
         spare, self.spare = self.spare, None
         if spare is not None:
-            for fd in (spare.job_fd, spare.status_fd, *spare.out_fds):
+            for fd in (spare.job_fd, *spare.out_fds):
                 with contextlib.suppress(OSError):
                     os.close(fd)
             with contextlib.suppress(ProcessLookupError):
@@ -511,7 +510,6 @@ class Worker:
                 os.close(fd)
             raise
         finally:
-            os.close(spare.status_fd)
             self.cleanup()
             shutil.rmtree(spare.jobdir, ignore_errors=True)
 
@@ -543,16 +541,11 @@ class Worker:
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _, init_status, usage = os.wait4(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         elapsed = time.monotonic() - t0
         if parent_gone:
             self.cleanup()
             os._exit(0)
-        status = init_status
-        with contextlib.suppress(OSError):
-            raw = os.read(spare.status_fd, 4)
-            if len(raw) == 4:
-                (status,) = struct.unpack("i", raw)
         cpu = usage.ru_utime + usage.ru_stime
         tail = int(job.get("tail_chars", 8000))
         out_fd, err_fd, rep_fd = spare.out_fds
@@ -631,7 +624,6 @@ class Worker:
             while True:
                 if self.spare is None:
                     self.spare = self._prefork()
-                    os.set_blocking(self.spare.status_fd, False)
                 msg = recv(self.ctrl_in)
                 if msg is None or msg.get("type") == "exit":
                     return
@@ -659,20 +651,17 @@ class Worker:
 # Child side (never returns)
 
 
-def _init(
-    worker: Worker, workdir: str, job_fd: int, status_fd: int, fds: tuple[int, int, int]
-) -> None:  # pragma: no cover - runs in the forked child
-    """The program's init: confine the view, fork the program, report its exit status.
+def _prepare(worker: Worker, workdir: str) -> None:  # pragma: no cover - runs in the child
+    """Everything about the program's process that does not depend on its job.
 
     With a PID namespace this process is its PID 1: when it exits the kernel kills every
-    process left in the namespace. Without one it is a subreaper, so orphans stay below it
-    and then below the worker, which kills them.
+    process left in the namespace. (As PID 1 it ignores signals it sends itself that have
+    no handler, and the CPU limit's SIGXCPU; RLIMIT_CPU's hard limit still kills it.)
     """
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if not worker.prog_pidns and os.getppid() == 1:  # the worker died before prctl
         os._exit(0)
     os.setsid()
-    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if "mountns" in worker.layers:
         iso.unshare(iso.CLONE_NEWNS | iso.CLONE_NEWIPC, "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
         # Its own directory is the one writable place: bind it onto itself, then make the
@@ -682,28 +671,6 @@ def _init(
             iso.make_readonly("/tmp", recursive=False)
         if worker.prog_procfs:
             iso.mount("proc", "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC, None)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(status_fd)
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            job = recv(job_fd)
-        except BaseException:
-            os._exit(EXIT_SETUP)
-        if job is None:  # the worker discarded this spare
-            os._exit(0)
-        _child(worker, job, workdir, *fds)
-    os.close(job_fd)
-    for fd in fds:
-        os.close(fd)
-    while True:
-        try:
-            done, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(0)
-        if done == pid:
-            os.write(status_fd, struct.pack("i", status))
-            os._exit(0)
 
 
 def _setrlimit(which: int, value: int) -> None:
@@ -762,8 +729,8 @@ def _child(
         if "nproc" in worker.layers:
             # Counts threads too: enough for solver threads, too few for a fork bomb. In a
             # user namespace the count is per namespace: this worker's tasks count too
-            # (the stub, the worker's threads, the init and this process).
-            base = 0 if uid is not None else 3 + worker.tasks
+            # (the stub, the worker's threads and this process).
+            base = 0 if uid is not None else 2 + worker.tasks
             _setrlimit(resource.RLIMIT_NPROC, base + int(job.get("max_processes", MAX_PROCESSES)))
         caps = iso.has_capabilities()
         if caps:

@@ -521,7 +521,12 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
     limit = job["output_limit"]
     if reply.get("timed_out"):
         reason, msg = ExitReason.TIMEOUT, f"stopped after the {job['timeout']:g} s time limit"
-    elif sig == "SIGXFSZ" or max(reply["stdout_bytes"], reply["stderr_bytes"]) >= limit:
+    elif (
+        sig == "SIGXFSZ"
+        or max(reply["stdout_bytes"], reply["stderr_bytes"]) >= limit
+        # As PID 1 of its namespace a program ignores SIGXFSZ; the write fails with EFBIG.
+        or (rc != 0 and "[Errno 27] File too large" in stderr[-3000:])
+    ):
         reason, msg = ExitReason.OUTPUT_LIMIT, f"output or a file exceeded {limit} bytes"
     elif sig == "SIGXCPU" or (sig == "SIGKILL" and (reply.get("cpu_s") or 0) >= job["cpu_time"]):
         reason, msg = ExitReason.CPU_LIMIT, f"used its {job['cpu_time']:g} s of CPU time"
