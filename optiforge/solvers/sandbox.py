@@ -121,7 +121,9 @@ def _hidden_paths() -> list[str]:
     """Directories a program must not read: the user's home, the optiforge home (LLM cache,
     models, journals) and the caller's working directory. The worker covers each with an
     empty tmpfs, binding back only what the interpreter needs."""
-    out = [os.path.expanduser("~"), os.getcwd()]
+    out = [os.path.expanduser("~")]
+    with contextlib.suppress(OSError):  # a deleted working directory has no path
+        out.append(os.getcwd())
     with contextlib.suppress(Exception):
         from optiforge.config import load_settings
 

@@ -41,9 +41,9 @@ def assert_clean(pool: SandboxPool) -> None:
     """No program process is left behind.
 
     Below each worker's process (the one the pool started) there may be only a chain: with
-    namespaces the worker proper (PID 1 of its namespace), then the pre-forked init and
-    program process waiting for the next job; without, the init and program process. A
-    branch, a longer chain, or anything running as a job uid (root mode) is a leftover.
+    namespaces the worker proper (PID 1 of its namespace), then the pre-forked process
+    waiting for the next program; without, that pre-forked process alone. A branch, a
+    longer chain, or anything running as a job uid (root mode) is a leftover.
     """
     workers = set(pool.worker_pids())
     uids = {UID_BASE + w for w in workers}
@@ -53,7 +53,7 @@ def assert_clean(pool: SandboxPool) -> None:
         left = [(p, pp, u) for p, pp, u in procs if u in uids]
         for w in workers:
             tree = _subtree(procs, w)
-            if len(tree) > 4 or any(len(k) > 1 for k in tree.values()):
+            if len(tree) > 3 or any(len(k) > 1 for k in tree.values()):
                 left += [(p, pp, u) for p, pp, u in procs if p in tree and p != w]
         if not left or time.monotonic() > deadline:
             break
