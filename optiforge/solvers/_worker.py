@@ -284,15 +284,19 @@ def _enter_worker_namespaces() -> tuple[list[str], list[str]]:
     (layers obtained, notes on what failed); the caller forks the worker proper."""
     notes: list[str] = []
     base = iso.CLONE_NEWNET | iso.CLONE_NEWNS
+    # Root unshares directly; without root, or as a root without CAP_SYS_ADMIN (some
+    # containers), through a user namespace.
+    ways = (["root"] if iso.has_capabilities() else []) + ["userns"]
     for flags, layers in ((base | iso.CLONE_NEWPID, ["pidns"]), (base, [])):
-        try:
-            if os.geteuid() == 0:
-                iso.unshare(flags, "unshare(CLONE_NEWNET|CLONE_NEWNS)")
-                return ["netns", "mountns", *layers], notes
-            iso.enter_user_namespace(flags)
-            return ["userns", "netns", "mountns", *layers], notes
-        except OSError as e:
-            notes.append(str(e))
+        for way in ways:
+            try:
+                if way == "root":
+                    iso.unshare(flags, "unshare(CLONE_NEWNET|CLONE_NEWNS)")
+                    return ["netns", "mountns", *layers], notes
+                iso.enter_user_namespace(flags)
+                return ["userns", "netns", "mountns", *layers], notes
+            except OSError as e:
+                notes.append(str(e))
     return [], notes
 
 
@@ -398,9 +402,13 @@ class Worker:
         if "mountns" in self.layers:
             self.layers.add("ipcns")
         # RLIMIT_NPROC counts per uid (per user namespace): it bounds a program only when
-        # the program's uid is its own, or the user namespace is this worker's alone.
-        if self.drop_uid or "userns" in self.layers:
+        # the program's uid is its own, or the user namespace is this worker's alone. The
+        # kernel never applies it to uid 0 outside any user namespace (a root without
+        # CAP_SYS_ADMIN, in some containers, gets here through a user namespace).
+        if self.drop_uid or ("userns" in self.layers and os.environ.get("_OUTER_UID") != "0"):
             self.layers.add("nproc")
+        elif "userns" in self.layers:
+            self.notes.append("RLIMIT_NPROC does not bind uid 0 (root without CAP_SYS_ADMIN)")
         self.layers.add("nocaps")
         self.baseline_vm = _vm_size()
         self.tasks = 1
@@ -454,7 +462,9 @@ class Worker:
                         os.close(fd)
                 _prepare(self, workdir)
                 job = recv(r)
-            except BaseException:
+            except BaseException as e:
+                with contextlib.suppress(BaseException):  # the result's stderr says why
+                    os.write(err_fd, f"sandbox setup failed: {type(e).__name__}: {e}\n".encode())
                 os._exit(EXIT_SETUP)
             if job is None:  # the worker discarded this spare
                 os._exit(0)
@@ -967,6 +977,7 @@ def main() -> None:
     os.dup2(devnull, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     host_pid = os.getpid()
+    os.environ["_OUTER_UID"] = str(os.getuid())  # before a user namespace maps it to 0
     layers: list[str] = []
     notes: list[str] = []
     if os.environ.get("OPTIFORGE_SANDBOX_ISOLATION", "auto") != "basic":

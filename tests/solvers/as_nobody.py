@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 NOBODY = 65534
+UNAVAILABLE = 77  # exit code: this machine cannot build the requested user (tests skip)
 
 
 def main() -> None:
@@ -36,11 +37,15 @@ def main() -> None:
         sys.exit(__doc__)
     needed = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), str(REPO)]
     needed += [p for p in sys.path if p and os.path.isabs(p)]
-    iso.unshare(iso.CLONE_NEWNS)
-    iso.mount("none", "/", None, iso.MS_REC | iso.MS_PRIVATE, None)
-    for path, keep in iso.cover_plan(iso.blocked_dirs(needed), needed):
-        if os.path.isdir(path):
-            iso.cover(path, keep)
+    try:
+        iso.unshare(iso.CLONE_NEWNS)
+        iso.mount("none", "/", None, iso.MS_REC | iso.MS_PRIVATE, None)
+        for path, keep in iso.cover_plan(iso.blocked_dirs(needed), needed):
+            if os.path.isdir(path):
+                iso.cover(path, keep)
+    except OSError as e:  # e.g. a container without CAP_SYS_ADMIN
+        print(f"AS_NOBODY_UNAVAILABLE: cannot make a mount namespace here: {e}")
+        sys.exit(UNAVAILABLE)
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)  # clears every capability
@@ -48,7 +53,11 @@ def main() -> None:
         import ctypes
 
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: to write our own id maps
-        iso.unshare(iso.CLONE_NEWUSER)
+        try:
+            iso.unshare(iso.CLONE_NEWUSER)
+        except OSError as e:  # already forbidden here: the case it would build
+            print(f"AS_NOBODY_UNAVAILABLE: user namespaces are forbidden here already: {e}")
+            sys.exit(UNAVAILABLE)
         for name, text in (("setgroups", "deny"), ("uid_map", f"{NOBODY} {NOBODY} 1")):
             Path(f"/proc/self/{name}").write_text(text)
         Path("/proc/self/gid_map").write_text(f"{NOBODY} {NOBODY} 1")
