@@ -61,6 +61,42 @@ def hpool():
             os.environ[SECRET_VAR] = old
 
 
+def _snapshot() -> dict[str, tuple[float, int]]:
+    """mtime and size of what a hostile program must not change: the repository's top
+    level and the model store. (Not the LLM cache: other runs on a shared machine write
+    it; the write test checks it by name.)"""
+    out = {}
+    settings = load_settings()
+    for root, depth in ((REPO, 1), (settings.resolved_models_dir, 1)):
+        todo = [(Path(root), 0)]
+        while todo:
+            d, level = todo.pop()
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out[e.path] = (st.st_mtime, st.st_size)
+                if e.is_dir(follow_symlinks=False) and level + 1 < depth:
+                    todo.append((Path(e.path), level + 1))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def nothing_changed_outside():
+    """After every case: no file created, changed or removed in the places above."""
+    before = _snapshot()
+    yield
+    after = _snapshot()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    changed = [c for c in changed if "__pycache__" not in c and ".pytest_cache" not in c]
+    assert not changed, f"changed outside the program's folder: {changed[:20]}"
+
+
 def needs(pool: SandboxPool, *layers: str) -> None:
     """Skip unless the pool has these kernel layers (only they can stop native code)."""
     have = pool.isolation_info()["isolation"].split("+")
