@@ -358,6 +358,13 @@ class _Spare:
 
 
 class Worker:
+    """The worker proper: builds its view once, then forks a confined process per program.
+
+    ``layers`` are the namespaces its stub obtained (see ``_enter_worker_namespaces``);
+    the rest (read-only view, PID namespace per program, process limit) are added here as
+    they succeed, and ``notes`` say why any is missing.
+    """
+
     def __init__(
         self,
         ctrl_in: int,

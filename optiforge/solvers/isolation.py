@@ -26,7 +26,6 @@ Layers (the names in ``SandboxResult.isolation``):
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import struct
@@ -167,9 +166,16 @@ def make_readonly(path: str, recursive: bool) -> None:
         if not recursive
         else [p for p in _mount_points() if p == path or p.startswith(path.rstrip("/") + "/")]
     )
+    failed = []
     for p in points:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError):
+        try:
             _remount(p, readonly=True)
+        except (FileNotFoundError, NotADirectoryError):  # hidden under another mount
+            continue
+        except OSError as e:
+            failed.append(f"{p}: {e.strerror}")
+    if failed:
+        raise OSError(f"could not make read-only: {'; '.join(failed[:5])}")
 
 
 def make_writable(path: str) -> None:
