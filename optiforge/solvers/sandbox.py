@@ -26,7 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from optiforge.solvers.errors import SandboxError
 from optiforge.solvers.protocol import parse_objective_text, parse_report_text
@@ -79,6 +79,7 @@ class SandboxResult(BaseModel):
     #: (see :mod:`optiforge.solvers.isolation`).
     isolation: str = ""
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def isolation_level(self) -> str:
         """``full``, ``partial`` or ``basic`` (see ``optiforge.solvers.isolation.level``)."""
