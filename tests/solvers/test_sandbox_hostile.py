@@ -728,6 +728,7 @@ def test_version_shows_the_isolation():
     assert lines[1] == describe_isolation(probe_isolation())
 
 
+@pytest.mark.skipif(NOBODY_RUN, reason="this is the unprivileged run")
 def test_read_only_fallback_without_mount_setattr():
     """Kernels before 5.12 lack mount_setattr: the view is then made read-only one mount at a
     time. Forced here (fault injection) in a throw-away mount namespace."""
