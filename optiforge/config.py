@@ -54,6 +54,10 @@ class Settings:
     #: CPU threads of the embedded server (None = every usable core; set it lower on a
     #: machine that other jobs keep busy, see optiforge.llm.local.default_threads).
     local_threads: int | None = None
+    #: ``full``: refuse to run generated code unless the sandbox has every isolation layer
+    #: (namespaces, read-only view, PID namespace, process limit); ``none``: run with what
+    #: the machine allows and warn once. See docs/solvers.md ("Isolation").
+    sandbox_require: str = "none"
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -46,6 +46,7 @@ KNOWN_DEBT: set[str] = {
     "layer: optiforge.llm.local -> optiforge.config",
     "layer: optiforge.llm.store -> optiforge.config",
     "layer: optiforge.llm.vllm -> optiforge.config",
+    "layer: optiforge.solvers.sandbox -> optiforge.config",  # sandbox_require, hidden dirs
     "cycle: optiforge.solvers.compile <> optiforge.solvers.ir",
     "cycle: optiforge.trace.bundle <> optiforge.trace.errors <> optiforge.trace.feedback <> "
     "optiforge.trace.nodes <> optiforge.trace.render",
