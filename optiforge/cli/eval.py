@@ -123,7 +123,7 @@ def eval_command(
     ray_address: str | None = typer.Option(
         None,
         "--ray-address",
-        help="With --executor ray: a running cluster (auto, or ray://HOST:10001); default: "
+        help="With --executor ray: a running cluster (auto, or its HOST:6379); default: "
         "start a private local Ray instance. Cluster workers need optiforge's dependencies "
         "and must reach --base-url.",
     ),

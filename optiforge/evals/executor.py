@@ -160,7 +160,7 @@ class RayExecutor:
     :class:`WorkerDiedError`, which the runner journals as an infrastructure failure.
 
     - ``address``: ``None`` starts a private local Ray instance (stopped by :meth:`close`);
-      ``"auto"`` or ``"ray://host:10001"`` joins a running cluster, whose workers must have
+      ``"auto"`` or the cluster's ``"host:6379"`` joins a running cluster, whose workers must have
       optiforge's dependencies installed (this optiforge itself is shipped to them).
     - ``workers``: actors to start; default: one per CPU of the cluster, at most
       ``concurrency``.
