@@ -271,7 +271,8 @@ class RayExecutor:
         return self
 
     def _new_actor(self) -> Any:
-        options: dict[str, Any] = {"max_concurrency": self._per_worker}
+        # One spare slot, so usage and info calls never queue behind running problems.
+        options: dict[str, Any] = {"max_concurrency": self._per_worker + 1}
         if self.env:
             options["runtime_env"] = {"env_vars": dict(self.env)}
         return self._actor_cls.options(**options).remote(self.factory)
@@ -351,10 +352,12 @@ class RayExecutor:
     # -- usage --------------------------------------------------------------------------
     def _collect_usage(self) -> list[dict[str, Any]]:
         ray = self._ray
+        refs = [slot.actor.usage.remote() for slot in self._slots]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=15)
         out = []
-        for slot in self._slots:
+        for ref in ready:
             try:
-                u = ray.get(slot.actor.usage.remote(), timeout=30)
+                u = ray.get(ref)
             except Exception:  # a dead worker's counters are gone; the journal has its work
                 continue
             if u:
