@@ -41,6 +41,8 @@ class Settings:
     home: Path = field(default_factory=_default_home)
     cache: bool = True
     cache_dir: Path | None = None
+    #: Cap of the LLM answer cache in MB (0 = no cap): past it the oldest answers go first.
+    cache_max_mb: float = 1024.0
     models_dir: Path | None = None
     #: Requests in flight at once from one client.
     concurrency: int = 4
