@@ -139,7 +139,9 @@ def _strings_quoted(value: Any, candidate: str) -> bool:
     if isinstance(value, list):
         return all(_strings_quoted(v, candidate) for v in value)
     if isinstance(value, str):
-        forms = {value, json.dumps(value, ensure_ascii=False)[1:-1]}
+        escaped = json.dumps(value, ensure_ascii=False)[1:-1]
+        # As written: raw, JSON-escaped, \u-escaped, or with \' inside single quotes.
+        forms = {value, escaped, json.dumps(value)[1:-1], escaped.replace("'", "\\'")}
         return any(
             q + f + q in candidate or (f and q + f in candidate) for q in "\"'" for f in forms
         )
