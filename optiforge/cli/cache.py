@@ -106,13 +106,14 @@ def prune(
     try:
         before = cache.stats()["file_bytes"]
         n = cache.prune(age)
-        cache.vacuum()
+        compacted = cache.vacuum()
         after = cache.stats()
     finally:
         cache.close()
     typer.echo(
         f"deleted {n:,} answers older than {older_than}; {after['rows']:,} left, file "
         f"{before / 2**20:,.1f} MB -> {after['file_bytes'] / 2**20:,.1f} MB"
+        + ("" if compacted else " (in use by another process: freed pages are reused later)")
     )
 
 

@@ -198,11 +198,20 @@ class ResponseCache:
         """Delete every cached answer."""
         self._conn().execute("DELETE FROM answers")
 
-    def vacuum(self) -> None:
-        """Give the space of deleted rows back to the file system (rewrites the file)."""
+    def vacuum(self, wait_s: float = 30.0) -> bool:
+        """Give the space of deleted rows back to the file system (rewrites the file).
+        False when another process still holds the database after ``wait_s`` seconds (its
+        freed pages are then reused by later writes instead)."""
         conn = self._conn()
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("VACUUM")
+        conn.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.execute("PRAGMA busy_timeout=30000")
+        return True
 
     def close(self) -> None:
         """Close every connection opened by this object."""

@@ -142,3 +142,19 @@ def test_parse_age_units():
     for bad in ("", "30", "d", "-1d", "30 days"):
         with pytest.raises(ConfigError):
             parse_age(bad)
+
+
+def test_vacuum_while_another_process_writes_is_not_an_error(tmp_path):
+    import sqlite3
+
+    cache = ResponseCache(tmp_path)
+    cache.put_many({"a": _VALUE})
+    other = sqlite3.connect(tmp_path / "llm_cache.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process mid-write
+    try:
+        assert cache.vacuum(wait_s=0.2) is False
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert cache.vacuum() is True and len(cache) == 1
+    cache.close()
