@@ -347,6 +347,8 @@ summary{cursor:pointer}.charts{display:flex;flex-wrap:wrap;gap:1.5em}
 
 
 def _esc(x: Any) -> str:
+    # Every journal or run field goes through here (tests/evals/test_report.py proves it
+    # with a `<script>` in each field); the charts escape their labels the same way.
     return html.escape("" if x is None else str(x))
 
 

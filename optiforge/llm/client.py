@@ -88,7 +88,8 @@ class LLM(BaseLLM):
             store = cache
         elif cache if cache is not None else s.cache:
             store = ResponseCache(
-                Path(cache_dir).expanduser() if cache_dir else s.resolved_cache_dir
+                Path(cache_dir).expanduser() if cache_dir else s.resolved_cache_dir,
+                max_mb=s.cache_max_mb,
             )
         else:
             store = None
