@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import sysconfig
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
@@ -24,6 +28,45 @@ FAILURE_LABELS: dict[str, str] = {
     "llm_error": "LLM/server error",
     "agent_crash": "agent raised an exception",
 }
+
+
+@lru_cache(maxsize=1)
+def _machine_prefixes() -> tuple[tuple[str, str], ...]:
+    """(prefix, placeholder) pairs, longest first: site-packages, the standard library,
+    the interpreter prefix and the user's home, as this machine spells them."""
+    pairs: dict[str, str] = {}
+    paths = sysconfig.get_paths()
+    for key in ("purelib", "platlib"):
+        if paths.get(key):
+            pairs[paths[key]] = "<site-packages>"
+    try:
+        import site
+
+        for sp in [*site.getsitepackages(), site.getusersitepackages()]:
+            pairs.setdefault(sp, "<site-packages>")
+    except (AttributeError, ImportError):  # pragma: no cover - virtualenv without site
+        pass
+    for key in ("stdlib", "platstdlib"):
+        if paths.get(key):
+            pairs.setdefault(paths[key], "<stdlib>")
+    pairs.setdefault(sys.prefix, "<python>")
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        pairs.setdefault(home, "~")
+    out = [(p.rstrip("/"), v) for p, v in pairs.items() if p and len(p.rstrip("/")) > 1]
+    return tuple(sorted(out, key=lambda pv: -len(pv[0])))
+
+
+def portable_text(text: str | None) -> str | None:
+    """``text`` with this machine's install and home paths replaced by placeholders
+    (``<site-packages>/pyomo/...``, ``~/...``), so that tracebacks and solver logs in a
+    journal name no path of the machine that ran it and results can be committed as is."""
+    if not text:
+        return text
+    for prefix, placeholder in _machine_prefixes():
+        if prefix in text:
+            text = text.replace(prefix + "/", placeholder + "/").replace(prefix, placeholder)
+    return text
 
 
 class EvalError(OptiforgeError):

@@ -25,6 +25,7 @@ from optiforge.evals.records import (
     RunMeta,
     Session,
     StepSummary,
+    portable_text,
 )
 from optiforge.evals.scoring import DEFAULT_RULE, score_all
 
@@ -108,7 +109,7 @@ def record_from_solution(
             StepSummary(
                 role=str(getattr(st, "role", "")),
                 ok=bool(getattr(st, "ok", True)),
-                summary=str(getattr(st, "summary", ""))[:500],
+                summary=portable_text(str(getattr(st, "summary", "")))[:500],
                 calls=int(getattr(st, "calls", 0) or 0),
                 tokens=int(getattr(st, "prompt_tokens", 0) or 0)
                 + int(getattr(st, "completion_tokens", 0) or 0),
@@ -124,7 +125,7 @@ def record_from_solution(
         executed=executed,
         failure_class=failure,
         agent_failure_class=agent_class,
-        error=getattr(solution, "error", None),
+        error=portable_text(getattr(solution, "error", None)),
         calls=int(getattr(solution, "calls", 0) or 0),
         prompt_tokens=int(getattr(solution, "prompt_tokens", 0) or 0),
         completion_tokens=int(getattr(solution, "completion_tokens", 0) or 0),
@@ -137,8 +138,8 @@ def record_from_solution(
         formulation=getattr(solution, "formulation", None),
         formulation_markdown=getattr(solution, "formulation_markdown", None),
         code=code,
-        solver_log=getattr(result, "log_tail", None) if result is not None else None,
-        solver_message=getattr(result, "message", None) if result is not None else None,
+        solver_log=portable_text(getattr(result, "log_tail", None)),
+        solver_message=portable_text(getattr(result, "message", None)),
         steps=steps,
     )
 
@@ -173,7 +174,7 @@ def _failure_record(
         correct=correct,
         failure_class=failure_class,
         agent_failure_class=failure_class,
-        error=error,
+        error=portable_text(error),
         elapsed_s=round(elapsed_s, 4),
         agent=agent,
         samples=samples,
