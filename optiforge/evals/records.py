@@ -118,9 +118,27 @@ class ResultRecord(BaseModel):
     #: The agent's own failure class, verbatim.
     agent_failure_class: str | None = None
     error: str | None = None
+    #: Requests the server answered, and their tokens (every choice and re-ask included).
+    #: Counted by the LLM client for this problem alone (``usage_source="client"``); an
+    #: agent that uses no optiforge client reports its own (``"agent"``).
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Requests that got no reply (errors, timeouts, cancelled in flight); tokens unknown.
+    failed_calls: int = 0
+    #: Requests answered from the response cache, replies taken from it, and what those
+    #: replies cost when they were first produced (not included in the live counters).
+    cached_calls: int = 0
+    cache_hits: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
+    usage_source: str = "agent"
+    #: The client's counters per tag (role) for this problem.
+    usage_by_tag: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: Every reply this problem received, in arrival order: tag, response-cache key,
+    #: sha256 of the text, cached, finish_reason, completion_tokens. With the cache on,
+    #: the key finds the model's text; the hash proves it.
+    replies: list[dict[str, Any]] = Field(default_factory=list)
     elapsed_s: float = 0.0
     agent: str = ""
     samples: int | None = None
@@ -140,6 +158,11 @@ class ResultRecord(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
     @property
+    def cached_tokens(self) -> int:
+        """Tokens of the replies served from the cache."""
+        return self.cached_prompt_tokens + self.cached_completion_tokens
+
+    @property
     def scored(self) -> bool:
         """True when the ground truth is usable."""
         return self.gt_kind != "missing"
@@ -155,7 +178,11 @@ class Session(BaseModel):
     skipped_done: int = 0
     finished: int = 0
     status: str = "running"  # running | completed | interrupted | aborted | crashed | killed
+    #: The LLM client's own counters at the end of the session (one client per session).
     usage: dict[str, Any] | None = None
+    #: What problems that were started but not journalled (the run was interrupted) used,
+    #: so that journal + this = ``usage``.
+    usage_unjournalled: dict[str, Any] | None = None
 
 
 class RunMeta(BaseModel):

@@ -28,6 +28,19 @@ from optiforge.evals.records import (
     portable_text,
 )
 from optiforge.evals.scoring import DEFAULT_RULE, score_all
+from optiforge.llm.usage import UsageScope, usage_scope
+
+#: The per-problem counters copied from the client's usage scope into a journal line.
+USAGE_FIELDS = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "failed_calls",
+    "cached_calls",
+    "cache_hits",
+    "cached_prompt_tokens",
+    "cached_completion_tokens",
+)
 
 AgentFn = Callable[[Problem], Awaitable[Any]]
 
@@ -184,6 +197,37 @@ def _failure_record(
     )
 
 
+def apply_usage(record: ResultRecord, scope: UsageScope, *, timed_out: bool = False) -> None:
+    """Put what the LLM client counted for this problem into its journal line.
+
+    The client's count replaces the agent's own when the problem made any request (the
+    agent cannot see failed re-asks, cached replies or calls cut off by a timeout). A
+    timed-out problem gets one step per tag from the scope, so its calls stay visible."""
+    used = scope.snapshot()
+    if not (used.calls or used.failed_calls or used.cached_calls):
+        return
+    for name in USAGE_FIELDS:
+        setattr(record, name, getattr(used, name))
+    record.usage_source = "client"
+    record.usage_by_tag = {
+        tag: {k: v for k, v in u.model_dump().items() if v} for tag, u in used.by_tag.items()
+    }
+    record.replies = scope.replies
+    if timed_out and not record.steps:
+        record.steps = [
+            StepSummary(
+                role=tag,
+                ok=False,
+                summary=f"cut off by the problem timeout after {u.calls} answered and "
+                f"{u.failed_calls} unanswered request(s)",
+                calls=u.calls,
+                tokens=u.tokens,
+                elapsed_s=round(u.wall_time_s, 3),
+            )
+            for tag, u in used.by_tag.items()
+        ]
+
+
 def _classify_exception(exc: BaseException) -> str:
     mod = type(exc).__module__ or ""
     name = type(exc).__name__
@@ -322,8 +366,19 @@ async def run_eval(
     for p in todo:
         queue.put_nowait(p)
     state = {"consecutive": 0, "abort": None, "finished": 0}
+    # Usage scopes of problems started but not yet journalled (reported if interrupted).
+    in_flight: dict[str, UsageScope] = {}
 
     async def one(problem: Problem) -> ResultRecord:
+        # Every LLM call the agent makes for this problem (in any task it starts) is
+        # counted in this scope, including calls cut off by the timeout below.
+        with usage_scope() as scope:
+            in_flight[problem.id] = scope
+            record, timed_out = await attempt(problem)
+        apply_usage(record, scope, timed_out=timed_out)
+        return record
+
+    async def attempt(problem: Problem) -> tuple[ResultRecord, bool]:
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -341,7 +396,7 @@ async def run_eval(
                 session=session.index,
                 agent=meta.agent,
                 samples=meta.samples,
-            )
+            ), True
         except Exception as exc:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
             return _failure_record(
@@ -353,7 +408,7 @@ async def run_eval(
                 session=session.index,
                 agent=meta.agent,
                 samples=meta.samples,
-            )
+            ), False
         return record_from_solution(
             problem,
             solution,
@@ -361,7 +416,7 @@ async def run_eval(
             started_at=started,
             session=session.index,
             samples=meta.samples,
-        )
+        ), False
 
     async def worker() -> None:
         while state["abort"] is None:
@@ -370,11 +425,14 @@ async def run_eval(
             except asyncio.QueueEmpty:
                 return
             record = await one(problem)
-            if state["abort"] is not None:
-                return  # the run is being stopped: this problem counts as not finished
-            # Synchronous append+fsync: no await between, so cancellation cannot split it.
+            # Journalled even when the run is being stopped: the problem finished, and
+            # its calls must add up. Synchronous append+fsync: no await between, so
+            # cancellation cannot split it.
             journal.append(record)
+            in_flight.pop(problem.id, None)
             state["finished"] += 1
+            if state["abort"] is not None:
+                return
             if record.failure_class in INFRA_FAILURES or record.agent_failure_class in (
                 INFRA_FAILURES
             ):
@@ -418,6 +476,16 @@ async def run_eval(
                 session.usage = usage()
             except Exception:  # usage is informative only; never lose the run over it
                 session.usage = None
+        if in_flight:
+            from optiforge.llm.types import TagUsage
+
+            lost = TagUsage()
+            for sc in in_flight.values():
+                lost.add(sc.snapshot())
+            session.usage_unjournalled = {
+                **lost.model_dump(),
+                "problems": sorted(in_flight),
+            }
         write_meta(out, meta)
         summary: dict[str, Any] = {}
         if write_report:
