@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -9,30 +11,90 @@ if TYPE_CHECKING:
     from optiforge.llm import LLM
 
 
-def check_server(base_url: str, timeout: float = 10.0) -> None:
-    """Fail fast with a clear message when an OpenAI-compatible server does not answer."""
+#: Seconds to wait for a server that answers "loading" (HTTP 503) before giving up;
+#: ``OPTIFORGE_READY_TIMEOUT`` overrides it.
+READY_TIMEOUT_S = 300.0
+
+
+def _ready_timeout() -> float:
+    import os
+
+    raw = os.environ.get("OPTIFORGE_READY_TIMEOUT")
+    if not raw:
+        return READY_TIMEOUT_S
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        from optiforge.errors import ConfigError
+
+        raise ConfigError(f"OPTIFORGE_READY_TIMEOUT must be seconds, got {raw!r}") from None
+
+
+def check_server(
+    base_url: str,
+    timeout: float = 10.0,
+    *,
+    ready_timeout: float | None = None,
+    interval: float = 0.5,
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Wait until an OpenAI-compatible server answers ``/models``, or fail with a clear
+    message.
+
+    A server that is still loading its model answers HTTP 503: wait for it, up to
+    ``ready_timeout`` seconds (default 300, or ``OPTIFORGE_READY_TIMEOUT``), saying once
+    on stderr what it waits for. A server that cannot be reached fails at once, so that a
+    wrong --base-url is reported without delay.
+    """
+    import time
+
     import httpx
 
     from optiforge.llm.errors import LLMUnavailableError
 
+    if ready_timeout is None:
+        ready_timeout = _ready_timeout()
+    if echo is None:
+
+        def echo(msg: str) -> None:
+            print(msg, file=sys.stderr, flush=True)
+
     url = base_url.rstrip("/") + "/models"
-    try:
-        resp = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise LLMUnavailableError(
-            f"cannot reach the model server at {base_url} ({type(exc).__name__}: {exc}). "
-            "Start it (for example `optiforge serve`), fix --base-url, or leave --base-url "
-            "out to use the embedded local server."
-        ) from None
-    if resp.status_code >= 500:
-        raise LLMUnavailableError(
-            f"the model server at {base_url} answered HTTP {resp.status_code} on /models; "
-            "check its logs"
-        )
+    t0 = time.monotonic()
+    told = False
+    while True:
+        waited = time.monotonic() - t0
+        try:
+            resp = httpx.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise LLMUnavailableError(
+                f"cannot reach the model server at {base_url} ({type(exc).__name__}: {exc}). "
+                "Start it (for example `optiforge serve`), fix --base-url, or leave --base-url "
+                "out to use the embedded local server."
+            ) from None
+        if resp.status_code < 500:
+            if told:
+                echo(f"model server at {base_url} is ready (after {waited:.0f} s)")
+            return
+        if resp.status_code != 503 or waited >= ready_timeout:
+            what = "still loading" if resp.status_code == 503 else "failing"
+            raise LLMUnavailableError(
+                f"the model server at {base_url} answered HTTP {resp.status_code} on "
+                f"/models ({what} after {waited:.0f} s; the limit is {ready_timeout:g} s, "
+                "set by OPTIFORGE_READY_TIMEOUT); check its logs"
+            )
+        if not told:
+            echo(
+                f"waiting for the model server at {base_url} to load its model (HTTP 503; "
+                f"up to {ready_timeout:g} s, OPTIFORGE_READY_TIMEOUT; Ctrl-C to stop)"
+            )
+            told = True
+        time.sleep(interval)
 
 
 def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None = None) -> LLM:
-    """The LLM a command uses: a configured server (checked first) or the embedded one."""
+    """The LLM a command uses: a configured server (waited for until it is ready, see
+    :func:`check_server`) or the embedded one."""
     if settings.base_url:
         check_server(settings.base_url)
     from optiforge.llm import LLM

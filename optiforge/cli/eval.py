@@ -218,6 +218,7 @@ def eval_command(
 
     llm = None
     usage = None
+    provenance = None
     pending = len(problems)
     if resume:
         from optiforge.evals.journal import read_journal
@@ -253,6 +254,10 @@ def eval_command(
         def usage() -> dict[str, Any]:
             return llm.usage.snapshot().model_dump()
 
+        from optiforge.evals.provenance import llm_provenance
+
+        provenance = llm_provenance(llm, settings)
+
     console.print(
         f"eval [bold]{name}[/]: {len(problems)} problems, agent {meta.agent}"
         f"{', model ' + str(meta.model) if meta.model else ''}, concurrency {conc} -> {out_dir}"
@@ -275,6 +280,7 @@ def eval_command(
             max_consecutive_failures=max_failures,
             progress=progress,
             usage=usage,
+            provenance=provenance,
         )
 
     try:

@@ -183,6 +183,10 @@ class Session(BaseModel):
     #: What problems that were started but not journalled (the run was interrupted) used,
     #: so that journal + this = ``usage``.
     usage_unjournalled: dict[str, Any] | None = None
+    #: What produced this session: code (version, git commit, dirty tree), Python and
+    #: package versions, and (from the CLI) the server, model file sha256 and settings.
+    #: See :mod:`optiforge.evals.provenance`.
+    provenance: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunMeta(BaseModel):

@@ -267,6 +267,7 @@ async def run_eval(
     progress: ProgressSink | bool = False,
     write_report: bool = True,
     usage: Callable[[], dict[str, Any] | None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> EvalOutcome:
     """Run ``agent_fn`` over ``problems`` and journal each result in ``out_dir``.
 
@@ -283,6 +284,9 @@ async def run_eval(
     - ``progress``: True for a rich progress bar on stderr, or a :class:`ProgressSink`.
     - ``usage``: called at the end of the session; its dict (e.g. ``llm.usage``) goes to
       ``run.json``.
+    - ``provenance``: what else produced the run (e.g.
+      :func:`~optiforge.evals.provenance.llm_provenance`), stored in the session next to
+      the code provenance the runner collects itself.
 
     Writes ``results.jsonl``, ``run.json`` and (``write_report``) ``summary.json``,
     ``report.md``, ``report.html``. Cancelling the task (Ctrl-C under ``asyncio.run``)
@@ -332,11 +336,14 @@ async def run_eval(
         sessions, created = [], time.time()
         planned_ids = [p.id for p in problems]
     todo = [p for p in problems if p.id not in done]
+    from optiforge.evals.provenance import code_provenance
+
     session = Session(
         index=len(sessions) + 1,
         started_at=time.time(),
         planned=len(problems),
         skipped_done=len(problems) - len(todo),
+        provenance={**code_provenance(), **(provenance or {})},
     )
     meta = meta.model_copy(
         update={
