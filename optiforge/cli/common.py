@@ -99,10 +99,29 @@ def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None =
         check_server(settings.base_url)
     from optiforge.llm import LLM
 
-    return LLM(
+    llm = LLM(
         model=settings.model,
         base_url=settings.base_url,
         cache=False if no_cache else None,
         concurrency=concurrency,
         settings=settings,
     )
+    if settings.base_url:
+        llm.limit_in_flight(server_slots(settings.base_url))
+    return llm
+
+
+def server_slots(base_url: str, timeout: float = 5.0) -> int | None:
+    """The parallel slots of a llama.cpp server (``/props`` ``total_slots``), or None for
+    servers that do not say (vLLM batches dynamically; hosted APIs)."""
+    import httpx
+
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        r = httpx.get(root + "/props", timeout=timeout)
+        if r.status_code != 200:
+            return None
+        slots = r.json().get("total_slots")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return slots if isinstance(slots, int) and slots > 0 else None

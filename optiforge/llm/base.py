@@ -122,6 +122,10 @@ class BaseLLM:
             budget = Budget(**budget)
         self.model = model
         self.concurrency = concurrency
+        #: Requests sent at once (the rest wait here, not at the server, so that their
+        #: HTTP timeout only runs while the server works on them). ``concurrency`` unless
+        #: the server is known to have fewer slots (see :meth:`limit_in_flight`).
+        self.max_in_flight = concurrency
         self.cache = cache
         self.usage = UsageTracker(budget)
         self._tag_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -395,11 +399,18 @@ class BaseLLM:
             )
 
     # -- internals ----------------------------------------------------------------------
+    def limit_in_flight(self, slots: int | None) -> None:
+        """Send at most ``slots`` requests at once (a server with that many parallel slots
+        queues the rest, and their timeouts would run while they wait). Call before the
+        first request."""
+        if slots and slots > 0:
+            self.max_in_flight = max(1, min(self.concurrency, int(slots)))
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         sem = self._semaphores.get(loop)
         if sem is None:
-            sem = self._semaphores[loop] = asyncio.Semaphore(self.concurrency)
+            sem = self._semaphores[loop] = asyncio.Semaphore(self.max_in_flight)
         return sem
 
     def _key(self, req: ChatRequest, index: int) -> str:

@@ -142,6 +142,7 @@ class LLM(BaseLLM):
 
                 server = ensure_local_server(self.model, self.settings)
                 self._served_name = server.alias
+                self.limit_in_flight(server.n_parallel)
                 self.base_url = server.base_url
         return self.base_url
 
