@@ -137,6 +137,10 @@ class UsageTracker:
         return self._total.cache_hits
 
     @property
+    def choices(self) -> int:
+        return self._total.choices
+
+    @property
     def failed_calls(self) -> int:
         return self._total.failed_calls
 
