@@ -109,6 +109,14 @@ async def test_journal_sums_equal_the_clients_usage(tmp_path):
             hit = llm.cache.get_many([rep["key"]]).get(rep["key"])
             assert hit is not None and text_sha256(hit["text"]) == rep["sha256"]
     assert sum(len(r.replies) for r in recs.values()) == client.choices + client.cache_hits
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cached"] == {
+        "calls": client.cached_calls,
+        "replies": client.cache_hits,
+        "tokens": client.cached_tokens,
+    }
+    assert summary["failed_calls"] == client.failed_calls == 1
+    assert "From the cache (not in the counts above): 3 requests" in (out / "report.md").read_text()
     llm.close()
 
 
