@@ -218,10 +218,11 @@ class LLM(BaseLLM):
             t0 = time.perf_counter()
             try:
                 resp = await send()
+                comp = _to_completion(resp, self._where, self.model)
             except BaseException:
+                # No usable reply (error, timeout, cancelled, malformed): still a request.
                 self.usage.record_failed(request.tag, time.perf_counter() - t0)
                 raise
-            comp = _to_completion(resp, self._where, self.model)
             if len(comp.texts) > 1 and _is_llamacpp(resp):
                 await self._count_llamacpp_choices(comp, request.max_tokens)
             return comp
