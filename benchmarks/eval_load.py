@@ -73,6 +73,7 @@ async def _mode(settings, base_url, args, timeout: float, cap: bool, out_dir: Pa
     from optiforge.datasets.problem import Problem
     from optiforge.evals import read_journal, run_eval
     from optiforge.llm import LLM
+    from optiforge.llm.usage import usage_scope
 
     llm = LLM(
         model=settings.model,
@@ -107,6 +108,7 @@ async def _mode(settings, base_url, args, timeout: float, cap: bool, out_dir: Pa
             max_consecutive_failures=0,
             write_report=False,
             usage=lambda: llm.usage.snapshot().model_dump(),
+            usage_scope=usage_scope,
         )
     wall = time.perf_counter() - t0
     recs = read_journal(out_dir).records

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from optiforge.config import Settings
@@ -125,3 +125,36 @@ def server_slots(base_url: str, timeout: float = 5.0) -> int | None:
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
     return slots if isinstance(slots, int) and slots > 0 else None
+
+
+def llm_provenance(llm: LLM, settings: Settings | None = None) -> dict[str, Any]:
+    """The model side of a run: route, model name, server URL and kind, model file and
+    sha256 (embedded server: always; a llama.cpp server on this machine: when its file is
+    readable), and the settings without secrets (for ``run.json``)."""
+    from optiforge.evals.provenance import model_file_info, server_info, settings_dict
+
+    out: dict[str, Any] = {"model": getattr(llm, "model", None)}
+    route = getattr(llm, "route", None)
+    out["route"] = route
+    if route == "litellm":
+        out["server"] = {"kind": "hosted (litellm)", "url": None}
+    elif route == "local":
+        from optiforge.llm.local import server_for_url
+
+        server = server_for_url(getattr(llm, "base_url", None))
+        out["server"] = {"kind": "embedded llama.cpp", "url": getattr(llm, "base_url", None)}
+        if server is not None:
+            out["server"].update(
+                slots=server.n_parallel, ctx_per_slot=server.ctx_per_slot, threads=server.threads
+            )
+            out["model_file"] = model_file_info(server.model_path)
+    elif getattr(llm, "base_url", None):
+        info = server_info(llm.base_url)
+        model = info.pop("model", None)
+        out["server"] = info
+        if model:
+            out["model_file"] = model
+    if settings is None:
+        settings = getattr(llm, "settings", None)
+    out["settings"] = settings_dict(settings)
+    return out

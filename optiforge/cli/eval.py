@@ -254,7 +254,8 @@ def eval_command(
         def usage() -> dict[str, Any]:
             return llm.usage.snapshot().model_dump()
 
-        from optiforge.evals.provenance import llm_provenance
+        from optiforge.cli.common import llm_provenance
+        from optiforge.llm.usage import usage_scope
 
         provenance = llm_provenance(llm, settings)
 
@@ -280,6 +281,7 @@ def eval_command(
             max_consecutive_failures=max_failures,
             progress=progress,
             usage=usage,
+            usage_scope=usage_scope if llm is not None else None,
             provenance=provenance,
         )
 

@@ -1,15 +1,17 @@
 """What produced a run: code, environment, settings, model server and model file.
 
 Each eval session records :func:`code_provenance` (optiforge's version, the git commit and
-whether the tree was dirty, Python and key package versions); the CLI adds
-:func:`llm_provenance` (the server's URL and kind, the model file and its sha256, the
-settings without secrets). ``run.json`` keeps both per session, since a resumed run may
+whether the tree was dirty, Python and key package versions); the CLI adds the model side
+(:func:`optiforge.cli.common.llm_provenance`, built from :func:`server_info`,
+:func:`model_file_info` and :func:`settings_dict`: the server's URL and kind, the model file
+and its sha256, the settings without secrets). ``run.json`` keeps both per session, since a resumed run may
 continue on other code or another server.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import platform
 import subprocess
@@ -116,8 +118,6 @@ def settings_dict(settings: Any) -> dict[str, Any]:
 def model_file_info(path: Path) -> dict[str, Any]:
     """Name, size and sha256 of a model file: from the store's verification note when it
     still matches the file (size and mtime), else computed now."""
-    from optiforge.llm.store import sha256_file
-
     path = Path(path)
     info: dict[str, Any] = {"file": path.name}
     try:
@@ -133,7 +133,11 @@ def model_file_info(path: Path) -> dict[str, Any]:
             return info
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    info["sha256"] = sha256_file(path)
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    info["sha256"] = h.hexdigest()
     return info
 
 
@@ -169,37 +173,6 @@ def server_info(base_url: str, timeout: float = 10.0) -> dict[str, Any]:
                 out["model"] = model_file_info(p) if p.exists() else {"file": p.name}
         except (httpx.HTTPError, ValueError, AttributeError):
             pass
-    return out
-
-
-def llm_provenance(llm: Any, settings: Any = None) -> dict[str, Any]:
-    """The model side of a run: route, model name, server URL and kind, model file and
-    sha256 (embedded server: always; a llama.cpp server on this machine: when its file is
-    readable), and the settings without secrets."""
-    out: dict[str, Any] = {"model": getattr(llm, "model", None)}
-    route = getattr(llm, "route", None)
-    out["route"] = route
-    if route == "litellm":
-        out["server"] = {"kind": "hosted (litellm)", "url": None}
-    elif route == "local":
-        from optiforge.llm.local import server_for_url
-
-        server = server_for_url(getattr(llm, "base_url", None))
-        out["server"] = {"kind": "embedded llama.cpp", "url": getattr(llm, "base_url", None)}
-        if server is not None:
-            out["server"].update(
-                slots=server.n_parallel, ctx_per_slot=server.ctx_per_slot, threads=server.threads
-            )
-            out["model_file"] = model_file_info(server.model_path)
-    elif getattr(llm, "base_url", None):
-        info = server_info(llm.base_url)
-        model = info.pop("model", None)
-        out["server"] = info
-        if model:
-            out["model_file"] = model
-    if settings is None:
-        settings = getattr(llm, "settings", None)
-    out["settings"] = settings_dict(settings)
     return out
 
 

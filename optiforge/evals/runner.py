@@ -12,6 +12,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +29,6 @@ from optiforge.evals.records import (
     portable_text,
 )
 from optiforge.evals.scoring import DEFAULT_RULE, score_all
-from optiforge.llm.usage import UsageScope, usage_scope
 
 #: The per-problem counters copied from the client's usage scope into a journal line.
 USAGE_FIELDS = (
@@ -197,8 +197,9 @@ def _failure_record(
     )
 
 
-def apply_usage(record: ResultRecord, scope: UsageScope, *, timed_out: bool = False) -> None:
-    """Put what the LLM client counted for this problem into its journal line.
+def apply_usage(record: ResultRecord, scope: Any, *, timed_out: bool = False) -> None:
+    """Put what the LLM client counted for this problem into its journal line (``scope``:
+    an :class:`optiforge.llm.usage.UsageScope`).
 
     The client's count replaces the agent's own when the problem made any request (the
     agent cannot see failed re-asks, cached replies or calls cut off by a timeout). A
@@ -267,6 +268,7 @@ async def run_eval(
     progress: ProgressSink | bool = False,
     write_report: bool = True,
     usage: Callable[[], dict[str, Any] | None] | None = None,
+    usage_scope: Callable[[], AbstractContextManager[Any]] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> EvalOutcome:
     """Run ``agent_fn`` over ``problems`` and journal each result in ``out_dir``.
@@ -284,6 +286,10 @@ async def run_eval(
     - ``progress``: True for a rich progress bar on stderr, or a :class:`ProgressSink`.
     - ``usage``: called at the end of the session; its dict (e.g. ``llm.usage``) goes to
       ``run.json``.
+    - ``usage_scope``: :func:`optiforge.llm.usage.usage_scope` (the CLI passes it): each
+      problem runs inside one, so its journal line holds what the LLM client counted for
+      it alone (timeouts, failed re-asks and cached replies included) and the lines add up
+      to ``usage``. Without it, lines keep the agent's own counts.
     - ``provenance``: what else produced the run (e.g.
       :func:`~optiforge.evals.provenance.llm_provenance`), stored in the session next to
       the code provenance the runner collects itself.
@@ -374,9 +380,11 @@ async def run_eval(
         queue.put_nowait(p)
     state = {"consecutive": 0, "abort": None, "finished": 0}
     # Usage scopes of problems started but not yet journalled (reported if interrupted).
-    in_flight: dict[str, UsageScope] = {}
+    in_flight: dict[str, Any] = {}
 
     async def one(problem: Problem) -> ResultRecord:
+        if usage_scope is None:
+            return (await attempt(problem))[0]
         # Every LLM call the agent makes for this problem (in any task it starts) is
         # counted in this scope, including calls cut off by the timeout below.
         with usage_scope() as scope:
@@ -484,15 +492,12 @@ async def run_eval(
             except Exception:  # usage is informative only; never lose the run over it
                 session.usage = None
         if in_flight:
-            from optiforge.llm.types import TagUsage
-
-            lost = TagUsage()
+            lost: dict[str, Any] = {}
             for sc in in_flight.values():
-                lost.add(sc.snapshot())
-            session.usage_unjournalled = {
-                **lost.model_dump(),
-                "problems": sorted(in_flight),
-            }
+                for k, v in sc.snapshot().model_dump().items():
+                    if isinstance(v, (int, float)):
+                        lost[k] = lost.get(k, 0) + v
+            session.usage_unjournalled = {**lost, "problems": sorted(in_flight)}
         write_meta(out, meta)
         summary: dict[str, Any] = {}
         if write_report:

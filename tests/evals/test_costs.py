@@ -73,6 +73,7 @@ async def test_journal_sums_equal_the_clients_usage(tmp_path):
         problem_timeout=1.0,
         max_consecutive_failures=0,
         usage=lambda: llm.usage.snapshot().model_dump(),
+        usage_scope=usage_scope,
     )
     recs = {r.id: r for r in read_journal(out).records}
     assert len(recs) == 5
@@ -138,6 +139,7 @@ async def test_interrupted_problems_are_reported_apart(tmp_path):
             tmp_path,
             concurrency=2,
             usage=lambda: llm.usage.snapshot().model_dump(),
+            usage_scope=usage_scope,
         )
     )
     await started.wait()

@@ -70,7 +70,7 @@ async def test_run_json_records_provenance_per_session(tmp_path) -> None:
 
 
 def test_llm_provenance_of_an_openai_compatible_server(fake_server_url) -> None:
-    from optiforge.evals.provenance import llm_provenance
+    from optiforge.cli.common import llm_provenance
     from optiforge.llm import LLM
 
     with LLM(model="fake", base_url=fake_server_url, cache=False) as llm:

@@ -27,6 +27,7 @@ from optiforge.datasets.problem import Problem
 from optiforge.evals import read_journal, run_eval
 from optiforge.evals.records import INFRA_FAILURES
 from optiforge.evals.runner import USAGE_FIELDS
+from optiforge.llm.usage import usage_scope
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -145,6 +146,7 @@ def test_server_killed_mid_eval_then_resumed(tmp_path):
                     max_consecutive_failures=0,
                     write_report=False,
                     usage=lambda: llm.usage.snapshot().model_dump(),
+                    usage_scope=usage_scope,
                 )
             )
             while len(read_journal(out).records) < 2:  # some done, two in flight
@@ -193,6 +195,7 @@ def test_server_killed_mid_eval_then_resumed(tmp_path):
                 retry_failed=True,
                 write_report=False,
                 usage=lambda: llm.usage.snapshot().model_dump(),
+                usage_scope=usage_scope,
             )
         )
     finally:

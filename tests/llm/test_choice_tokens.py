@@ -112,7 +112,7 @@ def test_the_rule_holds_on_the_real_server(tiny_llm):
             json={
                 "model": tiny_llm._wire_model,
                 "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": 24 if i else 3,
+                "max_tokens": 12 if i else 3,
                 "temperature": 0,
             },
             timeout=120,

@@ -16,6 +16,7 @@ import pytest
 from optiforge.datasets.problem import Problem
 from optiforge.evals import read_journal, run_eval
 from optiforge.evals.runner import USAGE_FIELDS
+from optiforge.llm.usage import usage_scope
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -67,6 +68,7 @@ def test_sixteen_problems_queue_in_the_client(tmp_path):
             concurrency=16,
             write_report=False,
             usage=lambda: llm.usage.snapshot().model_dump(),
+            usage_scope=usage_scope,
         )
     )
     llm.close()
