@@ -181,3 +181,15 @@ def test_sync_calls_and_failures_reach_the_scope():
     used = scope.snapshot()
     assert used.calls == 2 and used.failed_calls == 1
     assert llm.usage.failed_calls == 1 and len(scope.replies) == 2
+
+
+async def test_without_a_usage_scope_the_agents_own_counts_stay(tmp_path):
+    llm = ScriptedLLM("fine")
+
+    async def agent(problem):
+        await llm.achat(problem.text)
+        return SimpleNamespace(answer=problem.answer, calls=7, prompt_tokens=70)
+
+    await run_eval(_problems(1), agent, tmp_path)
+    (rec,) = read_journal(tmp_path).records
+    assert (rec.calls, rec.prompt_tokens, rec.usage_source, rec.replies) == (7, 70, "agent", [])

@@ -93,6 +93,16 @@ def test_serve_local_prints_its_url_only_when_ready(tmp_path):
             timeout=60,
         )
         assert r.status_code == 200 and r.json()["choices"]
+        # what a command connecting to it learns: its slots, its kind and model file
+        from optiforge.cli.common import llm_provenance, server_slots
+        from optiforge.llm import LLM
+        from optiforge.llm.store import MODELS
+
+        assert server_slots(url) == 2
+        with LLM(model="smollm2-135m", base_url=url, cache=False) as llm:
+            prov = llm_provenance(llm)
+        assert prov["server"]["kind"] == "llama.cpp" and prov["server"]["url"] == url
+        assert prov["model_file"]["sha256"] == MODELS["smollm2-135m"].sha256
     finally:
         stop(proc)
     assert proc.returncode == 0
