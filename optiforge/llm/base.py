@@ -215,7 +215,7 @@ class BaseLLM:
         ``completion_tokens`` say what the call and its re-asks cost). Samples already in
         the cache are not requested again.
         """
-        with usage_scope() as scope:
+        with usage_scope(keep_replies=False) as scope:
             try:
                 return await self._achat(
                     messages,

@@ -28,7 +28,8 @@ T = TypeVar("T")
 class UsageScope:
     """The calls made inside one ``usage_scope()`` block (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_replies: bool = True) -> None:
+        self.keep_replies = keep_replies
         self._lock = threading.Lock()
         self._total = TagUsage()
         self._tags: dict[str, TagUsage] = {}
@@ -65,11 +66,11 @@ _scopes: contextvars.ContextVar[tuple[UsageScope, ...]] = contextvars.ContextVar
 
 
 @contextmanager
-def usage_scope() -> Iterator[UsageScope]:
+def usage_scope(*, keep_replies: bool = True) -> Iterator[UsageScope]:
     """Collect the usage of every LLM call made inside the block (nested scopes each see
     the calls). Tasks started inside the block inherit the scope; sync ``chat`` calls carry
-    it to the background loop."""
-    scope = UsageScope()
+    it to the background loop. ``keep_replies=False`` keeps the counters only."""
+    scope = UsageScope(keep_replies=keep_replies)
     token = _scopes.set((*_scopes.get(), scope))
     try:
         yield scope
@@ -245,7 +246,7 @@ class UsageTracker:
         completion_tokens: int,
     ) -> None:
         """Note one reply's provenance in the active scopes (the client keeps no list)."""
-        scopes = _scopes.get()
+        scopes = [s for s in _scopes.get() if s.keep_replies]
         if not scopes:
             return
         entry = {
