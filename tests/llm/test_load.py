@@ -80,3 +80,44 @@ def test_sixteen_problems_queue_in_the_client(tmp_path):
     assert usage.calls == 16 and usage.failed_calls == 0
     for f in USAGE_FIELDS:
         assert sum(getattr(r, f) for r in recs) == getattr(usage, f), f
+
+
+def test_a_real_problem_cut_by_its_timeout_keeps_its_cost(tmp_path):
+    """The runner cancels a problem mid-request: the request it had sent, and the calls it
+    made before, are in its journal line, and the journal still adds up to the client."""
+    from optiforge.config import load_settings
+    from optiforge.llm import LLM
+
+    settings = dataclasses.replace(
+        load_settings(), model="smollm2-135m", base_url=None, cache=False
+    )
+    llm = LLM(settings=settings, concurrency=2)
+
+    async def agent(problem):
+        await llm.achat(problem.text, max_tokens=2, tag="quick")
+        if problem.id == "long":  # far more than the timeout allows, even on an idle machine
+            await llm.achat("Count from 1 to 1000, one number per line.", max_tokens=600)
+        return SimpleNamespace(answer=None)
+
+    problems = [Problem(id=i, dataset="toy", text=f"Say {i}.", answer=1.0) for i in ("long", "ok")]
+    asyncio.run(
+        run_eval(
+            problems,
+            agent,
+            tmp_path,
+            concurrency=2,
+            problem_timeout=6.0,
+            write_report=False,
+            max_consecutive_failures=0,
+            usage=lambda: llm.usage.snapshot().model_dump(),
+            usage_scope=usage_scope,
+        )
+    )
+    llm.close()
+    recs = {r.id: r for r in read_journal(tmp_path).records}
+    cut = recs["long"]
+    assert cut.failure_class == "timeout" and cut.failed_calls >= 1  # the request cut off
+    assert cut.steps and cut.usage_source == "client"
+    usage = llm.usage.snapshot()
+    for f in USAGE_FIELDS:
+        assert sum(getattr(r, f) for r in recs.values()) == getattr(usage, f), f
