@@ -218,6 +218,7 @@ def eval_command(
 
     llm = None
     usage = None
+    provenance = None
     pending = len(problems)
     if resume:
         from optiforge.evals.journal import read_journal
@@ -253,6 +254,11 @@ def eval_command(
         def usage() -> dict[str, Any]:
             return llm.usage.snapshot().model_dump()
 
+        from optiforge.cli.common import llm_provenance
+        from optiforge.llm.usage import usage_scope
+
+        provenance = llm_provenance(llm, settings)
+
     console.print(
         f"eval [bold]{name}[/]: {len(problems)} problems, agent {meta.agent}"
         f"{', model ' + str(meta.model) if meta.model else ''}, concurrency {conc} -> {out_dir}"
@@ -275,6 +281,8 @@ def eval_command(
             max_consecutive_failures=max_failures,
             progress=progress,
             usage=usage,
+            usage_scope=usage_scope if llm is not None else None,
+            provenance=provenance,
         )
 
     try:
