@@ -41,9 +41,13 @@ ALLOWED: dict[tuple[str, str], str] = {
         "../../etc/passwd",
     ): "the test checks that a prompt path climbing out of the prompts folder is refused",
     (
-        "optiforge/solvers/_worker.py",
-        '("/root", ["/root/.pyenv"])',
+        "optiforge/solvers/isolation.py",
+        "(e.g. ``/root/.pyenv`` for ``/root``)",
     ): "docstring example of a blocked home folder the sandbox re-exposes for Python",
+    (
+        "tests/solvers/test_sandbox_hostile.py",
+        'os.makedirs(f"{d}/home/.cache/optiforge")',
+    ): "a folder made inside a temporary directory (the f-string puts it under {d})",
     (
         "tests/llm/test_vllm_launcher.py",
         "/home/x/vllm-models/smol",
