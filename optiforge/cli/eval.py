@@ -222,6 +222,7 @@ def eval_command(
     from optiforge.evals.executor import LocalExecutor, RayExecutor
 
     llm = None
+    provenance = None
     pending = len(problems)
     if resume:
         from optiforge.evals.journal import read_journal
@@ -272,6 +273,16 @@ def eval_command(
                 f"ray: {runner_exec.worker_count} workers ready in {runner_exec.startup_s:.1f} s"
             )
 
+    usage_scope = None
+    if llm is not None:
+        from optiforge.cli.common import llm_provenance
+
+        provenance = llm_provenance(llm, settings)
+        if executor == "local":
+            # Per-problem costs in the journal; on Ray the client is in the workers and
+            # each line keeps the agent's own counts.
+            from optiforge.llm.usage import usage_scope
+
     console.print(
         f"eval [bold]{name}[/]: {len(problems)} problems, agent {meta.agent}"
         f"{', model ' + str(meta.model) if meta.model else ''}, concurrency {conc} -> {out_dir}"
@@ -295,6 +306,8 @@ def eval_command(
             progress=progress,
             usage=runner_exec.usage,
             executor=runner_exec,
+            usage_scope=usage_scope,
+            provenance=provenance,
         )
 
     try:

