@@ -554,10 +554,10 @@ def ir_plaintext(ir: ModelIR | dict[str, Any]) -> str:
         rng = f"{'-inf' if lb is None else f'{lb:g}'} <= {v['name']}" + (
             f" <= {ub:g}" if ub is not None else ""
         )
-        desc = f"  ({v['description']}" + (f", {v['units']}" if v.get("units") else "") + ")"
-        lines.append(
-            f"  {rng}, {v.get('domain', 'continuous')}{desc if v.get('description') else ''}"
-        )
+        desc = ""
+        if v.get("description"):  # a draft's variable may have none
+            desc = f"  ({v['description']}" + (f", {v['units']}" if v.get("units") else "") + ")"
+        lines.append(f"  {rng}, {v.get('domain', 'continuous')}{desc}")
     return "\n".join(lines)
 
 

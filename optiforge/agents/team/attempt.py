@@ -344,8 +344,9 @@ class TeamRun(RunState):
             )
         )
 
-    def _settings(self, temperature: float, seed: int | None, plan: str) -> dict[str, Any]:
-        return {"temperature": temperature, "seed": seed, "plan": plan}
+    def _settings(self, temperature: float, seed: int | None, plan: str, **more: Any) -> Any:
+        """The sampling settings of one call, as an input node named ``settings``."""
+        return node({"temperature": temperature, "seed": seed, "plan": plan, **more}, "settings")
 
     async def formulate_batch(self, plan: str, temps: list[float]) -> list[Attempt]:
         """Ask for ``len(temps)`` formulations at once, solve and check them."""
@@ -399,12 +400,12 @@ class TeamRun(RunState):
         if self.nonlinear_hint:
             hint = "(The model may be nonlinear: products or powers of variables are allowed.)\n"
         repairing = prev is not None and prev.code is not None and prev.value is None
-        settings = {
-            "temperature": self.config.temperature if prev is not None else 0.0,
-            "seed": self.next_seed() if prev is not None else None,
-            "hint": hint,
-            "plan": "code",
-        }
+        settings = self._settings(
+            self.config.temperature if prev is not None else 0.0,
+            self.next_seed() if prev is not None else None,
+            "code",
+            hint=hint,
+        )
         reply = await self.code(
             self.problem_node,
             self.param("coder_system"),

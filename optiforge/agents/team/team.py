@@ -410,7 +410,9 @@ async def run_graph(
         problem.value if hasattr(problem, "backward") else problem, agent, samples, budget, config
     )
     ps = PromptSet(load_prompt_values(prompts))
-    problem_node = problem if hasattr(problem, "backward") else node(text, name="problem")
+    # A problem node is used as it is when it holds the text the run reads (stripped).
+    given = hasattr(problem, "backward") and problem.value == text
+    problem_node = problem if given else node(text, name="problem")
     pmap = dict(params or {})
     for name in used_prompts(agent, cfg):
         if name not in pmap:
