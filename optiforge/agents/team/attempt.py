@@ -15,7 +15,8 @@ the role's system prompt (a :class:`~optiforge.trace.ParameterNode`):
 Their values are :class:`~optiforge.agents.team.roles.RoleReply` objects. The deterministic
 steps are ops too: ``build_model(draft, problem)`` -> the :class:`ModelIR` (or why it could
 not be built), ``solve(model)`` / ``run_code(code)`` -> the :class:`SolveResult`, and
-``check(problem, model, result)`` -> the critic's :class:`Findings`. So feedback given to
+``check(problem, model, result)`` -> the critic's :class:`Findings`, and ``flip_sense`` (the
+critic's fix of an objective sense that contradicts the text). So feedback given to
 the run's output reaches each prompt through the steps it produced.
 
 Ops are methods of :class:`TeamRun` and :class:`AttemptSteps` (the instance is not a graph
@@ -52,8 +53,9 @@ _DOCS = {
     "given what went wrong).",
     "build_model": "Normalizes a draft into a model IR (units decide integrality, constraint "
     "directions are matched to the text) and validates it.",
-    "solve": "Solves the model IR with HiGHS/SCIP; when the objective sense contradicts the "
-    "text the critic flips it and solves again.",
+    "solve": "Solves the model IR with HiGHS (SCIP for nonlinear models).",
+    "flip_sense": "The critic's deterministic fix when the objective sense contradicts the "
+    "text: the model is solved again with the other sense.",
     "run_code": "Runs the program in the sandbox and reads the solver result it reported.",
     "check": "The critic's deterministic checks of a solved (or failed) attempt: sense, "
     "integrality, infeasible or unbounded, invented numbers, unused variables.",
@@ -81,20 +83,19 @@ class AttemptSteps:
         att.normalized = normalize_draft(draft.values[0], problem)
         att.ir = att.normalized.ir
         try:
-            return ModelIR.from_json(att.ir)
+            att.model = ModelIR.from_json(att.ir)
+            return att.model
         except IRValidationError as exc:
             att.error = str(exc)
             return f"not built: {att.error}"
 
     @bundle(name="solve", doc=_DOCS["solve"])
     async def solve(self, model: Any) -> Any:
-        """Solve the model (deterministic sense fix included); the SolveResult or None."""
-        from optiforge.solvers import ModelIR, solve_ir
+        """Solve the model; the SolveResult, or None when it could not be built or solved."""
+        from optiforge.solvers import solve_ir
         from optiforge.solvers.errors import IRValidationError, SolverError
 
         att, run = self.att, self.run
-        ir = att.ir
-        assert ir is not None
         if att.error is None:
             try:
                 run.solver_runs += 1
@@ -105,41 +106,48 @@ class AttemptSteps:
                 att.error = str(exc)
             except Exception as exc:  # a solver crash must not end the run
                 att.error = f"{type(exc).__name__}: {exc}"
-        first = chk.check_solution(run.problem, ir, att.result, error=att.error)
-        # Deterministic fix: objective sense contradicting the text.
-        if any(i.action == "flip_sense" for i in first) and run.solver_runs < (
-            run.budget.solver_runs
-        ):
-            flipped = json.loads(json.dumps(ir))
-            want = flipped["objective"]["sense"]
-            flipped["objective"]["sense"] = "minimize" if want == "maximize" else "maximize"
-            try:
-                run.solver_runs += 1
-                res = await asyncio.to_thread(
-                    solve_ir, ModelIR.from_json(flipped), time_limit=run.config.solver_time_limit
-                )
-                att.ir, ir, att.result = flipped, flipped, res
-                att.flipped = True
-                if att.normalized is not None:
-                    att.normalized.notes.append(
-                        "critic flipped the objective sense to match the text"
-                    )
-            except Exception:
-                pass
-        # Integrality that rests on the model's word alone: note what relaxing would give.
+        return att.result
+
+    @bundle(name="flip_sense", doc=_DOCS["flip_sense"])
+    async def flip_sense(self, model: Any, findings: Findings) -> Any:
+        """Solve the model with the other objective sense; its SolveResult, or None."""
+        from optiforge.solvers import ModelIR, solve_ir
+
+        att, run = self.att, self.run
+        flipped = json.loads(json.dumps(att.ir))
+        want = flipped["objective"]["sense"]
+        flipped["objective"]["sense"] = "minimize" if want == "maximize" else "maximize"
+        try:
+            run.solver_runs += 1
+            new_model = ModelIR.from_json(flipped)
+            res = await asyncio.to_thread(
+                solve_ir, new_model, time_limit=run.config.solver_time_limit
+            )
+        except Exception:
+            return None
+        att.ir, att.model, att.result, att.flipped = flipped, new_model, res, True
+        if att.normalized is not None:
+            att.normalized.notes.append("critic flipped the objective sense to match the text")
+        return res
+
+    async def relaxed_objective(self) -> None:
+        """Integrality that rests on the model's word alone: note what relaxing would give."""
+        from optiforge.solvers import ModelIR, solve_ir
+
+        att, run = self.att, self.run
         if (
             att.result is not None
             and att.result.ok
             and att.normalized is not None
             and att.normalized.integrality_unclear
-            and any(v.get("domain") == "integer" for v in ir["variables"])
+            and any(v.get("domain") == "integer" for v in att.ir["variables"])
             and run.solver_runs < run.budget.solver_runs
         ):
             try:
                 run.solver_runs += 1
                 relaxed = await asyncio.to_thread(
                     solve_ir,
-                    ModelIR.from_json(ir),
+                    ModelIR.from_json(att.ir),
                     relax_integrality=True,
                     time_limit=run.config.solver_time_limit,
                 )
@@ -147,7 +155,6 @@ class AttemptSteps:
                     att.alt_relaxed = relaxed.objective
             except Exception:
                 pass
-        return att.result
 
     @bundle(name="check", doc=_DOCS["check"])
     def check(self, problem: str, model: Any, result: Any) -> Findings:
@@ -314,13 +321,20 @@ class TeamRun(RunState):
         """Solve an IR attempt, run the critic's checks and record the solver step."""
         steps = AttemptSteps(self, att)
         started = time.perf_counter()
-        if att.ir is not None:
-            att.result_node = await steps.solve(att.model_node)
-        else:
+        if att.ir is None:  # the draft failed: only the checks (no solver step)
             att.result_node = node(None, name="result")
-        att.findings_node = steps.check(self.problem_node, att.model_node, att.result_node)
-        if att.ir is None:
+            att.findings_node = steps.check(self.problem_node, att.model_node, att.result_node)
             return
+        att.result_node = await steps.solve(att.model_node)
+        att.findings_node = steps.check(self.problem_node, att.model_node, att.result_node)
+        if any(i.action == "flip_sense" for i in att.issues) and (
+            self.solver_runs < self.budget.solver_runs
+        ):
+            flip = await steps.flip_sense(att.model_node, att.findings_node)
+            if att.flipped:
+                att.result_node = flip
+                att.findings_node = steps.check(self.problem_node, flip, flip)
+        await steps.relaxed_objective()
         status = att.result.status.value if att.result is not None else "not built"
         self.steps.append(
             StepRecord(

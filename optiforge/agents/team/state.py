@@ -176,6 +176,8 @@ class Attempt:
     alt_relaxed: float | None = None
     #: The sense flip the critic applied (the final ``issues`` are checked on the flipped IR).
     flipped: bool = False
+    #: The formulation as a validated ModelIR (None until built, or when it does not validate).
+    model: Any = None
     #: The sandbox run of a program (for its step record).
     sandbox: Any = None
     draft_node: Any = field(default=None, repr=False)

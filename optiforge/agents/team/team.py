@@ -111,7 +111,7 @@ class _Decision:
         if chosen is not None:
             sol.result = chosen.result
             if chosen.ir is not None:
-                sol.formulation = _model_of(chosen)
+                sol.formulation = chosen.model
                 sol.formulation_markdown = ir_markdown(chosen.ir)
                 sol.code = ir_code(chosen.ir)
             if chosen.code:
@@ -137,16 +137,6 @@ class _Decision:
         )
         sol.elapsed_s = round(run.elapsed(), 3)
         return _summarize(sol)
-
-
-def _model_of(att: Attempt) -> Any:
-    """The attempt's (final) formulation as a ModelIR, or None when it does not validate."""
-    from optiforge.solvers import ModelIR
-
-    try:
-        return ModelIR.from_json(att.ir)
-    except Exception:
-        return None
 
 
 def _resolve_llms(llm: Any, roles_map: dict[str, Any] | None) -> tuple[dict[str, Any], list[Any]]:
