@@ -15,8 +15,8 @@ the role's system prompt (a :class:`~optiforge.trace.ParameterNode`):
 Their values are :class:`~optiforge.agents.team.roles.RoleReply` objects. The deterministic
 steps are ops too: ``build_model(draft, problem)`` -> the :class:`ModelIR` (or why it could
 not be built), ``solve(model)`` / ``run_code(code)`` -> the :class:`SolveResult`, and
-``check(problem, model, result)`` -> the critic's :class:`Findings`, and ``flip_sense`` (the
-critic's fix of an objective sense that contradicts the text). So feedback given to
+``check(problem, model, result)`` -> the critic's :class:`Findings`; ``flip_sense`` is the
+critic's fix of an objective sense that contradicts the text. So feedback given to
 the run's output reaches each prompt through the steps it produced.
 
 Ops are methods of :class:`TeamRun` and :class:`AttemptSteps` (the instance is not a graph
@@ -400,7 +400,7 @@ class TeamRun(RunState):
             self._settings(self.config.temperature, self.next_seed(), "repair"),
             target.draft_node,
             target.findings_node,
-            critique,
+            critique if critique is not None else node(None, name="no_critique"),
         )
         self.record(reply.value)
         att = self.add_draft(reply, "repair", parent=target.index)
@@ -424,8 +424,8 @@ class TeamRun(RunState):
             self.problem_node,
             self.param("coder_system"),
             settings,
-            prev.draft_node if repairing and prev is not None else None,
-            prev.findings_node if repairing and prev is not None else None,
+            prev.draft_node if repairing and prev is not None else node(None, "no_program"),
+            prev.findings_node if repairing and prev is not None else node(None, "no_findings"),
         )
         self.record(reply.value)
         att = Attempt(
