@@ -247,3 +247,20 @@ def test_a_prompts_file_for_other_roles_or_version_fails_at_once(tmp_path, chang
 
         solve(PRINTERS, llm=llm, prompts=path)
     assert llm.requests == []
+
+
+async def test_the_eval_journal_still_records_the_formulation_and_its_markdown():
+    from optiforge.datasets.problem import Problem
+    from optiforge.evals.records import ResultRecord
+    from optiforge.evals.runner import record_from_solution
+
+    sol = await asolve(PRINTERS, llm=ScriptedLLM(router([GOOD])), samples=2)
+    problem = Problem(
+        id="printers", dataset="test", text=PRINTERS, answer=5050.0, answer_kind="value"
+    )
+    rec = record_from_solution(problem, sol, elapsed_s=1.0, started_at=0.0, session=1)
+    assert rec.formulation == sol.formulation.model_dump()
+    assert rec.formulation["objective"]["sense"] == "maximize"
+    assert rec.formulation_markdown == sol.formulation_markdown
+    line = ResultRecord.model_validate_json(rec.model_dump_json())
+    assert line.formulation == rec.formulation and rec.correct
