@@ -38,6 +38,8 @@ def make_judge(agent: str) -> Any:
     """Score 1/0 with textual feedback that tells the optimizer what went wrong."""
 
     def judge(output: Any, target: Any) -> tuple[float, str]:
+        if hasattr(output, "summary"):  # the team's output node holds its Solution
+            output = output.summary()
         answer = output.get("answer") if isinstance(output, dict) else None
         gt = float(target)
         if answer is not None and abs(answer - gt) / (abs(gt) + 1) < 1e-6:

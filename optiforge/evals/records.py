@@ -8,7 +8,7 @@ import sysconfig
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from optiforge.errors import OptiforgeError
 
@@ -151,6 +151,12 @@ class ResultRecord(BaseModel):
     solver_log: str | None = None
     solver_message: str | None = None
     steps: list[StepSummary] = Field(default_factory=list)
+
+    @field_validator("formulation", mode="before")
+    @classmethod
+    def _formulation_as_dict(cls, v: Any) -> Any:
+        # An agent's Solution holds the formulation as a ModelIR; the journal keeps its dict.
+        return v.model_dump() if isinstance(v, BaseModel) else v
 
     @property
     def tokens(self) -> int:
