@@ -49,3 +49,26 @@ def test_opro_async_objective_reuses_connections_across_steps(fake):
     # the start value is scored too: four objective calls over three steps
     assert len(server.requests) == 4
     assert len(set(server.peers)) == 1, server.peers
+
+
+def test_run_sync_sees_the_callers_context_and_returns_errors():
+    import contextvars
+
+    import pytest
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def read() -> str:
+        return var.get()
+
+    async def fail() -> None:
+        raise ValueError("boom")
+
+    token = var.set("caller")
+    try:
+        assert run_sync(read()) == "caller"
+    finally:
+        var.reset(token)
+    assert run_sync(read()) == "unset"
+    with pytest.raises(ValueError, match="boom"):
+        run_sync(fail())

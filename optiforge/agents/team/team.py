@@ -29,7 +29,6 @@ and attempts in :mod:`.attempt`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from pathlib import Path
@@ -52,6 +51,7 @@ from optiforge.agents.team.state import (
     plan_features,
     used_prompts,
 )
+from optiforge.llm import run_sync
 from optiforge.solvers.result import SolveStatus
 from optiforge.trace import bundle, no_trace, node, tracing
 
@@ -479,18 +479,6 @@ async def asolve_graph(
         )
 
 
-def _run_sync(coro: Any) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # Called from inside a running loop (e.g. a notebook): run in a helper thread.
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 def solve(
     problem_text: str,
     *,
@@ -517,7 +505,7 @@ def solve(
     reported in ``failure_class``/``error``, bad arguments raise :class:`TeamError`.
     No graph is recorded (see :func:`solve_graph`).
     """
-    return _run_sync(
+    return run_sync(
         asolve(
             problem_text,
             llm=llm,
@@ -543,7 +531,7 @@ def solve_graph(
     config: TeamConfig | None = None,
 ) -> Any:
     """:func:`solve` that records the run; returns the output node (see :func:`asolve_graph`)."""
-    return _run_sync(
+    return run_sync(
         asolve_graph(
             problem_text,
             llm=llm,
