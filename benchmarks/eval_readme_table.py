@@ -6,6 +6,8 @@ Usage:
     python benchmarks/eval_readme_table.py runs/* --update README.md
     python benchmarks/eval_readme_table.py A B --compare DIRECT_DIR:TEAM_DIR [...]
 
+    python benchmarks/eval_readme_table.py --runs DIR [...] --update RESULTS_README.md
+
 Each argument is an `optiforge eval` output directory (its summary.json is used) or a
 summary.json file. Rows come out in argument order. With --update FILE, the table replaces
 the text between the markers
@@ -14,6 +16,13 @@ the text between the markers
 in FILE (the markers must exist); otherwise the table is printed. Each --compare OLD:NEW
 adds a line under the table with the problems NEW gained and lost against OLD on the
 problems both scored, and McNemar's exact p-value (optiforge.evals.report.compare_runs).
+
+With --runs, the arguments are run directories and the output is what produced them, from
+each run.json alone (between <!-- runs:start --> and <!-- runs:end --> with --update): per
+session the command, start and end (UTC), status, the code (git commit and dirty flag,
+when run.json records it) and the server and model file; then every commit that landed in
+this repository while a session ran (git log by committer time), marked "code" when it
+changed files under optiforge/. A results README says no more than this about provenance.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ import sys
 from pathlib import Path
 
 START, END = "<!-- eval-table:start -->", "<!-- eval-table:end -->"
+RUNS_START, RUNS_END = "<!-- runs:start -->", "<!-- runs:end -->"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _load(arg: str) -> dict:
@@ -42,9 +53,18 @@ def _pct(acc: dict) -> str:
 
 
 def _cache_hits(summary: dict) -> str:
-    """Replies served from the LLM cache (not counted in calls, tokens or time)."""
-    hits = sum(int(u.get("cache_hits") or 0) for u in summary.get("usage") or [])
-    return str(hits)
+    """Replies served from the LLM cache (not counted in calls, tokens or time), with the
+    tokens they cost when first produced (runs from before those were counted: the number
+    of replies alone)."""
+    usage = summary.get("usage") or []
+    hits = sum(int(u.get("cache_hits") or 0) for u in usage)
+    if not all("cached_prompt_tokens" in u for u in usage):
+        return str(hits)
+    tokens = sum(
+        int(u.get("cached_prompt_tokens") or 0) + int(u.get("cached_completion_tokens") or 0)
+        for u in usage
+    )
+    return f"{hits} ({tokens} tokens)" if hits else "0"
 
 
 def render_table(summaries: list[dict]) -> str:
@@ -89,13 +109,119 @@ def render_comparison(old: str, new: str) -> str:
     )
 
 
-def update_file(path: Path, table: str) -> None:
-    """Replace the text between the eval-table markers in ``path`` with ``table``."""
+def _utc(t: float | None) -> str:
+    import datetime
+
+    if not t:
+        return "-"
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def commits_between(start: float, end: float) -> list[dict]:
+    """Commits of this repository whose committer time lies in [start, end], oldest first,
+    each with the files it changed under optiforge/ (the package code)."""
+    out = []
+    log = _git(
+        "log", "--reverse", "--format=%H %ct %s", f"--since={int(start)}", f"--until={int(end) + 1}"
+    )
+    for line in log.splitlines():
+        sha, ct, subject = line.split(" ", 2)
+        if not start <= int(ct) <= end + 1:
+            continue
+        files = _git("show", "--format=", "--name-only", sha).split()
+        code = [f for f in files if f.startswith("optiforge/")]
+        out.append({"sha": sha[:7], "time": int(ct), "subject": subject, "code_files": code})
+    return out
+
+
+def tip_at(t: float) -> str | None:
+    """The newest commit of this branch made at or before time ``t`` (short hash)."""
+    out = _git("log", "-1", "--format=%h", f"--until={int(t)}")
+    return out.strip() or None
+
+
+def _subject(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
+
+
+def render_runs(dirs: list[str]) -> str:
+    """Markdown: what produced each run (from its run.json) and the commits made meanwhile."""
+    lines = [
+        "| run | session | started (UTC) | ended (UTC) | status | code | server and model |",
+        "|---|---:|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    commands: list[str] = []
+    for d in dirs:
+        path = Path(d) / "run.json"
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            sys.exit(f"error: cannot read {path}: {exc}")
+        name = Path(d).name
+        commands.append(f"- {name}: `{run.get('command') or 'not recorded'}`")
+        for s in run.get("sessions") or []:
+            prov = s.get("provenance") or {}
+            if prov.get("git_commit"):
+                code = f"`{prov['git_commit'][:7]}`" + (
+                    " (dirty tree)" if prov.get("git_dirty") else ""
+                )
+            else:
+                tip = tip_at(s.get("started_at") or 0)
+                code = "not recorded (branch tip at start: " + (f"`{tip}`" if tip else "?") + ")"
+            code += f", optiforge {prov.get('optiforge_version') or run.get('optiforge_version') or '?'}"
+            server = prov.get("server") or {}
+            mfile = prov.get("model_file") or {}
+            where = server.get("kind") or f"kind not recorded ({run.get('base_url') or '-'})"
+            model = run.get("model") or "-"
+            if mfile.get("sha256"):
+                model += f" (`{mfile.get('file')}` sha256 `{mfile['sha256'][:12]}…`)"
+            lines.append(
+                f"| {name} | {s['index']} | {_utc(s.get('started_at'))} | "
+                f"{_utc(s.get('ended_at'))} | {s.get('status')} | {code} | {where}: {model} |"
+            )
+            commits = commits_between(s.get("started_at") or 0, s.get("ended_at") or 0)
+            code_commits = [c for c in commits if c["code_files"]]
+            if commits:
+                notes.append(
+                    f"- {name} (session {s['index']}): {len(commits)} commit(s) landed while it "
+                    f"ran, {len(code_commits)} of them changing code:"
+                )
+                for c in commits:
+                    kind = "code: " + ", ".join(c["code_files"]) if c["code_files"] else "no code"
+                    notes.append(
+                        f"  - `{c['sha']}` {_utc(c['time'])[11:]} ({kind}) {_subject(c['subject'])}"
+                    )
+            else:
+                notes.append(f"- {name} (session {s['index']}): no commit landed while it ran.")
+    return (
+        "\n".join(lines)
+        + "\n\nCommands as recorded:\n\n"
+        + "\n".join(commands)
+        + "\n\nCommits made while a session ran:\n\n"
+        + "\n".join(notes)
+        + "\n"
+    )
+
+
+def update_file(path: Path, table: str, start: str = START, end: str = END) -> None:
+    """Replace the text between the markers in ``path`` with ``table``."""
     text = path.read_text(encoding="utf-8")
-    a, b = text.find(START), text.find(END)
+    a, b = text.find(start), text.find(end)
     if a < 0 or b < a:
-        sys.exit(f"error: {path} has no {START} ... {END} markers")
-    path.write_text(text[: a + len(START)] + "\n" + table + text[b:], encoding="utf-8")
+        sys.exit(f"error: {path} has no {start} ... {end} markers")
+    path.write_text(text[: a + len(start)] + "\n" + table + text[b:], encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +235,20 @@ def main(argv: list[str] | None = None) -> None:
         metavar="OLD:NEW",
         help="add gained/lost/McNemar for run NEW against run OLD (repeatable)",
     )
+    parser.add_argument(
+        "--runs",
+        dest="runs_section",
+        action="store_true",
+        help="render what produced each run (run.json, git log) instead of the table",
+    )
     args = parser.parse_args(argv)
+    if args.runs_section:
+        text = render_runs(args.runs)
+        if args.update:
+            update_file(args.update, text, RUNS_START, RUNS_END)
+        else:
+            sys.stdout.write(text)
+        return
     table = render_table([_load(a) for a in args.runs])
     if args.compare:
         table += "\n"

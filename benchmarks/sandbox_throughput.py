@@ -1,9 +1,12 @@
 """Sandbox throughput: the 20 gold formulations as Pyomo programs, run K times.
 
-Prints three rates measured in the same run:
+Prints the rates measured in the same run:
 
 - ``programs_per_s``: through a warm :class:`SandboxPool` of the default size (two workers
-  per core), with as many programs in flight as workers;
+  per core), with as many programs in flight as workers, as the user running this;
+- ``unprivileged_programs_per_s``: the same as uid 65534 when this runs as root (through
+  ``tests/solvers/as_nobody.py``), where the isolation comes from an unprivileged user
+  namespace; ``unprivileged_isolation`` says which layers it had;
 - ``naive_programs_per_s``: a fresh ``python program.py`` per program (same concurrency);
 - ``in_process_programs_per_s``: a plain ``exec`` in this process, one at a time, no
   isolation.
@@ -11,7 +14,8 @@ Prints three rates measured in the same run:
 Every sandboxed result is checked against the expected optimum, so speed never comes from
 skipping work.
 
-Usage: ``python benchmarks/sandbox_throughput.py [--json] [-k 5] [--workers N] [--naive 10]``
+Usage: ``python benchmarks/sandbox_throughput.py [--json] [-k 5] [--workers N] [--naive 10]
+[--no-unprivileged]``
 """
 
 from __future__ import annotations
@@ -76,6 +80,38 @@ def bench_pool(programs, k: int, workers: int) -> dict:
     }
 
 
+def bench_unprivileged(programs, k: int, workers: int) -> dict:
+    """``bench_pool`` again as uid 65534, in a subprocess (root only)."""
+    import shutil
+
+    home = tempfile.mkdtemp(prefix="optiforge-bench-")
+    try:
+        os.chown(home, 65534, 65534)
+        data = Path(home) / "programs.json"
+        data.write_text(json.dumps(programs))
+        cmd = [
+            sys.executable,
+            str(ROOT / "tests/solvers/as_nobody.py"),
+            home,
+            "--",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--pool-only",
+            str(data),
+            "-k",
+            str(k),
+            "--workers",
+            str(workers),
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            return {"unprivileged_error": (out.stdout + out.stderr)[-2000:]}
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        return {f"unprivileged_{key}": v for key, v in res.items()}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def bench_naive(programs, n: int, workers: int) -> dict:
     jobs = [programs[i % len(programs)] for i in range(n)]
     prelude = (
@@ -138,26 +174,48 @@ def main() -> None:
     ap.add_argument(
         "--naive", type=int, default=10, help="programs for the naive rate (default 10)"
     )
+    ap.add_argument(
+        "--no-unprivileged",
+        action="store_true",
+        help="as root, skip the second pool measurement as uid 65534",
+    )
+    ap.add_argument("--pool-only", metavar="PROGRAMS_JSON", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     from optiforge.solvers.sandbox import default_pool_size
 
-    programs = _gold_programs()
     if args.workers is None:
         args.workers = default_pool_size()
-    res: dict = {"cores": os.cpu_count(), "workers": args.workers, "k": args.k}
+    if args.pool_only:  # the unprivileged half, run by bench_unprivileged
+        programs = [tuple(p) for p in json.loads(Path(args.pool_only).read_text())]
+        print(json.dumps(bench_pool(programs, args.k, args.workers)))
+        return
+    programs = _gold_programs()
+    res: dict = {"cores": os.cpu_count(), "workers": args.workers, "k": args.k, "uid": os.getuid()}
     res.update(bench_pool(programs, args.k, args.workers))
     res.update(bench_in_process(programs, args.k))
     res.update(bench_naive(programs, args.naive, args.workers))
     res["pool_vs_in_process"] = res["programs_per_s"] / res["in_process_programs_per_s"]
     res["pool_vs_naive"] = res["programs_per_s"] / res["naive_programs_per_s"]
+    if os.geteuid() == 0 and not args.no_unprivileged:
+        res.update(bench_unprivileged(programs, args.k, args.workers))
+        if "unprivileged_programs_per_s" in res:
+            res["unprivileged_vs_in_process"] = (
+                res["unprivileged_programs_per_s"] / res["in_process_programs_per_s"]
+            )
+    try:
+        with open("/proc/loadavg") as f:
+            res["loadavg_1m_after"] = float(f.read().split()[0])
+    except OSError:
+        pass
     if args.json:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}))
     else:
         for key, v in res.items():
             print(f"{key:28s} {v:.2f}" if isinstance(v, float) else f"{key:28s} {v}")
-    if res["wrong"]:
-        sys.exit(f"wrong results from the sandbox: {res['wrong']}")
+    wrong = res["wrong"] + res.get("unprivileged_wrong", [])
+    if wrong or "unprivileged_error" in res:
+        sys.exit(f"wrong results from the sandbox: {wrong} {res.get('unprivileged_error', '')}")
 
 
 if __name__ == "__main__":

@@ -63,3 +63,90 @@ def test_missing_explicit_config_file_is_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv("OPTIFORGE_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings()
+
+
+def test_bad_value_names_the_setting_and_its_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPTIFORGE_CONCURRENCY", "many")
+    with pytest.raises(ConfigError, match=r"'concurrency' from environment variable OPTIFORGE_"):
+        load_settings()
+    monkeypatch.delenv("OPTIFORGE_CONCURRENCY")
+    (tmp_path / "optiforge.toml").write_text("[optiforge]\ntimeout = 'soon'\n")
+    with pytest.raises(ConfigError, match=r"'timeout' from optiforge.toml \(\[optiforge\] table\)"):
+        load_settings()
+    with pytest.raises(ConfigError, match=r"'local_ctx' from a flag or keyword argument"):
+        load_settings(local_ctx="big")
+    monkeypatch.setenv("OPTIFORGE_CACHE", "perhaps")
+    with pytest.raises(ConfigError, match=r"'cache' from environment variable OPTIFORGE_CACHE"):
+        load_settings(timeout=3)
+    cfg = tmp_path / "elsewhere.toml"
+    cfg.write_text("[optiforge]\nmax_retries = 'lots'\nmodle = 1\n")
+    monkeypatch.delenv("OPTIFORGE_CACHE")
+    monkeypatch.setenv("OPTIFORGE_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=r"unknown setting 'modle' in .*elsewhere.toml"):
+        load_settings()
+    cfg.write_text("[optiforge]\nmax_retries = 'lots'\n")
+    with pytest.raises(ConfigError, match=r"'max_retries' from .*elsewhere.toml"):
+        load_settings()
+
+
+def test_each_source_overrides_the_next_field_by_field(monkeypatch, tmp_path):
+    (tmp_path / "optiforge.toml").write_text(
+        "[optiforge]\nlocal_ctx = 1024\nlocal_parallel = 2\ncache_max_mb = 64\n"
+        "local_threads = 3\nhome = '~/of-home'\n"
+    )
+    monkeypatch.setenv("OPTIFORGE_LOCAL_PARALLEL", "5")
+    monkeypatch.setenv("OPTIFORGE_LOCAL_THREADS", "6")
+    monkeypatch.setenv("optiforge_timeout", "7")  # names are case-insensitive
+    s = load_settings(local_threads=9, cache_max_mb=None)  # None: not given
+    assert (s.local_ctx, s.local_parallel, s.local_threads) == (1024, 5, 9)
+    assert s.cache_max_mb == 64.0 and s.timeout == 7.0
+    assert s.home == Path("~/of-home").expanduser()
+    assert s.resolved_models_dir == s.home / "models"
+
+
+def test_settings_stay_a_frozen_dataclass():
+    import dataclasses
+
+    s = load_settings()
+    t = dataclasses.replace(s, model="other", concurrency=1)
+    assert (t.model, t.concurrency, t.home) == ("other", 1, s.home)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.model = "x"  # type: ignore[misc]
+    assert {f.name for f in dataclasses.fields(Settings)} >= {"model", "cache_max_mb"}
+
+
+def test_booleans_and_empty_values(monkeypatch):
+    for raw, want in [
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("0", False),
+        ("off", False),
+        ("", False),
+        ("False", False),
+    ]:
+        monkeypatch.setenv("OPTIFORGE_CACHE", raw)
+        assert load_settings().cache is want, raw
+
+
+def test_toml_without_a_table_and_a_non_table(tmp_path):
+    (tmp_path / "optiforge.toml").write_text("model = 'top-level'\n")
+    assert load_settings().model == "top-level"
+    (tmp_path / "optiforge.toml").write_text("optiforge = 3\n")
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_settings()
+
+
+def test_limits_are_checked(monkeypatch):
+    for name, bad in [
+        ("concurrency", "0"),
+        ("cache_max_mb", "-1"),
+        ("timeout", "0"),
+        ("max_retries", "-1"),
+        ("local_threads", "0"),
+    ]:
+        monkeypatch.setenv(f"OPTIFORGE_{name.upper()}", bad)
+        with pytest.raises(ConfigError, match=rf"'{name}' from environment variable"):
+            load_settings()
+        monkeypatch.delenv(f"OPTIFORGE_{name.upper()}")
+    assert load_settings(cache_max_mb=0, local_threads=None).cache_max_mb == 0

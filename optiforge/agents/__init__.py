@@ -4,7 +4,9 @@ Names are imported lazily so that ``import optiforge.agents`` stays cheap:
 
 - ``Optimizer``, ``OptoPrime``, ``OPRO``, ``TextGrad``, ``GEPA`` (``optiforge.agents.optim``)
 - ``train`` (``optiforge.agents.trainer``)
-- ``solve``, ``asolve`` (``optiforge.agents.team``): word problem -> :class:`Solution`
+- ``solve``, ``asolve`` (``optiforge.agents.team``): word problem -> :class:`Solution`;
+  ``solve_graph``, ``asolve_graph``: the same run recorded (output node, value: Solution);
+  ``TeamModule``, ``TeamError``, ``load_prompt_values``, ``save_prompts``
 - ``Solution``, ``StepRecord`` (``optiforge.agents.solution``)
 """
 
@@ -22,6 +24,12 @@ _EXPORTS = {
     "train": "optiforge.agents.trainer",
     "solve": "optiforge.agents.team",
     "asolve": "optiforge.agents.team",
+    "solve_graph": "optiforge.agents.team",
+    "asolve_graph": "optiforge.agents.team",
+    "TeamModule": "optiforge.agents.team",
+    "TeamError": "optiforge.agents.team",
+    "load_prompt_values": "optiforge.agents.team",
+    "save_prompts": "optiforge.agents.team",
     "Solution": "optiforge.agents.solution",
     "StepRecord": "optiforge.agents.solution",
 }

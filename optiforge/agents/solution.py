@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from optiforge.solvers.ir import ModelIR
 from optiforge.solvers.result import SolveResult
 
 
@@ -34,8 +35,9 @@ class Solution(BaseModel):
     agent: str  # "team" or "direct"
     answer: float | None = None
     result: SolveResult | None = None
-    #: The chosen formulation as model IR (a dict produced by ``ModelIR.model_dump()``).
-    formulation: dict[str, Any] | None = None
+    #: The chosen formulation (None when the agent wrote code only, or the chosen draft
+    #: did not validate; ``formulation_markdown`` still shows such a draft).
+    formulation: ModelIR | None = None
     formulation_markdown: str | None = None
     code: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
@@ -47,3 +49,23 @@ class Solution(BaseModel):
     #: Why it failed, when it did: "formulation", "code_error", "timeout", "infeasible",
     #: "no_answer", "budget", "llm_error"; None on success.
     failure_class: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The outcome in a few fields for judges and feedback: answer, solver status,
+        failure, error, the chosen formulation (Markdown) and the critic's findings."""
+        issues = []
+        for s in self.steps:
+            for i in s.detail.get("issues", []) if isinstance(s.detail, dict) else []:
+                issues.append(i.get("message", ""))
+        return {
+            "answer": self.answer,
+            "status": self.result.status.value if self.result is not None else None,
+            "failure": self.failure_class,
+            "error": (self.error or "")[:400] or None,
+            "formulation": self.formulation_markdown,
+            "critic_findings": sorted(set(issues))[:8],
+        }
+
+    def __repr__(self) -> str:
+        # Shown to optimizers as the output node's value: the outcome, not every step.
+        return f"Solution({self.summary()!r})"

@@ -31,7 +31,13 @@ def _root() -> None:
 
 @app.command()
 def version() -> None:
-    """Print the optiforge version."""
+    """Print the optiforge version, and the isolation generated code gets on this machine."""
     from optiforge import __version__
 
     typer.echo(__version__)
+    from optiforge.solvers.sandbox import describe_isolation, probe_isolation
+
+    try:
+        typer.echo(describe_isolation(probe_isolation()))
+    except Exception as e:  # the version must print even where the sandbox cannot start
+        typer.echo(f"sandbox isolation: unknown ({type(e).__name__}: {e})")

@@ -2,45 +2,175 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from optiforge.config import Settings
     from optiforge.llm import LLM
 
 
-def check_server(base_url: str, timeout: float = 10.0) -> None:
-    """Fail fast with a clear message when an OpenAI-compatible server does not answer."""
+#: Seconds to wait for a server that answers "loading" (HTTP 503) before giving up;
+#: ``OPTIFORGE_READY_TIMEOUT`` overrides it.
+READY_TIMEOUT_S = 300.0
+
+
+def _ready_timeout() -> float:
+    import os
+
+    raw = os.environ.get("OPTIFORGE_READY_TIMEOUT")
+    if not raw:
+        return READY_TIMEOUT_S
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        from optiforge.errors import ConfigError
+
+        raise ConfigError(f"OPTIFORGE_READY_TIMEOUT must be seconds, got {raw!r}") from None
+
+
+def check_server(
+    base_url: str,
+    timeout: float = 10.0,
+    *,
+    ready_timeout: float | None = None,
+    interval: float = 0.5,
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Wait until an OpenAI-compatible server answers ``/models``, or fail with a clear
+    message.
+
+    A server that is still loading its model answers HTTP 503: wait for it, up to
+    ``ready_timeout`` seconds (default 300, or ``OPTIFORGE_READY_TIMEOUT``), saying once
+    on stderr what it waits for. A server that cannot be reached fails at once, so that a
+    wrong --base-url is reported without delay.
+    """
+    import time
+
     import httpx
 
     from optiforge.llm.errors import LLMUnavailableError
 
+    if ready_timeout is None:
+        ready_timeout = _ready_timeout()
+    if echo is None:
+
+        def echo(msg: str) -> None:
+            print(msg, file=sys.stderr, flush=True)
+
     url = base_url.rstrip("/") + "/models"
-    try:
-        resp = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise LLMUnavailableError(
-            f"cannot reach the model server at {base_url} ({type(exc).__name__}: {exc}). "
-            "Start it (for example `optiforge serve`), fix --base-url, or leave --base-url "
-            "out to use the embedded local server."
-        ) from None
-    if resp.status_code >= 500:
-        raise LLMUnavailableError(
-            f"the model server at {base_url} answered HTTP {resp.status_code} on /models; "
-            "check its logs"
-        )
+    t0 = time.monotonic()
+    told = False
+    while True:
+        waited = time.monotonic() - t0
+        try:
+            resp = httpx.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise LLMUnavailableError(
+                f"cannot reach the model server at {base_url} ({type(exc).__name__}: {exc}). "
+                "Start it (for example `optiforge serve`), fix --base-url, or leave --base-url "
+                "out to use the embedded local server."
+            ) from None
+        if resp.status_code < 500:
+            if told:
+                echo(f"model server at {base_url} is ready (after {waited:.0f} s)")
+            return
+        if resp.status_code != 503 or waited >= ready_timeout:
+            what = "still loading" if resp.status_code == 503 else "failing"
+            raise LLMUnavailableError(
+                f"the model server at {base_url} answered HTTP {resp.status_code} on "
+                f"/models ({what} after {waited:.0f} s; the limit is {ready_timeout:g} s, "
+                "set by OPTIFORGE_READY_TIMEOUT); check its logs"
+            )
+        if not told:
+            echo(
+                f"waiting for the model server at {base_url} to load its model (HTTP 503; "
+                f"up to {ready_timeout:g} s, OPTIFORGE_READY_TIMEOUT; Ctrl-C to stop)"
+            )
+            told = True
+        time.sleep(interval)
 
 
 def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None = None) -> LLM:
-    """The LLM a command uses: a configured server (checked first) or the embedded one."""
+    """The LLM a command uses: a configured server (waited for until it is ready, see
+    :func:`check_server`) or the embedded one."""
     if settings.base_url:
-        check_server(settings.base_url)
+        # Several comma-separated servers: go on while one answers; the client's pool
+        # marks the others down and probes them again later.
+        from optiforge.llm.pool import split_base_urls
+
+        urls = split_base_urls(settings.base_url)
+        failures = []
+        for url in urls:
+            try:
+                check_server(url)
+            except Exception as exc:
+                failures.append(exc)
+        if failures and len(failures) == len(urls):
+            raise failures[0]
     from optiforge.llm import LLM
 
-    return LLM(
+    llm = LLM(
         model=settings.model,
         base_url=settings.base_url,
         cache=False if no_cache else None,
         concurrency=concurrency,
         settings=settings,
     )
+    if settings.base_url:
+        # Several servers: their slots add up (unknown if any one does not say).
+        slots = [server_slots(u) for u in urls]
+        llm.limit_in_flight(sum(slots) if all(slots) else None)  # type: ignore[arg-type]
+    return llm
+
+
+def server_slots(base_url: str, timeout: float = 5.0) -> int | None:
+    """The parallel slots of a llama.cpp server (``/props`` ``total_slots``), or None for
+    servers that do not say (vLLM batches dynamically; hosted APIs)."""
+    import httpx
+
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        r = httpx.get(root + "/props", timeout=timeout)
+        if r.status_code != 200:
+            return None
+        slots = r.json().get("total_slots")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return slots if isinstance(slots, int) and slots > 0 else None
+
+
+def llm_provenance(llm: LLM, settings: Settings | None = None) -> dict[str, Any]:
+    """The model side of a run: route, model name, server URL and kind, model file and
+    sha256 (embedded server: always; a llama.cpp server on this machine: when its file is
+    readable), and the settings without secrets (for ``run.json``)."""
+    from optiforge.evals.provenance import model_file_info, server_info, settings_dict
+
+    out: dict[str, Any] = {"model": getattr(llm, "model", None)}
+    route = getattr(llm, "route", None)
+    out["route"] = route
+    if route == "litellm":
+        out["server"] = {"kind": "hosted (litellm)", "url": None}
+    elif route == "local":
+        from optiforge.llm.local import server_for_url
+
+        server = server_for_url(getattr(llm, "base_url", None))
+        out["server"] = {"kind": "embedded llama.cpp", "url": getattr(llm, "base_url", None)}
+        if server is not None:
+            out["server"].update(
+                slots=server.n_parallel, ctx_per_slot=server.ctx_per_slot, threads=server.threads
+            )
+            out["model_file"] = model_file_info(server.model_path)
+    elif getattr(llm, "base_url", None):
+        from optiforge.llm.pool import split_base_urls
+
+        infos = [server_info(u) for u in split_base_urls(llm.base_url)]
+        models = [m for m in (i.pop("model", None) for i in infos) if m]
+        out["server"] = infos[0] if len(infos) == 1 else {"kind": "pool", "servers": infos}
+        if models:
+            out["model_file"] = models[0]
+    if settings is None:
+        settings = getattr(llm, "settings", None)
+    out["settings"] = settings_dict(settings)
+    return out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
+import dataclasses
+import functools
 import shlex
 import signal
 import sys
@@ -16,31 +16,6 @@ from typing import Any
 import typer
 
 from optiforge.cli.app import app
-
-
-def _load_agent_fn(spec: str) -> Any:
-    """Import ``module:function`` or ``path/to/file.py:function``."""
-    from optiforge.evals.records import EvalError
-
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise EvalError(f"--agent-fn {spec!r} must look like module:function or file.py:function")
-    try:
-        if target.endswith(".py"):
-            path = Path(target).expanduser().resolve()
-            mod_spec = importlib.util.spec_from_file_location(f"_optiforge_agent_{path.stem}", path)
-            if mod_spec is None or mod_spec.loader is None or not path.exists():
-                raise EvalError(f"--agent-fn: no such file {path}")
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except ImportError as exc:
-        raise EvalError(f"--agent-fn: cannot import {target!r}: {exc}") from None
-    fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise EvalError(f"--agent-fn: {target!r} has no callable {attr!r}")
-    return fn
 
 
 def _resume_command(out_dir: Path) -> str:
@@ -134,9 +109,30 @@ def eval_command(
         None,
         "--agent-fn",
         help="Evaluate your own async agent: module:function or file.py:function taking a "
-        "Problem and returning a Solution (no LLM is started).",
+        "Problem and returning a Solution. It gets the configured LLM client if it has a "
+        "parameter named llm; otherwise no LLM is started.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    executor: str = typer.Option(
+        "local",
+        "--executor",
+        help="Where problems run: local (this process) or ray (each problem a Ray task on a "
+        "worker, agent and sandbox included; pip install 'optiforge[ray]'). The journal, "
+        "--resume and Ctrl-C work the same.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --executor ray: a running cluster (auto, or its HOST:6379); default: "
+        "start a private local Ray instance. Cluster workers need optiforge's dependencies "
+        "and must reach --base-url.",
+    ),
+    ray_workers: int | None = typer.Option(
+        None,
+        "--ray-workers",
+        help="With --executor ray: worker processes (default: one per cluster CPU, at most "
+        "--concurrency); --concurrency problems are spread over them.",
+    ),
 ) -> None:
     """Evaluate an agent on a benchmark; writes results.jsonl, summary.json, report.md/html."""
     from rich.console import Console
@@ -157,6 +153,12 @@ def eval_command(
         raise EvalError(f"--budget must be >= 1, got {budget}")
     if retry_failed and not resume:
         raise EvalError("--retry-failed needs --resume")
+    if executor not in ("local", "ray"):
+        raise EvalError(f"--executor must be local or ray, got {executor!r}")
+    if executor != "ray" and (ray_address or ray_workers is not None):
+        raise EvalError("--ray-address and --ray-workers need --executor ray")
+    if ray_workers is not None and ray_workers < 1:
+        raise EvalError(f"--ray-workers must be >= 1, got {ray_workers}")
     prompt_values = None
     if prompts is not None:
         from optiforge.agents.team.prompts import load_prompt_values
@@ -216,8 +218,11 @@ def eval_command(
         command=shlex.join(["optiforge", *sys.argv[1:]]),
     )
 
+    from optiforge.agents.spec import AgentSpec, BuiltAgent, build_agent, load_agent_fn, wants_llm
+    from optiforge.evals.executor import LocalExecutor, RayExecutor
+
     llm = None
-    usage = None
+    provenance = None
     pending = len(problems)
     if resume:
         from optiforge.evals.journal import read_journal
@@ -227,31 +232,56 @@ def eval_command(
         if retry_failed:
             done = {k: r for k, r in done.items() if r.failure_class not in INFRA_FAILURES}
         pending = sum(1 for p in problems if p.id not in done)
-    if agent_fn:
-        fn = _load_agent_fn(agent_fn)
-    elif pending == 0:
-        # Nothing left to run: do not start (or pull) a model just to refresh the reports.
-        async def fn(problem: Any) -> Any:
+    spec = AgentSpec(
+        agent=agent,
+        agent_fn=agent_fn,
+        settings=settings,
+        no_cache=no_cache,
+        llm_concurrency=conc,
+        budget=budget,
+        samples=samples,
+        prompts=prompt_values,
+    )
+    runner_exec: Any
+    if pending == 0:
+        # Nothing left to run: do not start (or pull) a model, or Ray, to refresh reports.
+        async def nothing(problem: Any) -> Any:
             raise AssertionError("no problem should run")
+
+        runner_exec = LocalExecutor(nothing)
     else:
-        from optiforge.agents import asolve
-        from optiforge.cli.common import connect_llm
+        if not agent_fn or wants_llm(load_agent_fn(agent_fn)):
+            from optiforge.cli.common import connect_llm
 
-        llm = connect_llm(settings, no_cache=no_cache, concurrency=conc)
-        llm.ensure_server()  # start (and pull) the embedded model before the bar shows
-
-        async def fn(problem: Any) -> Any:
-            return await asolve(
-                problem.text,
-                llm=llm,
-                agent=agent,
-                budget=budget,
-                samples=samples,
-                prompts=prompt_values,
+            llm = connect_llm(settings, no_cache=no_cache, concurrency=conc)
+            llm.ensure_server()  # start (and pull) the embedded model before the bar shows
+        if executor == "local":
+            runner_exec = LocalExecutor(BuiltAgent(spec, llm=llm))
+        else:
+            if llm is not None and llm.route == "local":
+                # Workers on this host share the driver's embedded server instead of each
+                # loading the model (a remote cluster needs --base-url it can reach).
+                spec = dataclasses.replace(spec, base_url=llm.ensure_server())
+            with console.status("starting Ray workers"):
+                runner_exec = RayExecutor(
+                    functools.partial(build_agent, spec),
+                    address=ray_address,
+                    workers=ray_workers,
+                    concurrency=conc,
+                ).start()
+            console.print(
+                f"ray: {runner_exec.worker_count} workers ready in {runner_exec.startup_s:.1f} s"
             )
 
-        def usage() -> dict[str, Any]:
-            return llm.usage.snapshot().model_dump()
+    usage_scope = None
+    if llm is not None:
+        from optiforge.cli.common import llm_provenance
+
+        provenance = llm_provenance(llm, settings)
+        if executor == "local":
+            # Per-problem costs in the journal; on Ray the client is in the workers and
+            # each line keeps the agent's own counts.
+            from optiforge.llm.usage import usage_scope
 
     console.print(
         f"eval [bold]{name}[/]: {len(problems)} problems, agent {meta.agent}"
@@ -265,7 +295,7 @@ def eval_command(
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         return await run_eval(
             problems,
-            fn,
+            None,
             out_dir,
             meta=meta,
             concurrency=conc,
@@ -274,7 +304,10 @@ def eval_command(
             problem_timeout=timeout,
             max_consecutive_failures=max_failures,
             progress=progress,
-            usage=usage,
+            usage=runner_exec.usage,
+            executor=runner_exec,
+            usage_scope=usage_scope,
+            provenance=provenance,
         )
 
     try:
@@ -289,6 +322,7 @@ def eval_command(
         )
         raise typer.Exit(130) from None
     finally:
+        runner_exec.close()
         if llm is not None:
             llm.close()
     s = outcome.summary

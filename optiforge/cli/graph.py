@@ -23,7 +23,8 @@ class GraphFormat(str, Enum):
 def graph(
     file: Path = typer.Argument(
         ...,
-        help="Graph JSON written by optiforge.trace.save_graph(output, 'FILE.json').",
+        help="Graph JSON written by 'optiforge solve PROBLEM --save-graph FILE.json' or "
+        "optiforge.trace.save_graph(output, 'FILE.json').",
         show_default=False,
     ),
     fmt: GraphFormat = typer.Option(
@@ -46,7 +47,7 @@ def graph(
 
     A trace graph records one run of a traced workflow: its inputs, trainable parameters (values and code), every bundled call and operator, exceptions with their tracebacks, and the feedback each node received.
 
-    Save one from Python with [bold]optiforge.trace.save_graph(output_node, "run.json")[/bold], then run [bold]optiforge graph run.json[/bold] and open run.html in a browser (it needs no network).
+    Record a team run with [bold]optiforge solve PROBLEM --save-graph run.json[/bold] (a node per role call and step: formulate, critique, repair, code, build_model, solve, check, vote, decide; the role prompts as trainable parameters), or save any output node from Python with [bold]optiforge.trace.save_graph(output_node, "run.json")[/bold]. Then run [bold]optiforge graph run.json[/bold] and open run.html in a browser (it needs no network).
     """
     from optiforge.trace.export import load_graph, to_dot, to_html, to_mermaid
 

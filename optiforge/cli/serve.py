@@ -34,7 +34,13 @@ def serve(
     ),
     max_model_len: int = typer.Option(None, "--max-model-len", help="vLLM: context length."),
     tensor_parallel_size: int = typer.Option(
-        None, "--tensor-parallel-size", help="vLLM: GPUs per model."
+        None, "--tensor-parallel-size", help="vLLM: GPUs per model replica (within this host)."
+    ),
+    data_parallel_size: int = typer.Option(
+        None,
+        "--data-parallel-size",
+        help="vLLM: model replicas behind this one URL (needs TP x DP GPUs). Across hosts, "
+        "run one server per host and give clients all URLs, comma-separated.",
     ),
     dtype: str = typer.Option(
         None, "--dtype", help="vLLM: auto, bfloat16, float16 ... (CPU default bfloat16)."
@@ -79,6 +85,7 @@ def serve(
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
             dtype=dtype,
             cpu=cpu,
             python=python,
@@ -94,9 +101,16 @@ def serve(
         )
 
 
-def _announce(base_url: str, model: str, extra: str = "") -> None:
+def _announce(base_url: str, model: str, extra: str = "", urls: list[str] | None = None) -> None:
     typer.echo(f"serving {model} at {base_url}{extra}")
     typer.echo(f"OPTIFORGE_BASE_URL={base_url} OPTIFORGE_MODEL={model}")
+    for other in (urls or [])[1:]:
+        typer.echo(f"from other hosts: {other}")
+    if urls and len(urls) > 1:
+        typer.echo(
+            "several servers: give clients every server's URL, comma-separated, e.g. "
+            f"OPTIFORGE_BASE_URL={urls[-1]},http://OTHER-HOST:PORT/v1"
+        )
     typer.echo("press Ctrl-C to stop")
     sys.stdout.flush()
 
@@ -126,8 +140,21 @@ def _serve_local(model: str, host: str, port: int, settings) -> None:
         host=host,
         port=port,
     )
-    base_url = server.start()
-    _announce(base_url, alias, f" ({server.n_parallel} slots x {server.ctx_per_slot} tokens)")
+    t0 = time.monotonic()
+    try:
+        base_url = server.start()
+        # The URL is printed only once a real request has been answered, so that a client
+        # started right after reading it never meets a server that is still loading.
+        server.check_completion()
+    except BaseException:
+        server.stop()
+        raise
+    _announce(
+        base_url,
+        alias,
+        f" ({server.n_parallel} slots x {server.ctx_per_slot} tokens; ready in "
+        f"{time.monotonic() - t0:.1f} s)",
+    )
     try:
         while True:
             time.sleep(3600)
@@ -136,6 +163,13 @@ def _serve_local(model: str, host: str, port: int, settings) -> None:
     finally:
         server.stop()
         typer.echo("stopped")
+
+
+def _parallel_note(cfg) -> str:
+    tp, dp = cfg.tensor_parallel_size or 1, cfg.data_parallel_size or 1
+    if tp == dp == 1:
+        return ""
+    return f"{dp} replica(s) x {tp} GPU(s) each; "
 
 
 def _serve_vllm(*, settings, ready_timeout: float, **kwargs) -> None:
@@ -147,7 +181,8 @@ def _serve_vllm(*, settings, ready_timeout: float, **kwargs) -> None:
     _announce(
         server.base_url,
         server.model,
-        f" (ready in {time.monotonic() - t0:.0f} s; log {server.log_path})",
+        f" ({_parallel_note(cfg)}ready in {time.monotonic() - t0:.0f} s; log {server.log_path})",
+        urls=server.urls,
     )
     try:
         while server.proc.poll() is None:

@@ -16,7 +16,7 @@ def read_problem(source: str) -> str:
 
     Raises :class:`TeamError` for empty input or a path-like argument that cannot be read.
     """
-    from optiforge.agents.team import TeamError
+    from optiforge.agents import TeamError
 
     if source == "-":
         text = sys.stdin.read()
@@ -58,7 +58,7 @@ def _print_solution(sol: Any, show_code: bool) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
 
-    from optiforge.agents.team.team import ir_plaintext
+    from optiforge.solvers import ir_plaintext
 
     out = Console()
     if sol.formulation:
@@ -110,7 +110,12 @@ def solve_command(
     json_out: bool = typer.Option(False, "--json", help="Print the Solution as JSON."),
     show_code: bool = typer.Option(False, "--show-code", help="Also print the model code."),
     save_graph: Path | None = typer.Option(
-        None, "--save-graph", help="Save the run's trace graph (JSON, or .html/.dot/.mmd)."
+        None,
+        "--save-graph",
+        help="Record the run as a trace graph and save it (JSON, or .html/.dot/.mmd): a node "
+        "per role call (plan, formulate, critique, repair, code) and step (build_model, solve, "
+        "run_code, check, vote, decide), the prompts as trainable parameters. View a JSON "
+        "graph with 'optiforge graph FILE'. Without this option nothing is recorded.",
     ),
     prompts: Path | None = typer.Option(
         None, "--prompts", help="Tuned prompts (JSON written by 'optiforge tune')."
@@ -118,7 +123,7 @@ def solve_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM response cache."),
 ) -> None:
     """Solve an optimization word problem: formulation, code, status, objective, values."""
-    from optiforge.agents.team import TeamError, load_prompt_values
+    from optiforge.agents import TeamError, load_prompt_values, solve, solve_graph
     from optiforge.config import load_settings
 
     if agent not in ("team", "direct"):
@@ -126,19 +131,17 @@ def solve_command(
     text = read_problem(problem)
     prompt_values = load_prompt_values(prompts) if prompts is not None else None
     settings = load_settings(model=model, base_url=base_url)
-    from optiforge.agents.team.module import solve_traced
     from optiforge.cli.common import connect_llm
 
     llm = connect_llm(settings, no_cache=no_cache)
+    kwargs = dict(llm=llm, agent=agent, budget=budget, samples=samples, prompts=prompt_values)
+    graph_output = None
     try:
-        sol, graph_output = solve_traced(
-            text,
-            llm=llm,
-            agent=agent,
-            budget=budget,
-            samples=samples,
-            prompts=prompt_values,
-        )
+        if save_graph is not None:
+            graph_output = solve_graph(text, **kwargs)
+            sol = graph_output.value
+        else:
+            sol = solve(text, **kwargs)
     finally:
         llm.close()
     if save_graph is not None:
@@ -166,6 +169,6 @@ def _save_graph(output: Any, path: Path) -> None:
         else:
             save_graph(output, path)
     except OSError as exc:
-        from optiforge.agents.team import TeamError
+        from optiforge.agents import TeamError
 
         raise TeamError(f"cannot write the graph to {path}: {exc}") from None

@@ -16,8 +16,8 @@ _HELP = """Train the team's prompts on training problems and save them for --pro
 Each training problem is solved by the team and graded exactly as `optiforge eval` grades
 (--rule, answer kinds, --answer-field). The optimizer reads feedback holding the solver's
 status and objective, the critic's findings, and whether the answer matched with the
-expected answer. Problems of the shipped eval samples (readme40, fresh60) are refused, and
-no feedback is ever written for a test-sample problem.
+expected answer. Problems of the shipped eval samples (readme40, fresh60 and every other
+sample but the -train/-val splits) are refused, and no feedback is ever written for one.
 
 Optimizers: gepa (reflective evolution over a Pareto front of prompt candidates; budget
 --max-metric-calls, minibatch --minibatch, --merge), optoprime, opro and textgrad (minibatch

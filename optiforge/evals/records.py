@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import sysconfig
+from functools import lru_cache
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from optiforge.errors import OptiforgeError
 
@@ -24,6 +28,45 @@ FAILURE_LABELS: dict[str, str] = {
     "llm_error": "LLM/server error",
     "agent_crash": "agent raised an exception",
 }
+
+
+@lru_cache(maxsize=1)
+def _machine_prefixes() -> tuple[tuple[str, str], ...]:
+    """(prefix, placeholder) pairs, longest first: site-packages, the standard library,
+    the interpreter prefix and the user's home, as this machine spells them."""
+    pairs: dict[str, str] = {}
+    paths = sysconfig.get_paths()
+    for key in ("purelib", "platlib"):
+        if paths.get(key):
+            pairs[paths[key]] = "<site-packages>"
+    try:
+        import site
+
+        for sp in [*site.getsitepackages(), site.getusersitepackages()]:
+            pairs.setdefault(sp, "<site-packages>")
+    except (AttributeError, ImportError):  # pragma: no cover - virtualenv without site
+        pass
+    for key in ("stdlib", "platstdlib"):
+        if paths.get(key):
+            pairs.setdefault(paths[key], "<stdlib>")
+    pairs.setdefault(sys.prefix, "<python>")
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        pairs.setdefault(home, "~")
+    out = [(p.rstrip("/"), v) for p, v in pairs.items() if p and len(p.rstrip("/")) > 1]
+    return tuple(sorted(out, key=lambda pv: -len(pv[0])))
+
+
+def portable_text(text: str | None) -> str | None:
+    """``text`` with this machine's install and home paths replaced by placeholders
+    (``<site-packages>/pyomo/...``, ``~/...``), so that tracebacks and solver logs in a
+    journal name no path of the machine that ran it and results can be committed as is."""
+    if not text:
+        return text
+    for prefix, placeholder in _machine_prefixes():
+        if prefix in text:
+            text = text.replace(prefix + "/", placeholder + "/").replace(prefix, placeholder)
+    return text
 
 
 class EvalError(OptiforgeError):
@@ -75,9 +118,27 @@ class ResultRecord(BaseModel):
     #: The agent's own failure class, verbatim.
     agent_failure_class: str | None = None
     error: str | None = None
+    #: Requests the server answered, and their tokens (every choice and re-ask included).
+    #: Counted by the LLM client for this problem alone (``usage_source="client"``); an
+    #: agent that uses no optiforge client reports its own (``"agent"``).
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Requests that got no reply (errors, timeouts, cancelled in flight); tokens unknown.
+    failed_calls: int = 0
+    #: Requests answered from the response cache, replies taken from it, and what those
+    #: replies cost when they were first produced (not included in the live counters).
+    cached_calls: int = 0
+    cache_hits: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
+    usage_source: str = "agent"
+    #: The client's counters per tag (role) for this problem.
+    usage_by_tag: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: Every reply this problem received, in arrival order: tag, response-cache key,
+    #: sha256 of the text, cached, finish_reason, completion_tokens. With the cache on,
+    #: the key finds the model's text; the hash proves it.
+    replies: list[dict[str, Any]] = Field(default_factory=list)
     elapsed_s: float = 0.0
     agent: str = ""
     samples: int | None = None
@@ -91,10 +152,21 @@ class ResultRecord(BaseModel):
     solver_message: str | None = None
     steps: list[StepSummary] = Field(default_factory=list)
 
+    @field_validator("formulation", mode="before")
+    @classmethod
+    def _formulation_as_dict(cls, v: Any) -> Any:
+        # An agent's Solution holds the formulation as a ModelIR; the journal keeps its dict.
+        return v.model_dump() if isinstance(v, BaseModel) else v
+
     @property
     def tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens of the replies served from the cache."""
+        return self.cached_prompt_tokens + self.cached_completion_tokens
 
     @property
     def scored(self) -> bool:
@@ -112,7 +184,15 @@ class Session(BaseModel):
     skipped_done: int = 0
     finished: int = 0
     status: str = "running"  # running | completed | interrupted | aborted | crashed | killed
+    #: The LLM client's own counters at the end of the session (one client per session).
     usage: dict[str, Any] | None = None
+    #: What problems that were started but not journalled (the run was interrupted) used,
+    #: so that journal + this = ``usage``.
+    usage_unjournalled: dict[str, Any] | None = None
+    #: What produced this session: code (version, git commit, dirty tree), Python and
+    #: package versions, and (from the CLI) the server, model file sha256 and settings.
+    #: See :mod:`optiforge.evals.provenance`.
+    provenance: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunMeta(BaseModel):

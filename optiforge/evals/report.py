@@ -102,6 +102,14 @@ def summarize(records: Sequence[ResultRecord], meta: RunMeta | None = None) -> d
             "completion_total": sum(r.completion_tokens for r in records),
         },
         "calls": _stats([float(r.calls) for r in records]),
+        # Requests without a reply, and replies from the cache with what they cost when
+        # first produced: kept apart from calls and tokens above.
+        "failed_calls": sum(r.failed_calls for r in records),
+        "cached": {
+            "calls": sum(r.cached_calls for r in records),
+            "replies": sum(r.cache_hits for r in records),
+            "tokens": sum(r.cached_tokens for r in records),
+        },
         "time_per_problem_s": _stats([r.elapsed_s for r in records]),
         "wall_time_s": round(wall, 3),
         "throughput_per_min": round(n_session_finished(meta) / wall * 60, 3) if wall else None,
@@ -226,7 +234,11 @@ def render_markdown(summary: dict[str, Any], records: Sequence[ResultRecord]) ->
         f"| seconds | {tp['total']:.1f} | {tp['mean']:.2f} | {tp['median']:.2f} | "
         f"{tp['p90']:.2f} | {tp['max']:.2f} |",
         "",
-        f"Prompt tokens {t['prompt_total']}, completion tokens {t['completion_total']}.",
+        f"Prompt tokens {t['prompt_total']}, completion tokens {t['completion_total']}. "
+        f"Requests without a reply: {summary.get('failed_calls', 0)}. From the cache (not in "
+        f"the counts above): {summary.get('cached', {}).get('calls', 0)} requests, "
+        f"{summary.get('cached', {}).get('replies', 0)} replies, "
+        f"{summary.get('cached', {}).get('tokens', 0)} tokens.",
         "",
         "## Failure classes",
         "",
@@ -347,6 +359,8 @@ summary{cursor:pointer}.charts{display:flex;flex-wrap:wrap;gap:1.5em}
 
 
 def _esc(x: Any) -> str:
+    # Every journal or run field goes through here (tests/evals/test_report.py proves it
+    # with a `<script>` in each field); the charts escape their labels the same way.
     return html.escape("" if x is None else str(x))
 
 
@@ -363,7 +377,9 @@ def _detail_html(r: ResultRecord, rule: str) -> str:
         f"<tr><td>solver status</td><td>{_esc(r.solve_status)}</td></tr>",
         f"<tr><td>correct by rule</td><td>{_esc(json.dumps(r.correct))}</td></tr>",
         f"<tr><td>cost</td><td>{r.calls} calls, {r.prompt_tokens} prompt + "
-        f"{r.completion_tokens} completion tokens, {r.elapsed_s:.2f} s</td></tr>",
+        f"{r.completion_tokens} completion tokens, {r.elapsed_s:.2f} s; "
+        f"{r.failed_calls} without reply; from the cache {r.cache_hits} replies "
+        f"({r.cached_tokens} tokens)</td></tr>",
         "</table>",
         f"<h4>Problem</h4><pre>{_esc(r.text)}</pre>",
     ]

@@ -12,6 +12,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,8 +26,21 @@ from optiforge.evals.records import (
     RunMeta,
     Session,
     StepSummary,
+    portable_text,
 )
 from optiforge.evals.scoring import DEFAULT_RULE, score_all
+
+#: The per-problem counters copied from the client's usage scope into a journal line.
+USAGE_FIELDS = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "failed_calls",
+    "cached_calls",
+    "cache_hits",
+    "cached_prompt_tokens",
+    "cached_completion_tokens",
+)
 
 AgentFn = Callable[[Problem], Awaitable[Any]]
 
@@ -108,7 +122,7 @@ def record_from_solution(
             StepSummary(
                 role=str(getattr(st, "role", "")),
                 ok=bool(getattr(st, "ok", True)),
-                summary=str(getattr(st, "summary", ""))[:500],
+                summary=portable_text(str(getattr(st, "summary", "")))[:500],
                 calls=int(getattr(st, "calls", 0) or 0),
                 tokens=int(getattr(st, "prompt_tokens", 0) or 0)
                 + int(getattr(st, "completion_tokens", 0) or 0),
@@ -124,7 +138,7 @@ def record_from_solution(
         executed=executed,
         failure_class=failure,
         agent_failure_class=agent_class,
-        error=getattr(solution, "error", None),
+        error=portable_text(getattr(solution, "error", None)),
         calls=int(getattr(solution, "calls", 0) or 0),
         prompt_tokens=int(getattr(solution, "prompt_tokens", 0) or 0),
         completion_tokens=int(getattr(solution, "completion_tokens", 0) or 0),
@@ -137,8 +151,8 @@ def record_from_solution(
         formulation=getattr(solution, "formulation", None),
         formulation_markdown=getattr(solution, "formulation_markdown", None),
         code=code,
-        solver_log=getattr(result, "log_tail", None) if result is not None else None,
-        solver_message=getattr(result, "message", None) if result is not None else None,
+        solver_log=portable_text(getattr(result, "log_tail", None)),
+        solver_message=portable_text(getattr(result, "message", None)),
         steps=steps,
     )
 
@@ -173,7 +187,7 @@ def _failure_record(
         correct=correct,
         failure_class=failure_class,
         agent_failure_class=failure_class,
-        error=error,
+        error=portable_text(error),
         elapsed_s=round(elapsed_s, 4),
         agent=agent,
         samples=samples,
@@ -181,6 +195,38 @@ def _failure_record(
         started_at=started_at,
         finished_at=time.time(),
     )
+
+
+def apply_usage(record: ResultRecord, scope: Any, *, timed_out: bool = False) -> None:
+    """Put what the LLM client counted for this problem into its journal line (``scope``:
+    an :class:`optiforge.llm.usage.UsageScope`).
+
+    The client's count replaces the agent's own when the problem made any request (the
+    agent cannot see failed re-asks, cached replies or calls cut off by a timeout). A
+    timed-out problem gets one step per tag from the scope, so its calls stay visible."""
+    used = scope.snapshot()
+    if not (used.calls or used.failed_calls or used.cached_calls):
+        return
+    for name in USAGE_FIELDS:
+        setattr(record, name, getattr(used, name))
+    record.usage_source = "client"
+    record.usage_by_tag = {
+        tag: {k: v for k, v in u.model_dump().items() if v} for tag, u in used.by_tag.items()
+    }
+    record.replies = scope.replies
+    if timed_out and not record.steps:
+        record.steps = [
+            StepSummary(
+                role=tag,
+                ok=False,
+                summary=f"cut off by the problem timeout after {u.calls} answered and "
+                f"{u.failed_calls} unanswered request(s)",
+                calls=u.calls,
+                tokens=u.tokens,
+                elapsed_s=round(u.wall_time_s, 3),
+            )
+            for tag, u in used.by_tag.items()
+        ]
 
 
 def _classify_exception(exc: BaseException) -> str:
@@ -210,7 +256,7 @@ def _check_identity(old: RunMeta, new: RunMeta, out_dir: Path) -> None:
 
 async def run_eval(
     problems: Sequence[Problem],
-    agent_fn: AgentFn,
+    agent_fn: AgentFn | None,
     out_dir: str | Path,
     *,
     meta: RunMeta | None = None,
@@ -222,6 +268,9 @@ async def run_eval(
     progress: ProgressSink | bool = False,
     write_report: bool = True,
     usage: Callable[[], dict[str, Any] | None] | None = None,
+    executor: Any = None,
+    usage_scope: Callable[[], AbstractContextManager[Any]] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> EvalOutcome:
     """Run ``agent_fn`` over ``problems`` and journal each result in ``out_dir``.
 
@@ -238,6 +287,15 @@ async def run_eval(
     - ``progress``: True for a rich progress bar on stderr, or a :class:`ProgressSink`.
     - ``usage``: called at the end of the session; its dict (e.g. ``llm.usage``) goes to
       ``run.json``.
+    - ``executor``: where problems run (:mod:`optiforge.evals.executor`: local or Ray);
+      when given, ``agent_fn`` may be None and each problem is ``executor.run(problem)``.
+    - ``usage_scope``: :func:`optiforge.llm.usage.usage_scope` (the CLI passes it): each
+      problem runs inside one, so its journal line holds what the LLM client counted for
+      it alone (timeouts, failed re-asks and cached replies included) and the lines add up
+      to ``usage``. Without it, lines keep the agent's own counts.
+    - ``provenance``: what else produced the run (e.g.
+      :func:`~optiforge.evals.provenance.llm_provenance`), stored in the session next to
+      the code provenance the runner collects itself.
 
     Writes ``results.jsonl``, ``run.json`` and (``write_report``) ``summary.json``,
     ``report.md``, ``report.html``. Cancelling the task (Ctrl-C under ``asyncio.run``)
@@ -246,6 +304,10 @@ async def run_eval(
     out = Path(out_dir)
     if concurrency < 1:
         raise EvalError(f"concurrency must be >= 1, got {concurrency}")
+    if executor is not None:
+        agent_fn = executor.run  # the dispatch point: this process, or a Ray worker
+    if agent_fn is None:
+        raise EvalError("run_eval needs an agent function or an executor")
     seen: set[str] = set()
     for p in problems:
         if p.id in seen:
@@ -287,11 +349,14 @@ async def run_eval(
         sessions, created = [], time.time()
         planned_ids = [p.id for p in problems]
     todo = [p for p in problems if p.id not in done]
+    from optiforge.evals.provenance import code_provenance
+
     session = Session(
         index=len(sessions) + 1,
         started_at=time.time(),
         planned=len(problems),
         skipped_done=len(problems) - len(todo),
+        provenance={**code_provenance(), **(provenance or {})},
     )
     meta = meta.model_copy(
         update={
@@ -321,8 +386,21 @@ async def run_eval(
     for p in todo:
         queue.put_nowait(p)
     state = {"consecutive": 0, "abort": None, "finished": 0}
+    # Usage scopes of problems started but not yet journalled (reported if interrupted).
+    in_flight: dict[str, Any] = {}
 
     async def one(problem: Problem) -> ResultRecord:
+        if usage_scope is None:
+            return (await attempt(problem))[0]
+        # Every LLM call the agent makes for this problem (in any task it starts) is
+        # counted in this scope, including calls cut off by the timeout below.
+        with usage_scope() as scope:
+            in_flight[problem.id] = scope
+            record, timed_out = await attempt(problem)
+        apply_usage(record, scope, timed_out=timed_out)
+        return record
+
+    async def attempt(problem: Problem) -> tuple[ResultRecord, bool]:
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -340,7 +418,7 @@ async def run_eval(
                 session=session.index,
                 agent=meta.agent,
                 samples=meta.samples,
-            )
+            ), True
         except Exception as exc:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
             return _failure_record(
@@ -352,7 +430,7 @@ async def run_eval(
                 session=session.index,
                 agent=meta.agent,
                 samples=meta.samples,
-            )
+            ), False
         return record_from_solution(
             problem,
             solution,
@@ -360,7 +438,7 @@ async def run_eval(
             started_at=started,
             session=session.index,
             samples=meta.samples,
-        )
+        ), False
 
     async def worker() -> None:
         while state["abort"] is None:
@@ -369,11 +447,14 @@ async def run_eval(
             except asyncio.QueueEmpty:
                 return
             record = await one(problem)
-            if state["abort"] is not None:
-                return  # the run is being stopped: this problem counts as not finished
-            # Synchronous append+fsync: no await between, so cancellation cannot split it.
+            # Journalled even when the run is being stopped: the problem finished, and
+            # its calls must add up. Synchronous append+fsync: no await between, so
+            # cancellation cannot split it.
             journal.append(record)
+            in_flight.pop(problem.id, None)
             state["finished"] += 1
+            if state["abort"] is not None:
+                return
             if record.failure_class in INFRA_FAILURES or record.agent_failure_class in (
                 INFRA_FAILURES
             ):
@@ -417,6 +498,13 @@ async def run_eval(
                 session.usage = usage()
             except Exception:  # usage is informative only; never lose the run over it
                 session.usage = None
+        if in_flight:
+            lost: dict[str, Any] = {}
+            for sc in in_flight.values():
+                for k, v in sc.snapshot().model_dump().items():
+                    if isinstance(v, (int, float)):
+                        lost[k] = lost.get(k, 0) + v
+            session.usage_unjournalled = {**lost, "problems": sorted(in_flight)}
         write_meta(out, meta)
         summary: dict[str, Any] = {}
         if write_report:

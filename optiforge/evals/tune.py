@@ -6,8 +6,8 @@
   (the rule, answer kinds and answer variant that ``eval`` reports) and writes the feedback
   the optimizer reads: the solver's status and objective, the critic's findings, and whether
   the answer matched together with the expected answer. It refuses any problem of a held-out
-  test sample (``*-fresh60``, ``*-readme40``): an expected answer of a test problem can never
-  reach an optimizer's prompt.
+  sample (every shipped sample but the ``*-train``/``*-val`` splits: ``*-fresh60``,
+  ``*-readme40``, ...): an expected answer of a test problem can never reach an optimizer.
 - :func:`run_tune` is the whole ``optiforge tune`` run: split, module, optimizer
   (``gepa``, ``optoprime``, ``opro``, ``textgrad``), training with a state file that a rerun
   resumes, and the tuned prompts saved for ``--prompts``.
@@ -28,8 +28,10 @@ from optiforge.evals.scoring import DEFAULT_RULE, RULES
 
 #: Optimizers ``optiforge tune --optimizer`` accepts.
 OPTIMIZERS = ("gepa", "optoprime", "opro", "textgrad")
-#: Shipped samples that are test sets: their expected answers never reach an optimizer.
-TEST_SAMPLE_SUFFIXES = ("-fresh60", "-readme40")
+#: Shipped samples that are training splits (``nl4opt-tune-train``, ...); every other shipped
+#: sample (``*-fresh60``, ``*-readme40``, ``*-test``, ...) is held out: its expected answers
+#: never reach an optimizer.
+TRAINING_SAMPLE_SUFFIXES = ("-train", "-val")
 
 
 class TuneError(OptiforgeError):
@@ -46,13 +48,20 @@ def copy_of(problem: Problem) -> str | None:
     return same.get("id") if isinstance(same, dict) else None
 
 
+def held_out_samples() -> list[str]:
+    """Names of the shipped samples that are not training splits (the eval samples)."""
+    from optiforge.evals.sample import builtin_samples
+
+    return [n for n in builtin_samples() if not n.endswith(TRAINING_SAMPLE_SUFFIXES)]
+
+
 def eval_overlap(ids: Sequence[str]) -> dict[str, list[str]]:
-    """``{sample name: ids}`` of ``ids`` that are in a shipped eval sample."""
-    from optiforge.evals.sample import builtin_samples, load_sample
+    """``{sample name: ids}`` of ``ids`` that are in a shipped eval (held-out) sample."""
+    from optiforge.evals.sample import load_sample
 
     out: dict[str, list[str]] = {}
     wanted = set(ids)
-    for name in builtin_samples():
+    for name in held_out_samples():
         hit = sorted(wanted & set(load_sample(name)))
         if hit:
             out[name] = hit
@@ -63,17 +72,12 @@ _TEST_IDS: frozenset[str] | None = None
 
 
 def held_out_ids() -> frozenset[str]:
-    """Every id in a shipped test sample (``*-fresh60`` and ``*-readme40``)."""
+    """Every id in a shipped held-out sample (``*-fresh60``, ``*-readme40``, ``*-test``...)."""
     global _TEST_IDS
     if _TEST_IDS is None:
-        from optiforge.evals.sample import builtin_samples, load_sample
+        from optiforge.evals.sample import load_sample
 
-        _TEST_IDS = frozenset(
-            i
-            for name in builtin_samples()
-            if name.endswith(TEST_SAMPLE_SUFFIXES)
-            for i in load_sample(name)
-        )
+        _TEST_IDS = frozenset(i for name in held_out_samples() for i in load_sample(name))
     return _TEST_IDS
 
 
@@ -155,7 +159,7 @@ class TeamJudge:
             # Checked before anything is read: no expected answer of a test problem can ever
             # end up in feedback, whatever the caller does.
             raise HeldOutProblemError(
-                f"{problem.id} is in a held-out test sample ({', '.join(TEST_SAMPLE_SUFFIXES)}): "
+                f"{problem.id} is in a held-out test sample ({', '.join(held_out_samples())}): "
                 "tuning never gives feedback on test problems"
             )
         from optiforge.evals.runner import record_from_solution

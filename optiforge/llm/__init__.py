@@ -7,6 +7,8 @@
 - :mod:`optiforge.llm.store`: the local model store (``optiforge models``).
 - :mod:`optiforge.llm.local`: the embedded llama.cpp server (``optiforge serve --local``).
 - :mod:`optiforge.llm.vllm`: the vLLM launcher (``optiforge serve --model``).
+- :func:`run_sync`: run a coroutine from sync code on the one persistent background loop,
+  so every sync-over-async caller shares the client's connections.
 
 Names are imported lazily so that ``import optiforge.llm`` stays cheap. See docs/llm.md.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 _EXPORTS = {
     "LLM": "optiforge.llm.client",
+    "run_sync": "optiforge.llm._loop",
     "ChatResult": "optiforge.llm.types",
     "Budget": "optiforge.llm.types",
     "TagUsage": "optiforge.llm.types",

@@ -8,6 +8,8 @@ connections alive between calls.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -36,7 +38,12 @@ def background_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the background loop and wait for its result."""
+    """Run ``coro`` on the background loop and wait for its result.
+
+    The coroutine runs in a copy of the caller's context, as under ``asyncio.run``, so
+    context variables set here (trace recording, per-problem usage scopes) reach it. If the
+    wait is interrupted (Ctrl-C), the task is cancelled.
+    """
     loop = background_loop()
     if threading.current_thread() is _thread:
         coro.close()
@@ -44,11 +51,38 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
             "a sync LLM method was called from inside an async LLM call; use the async "
             "form (await llm.achat(...)) there"
         )
-    fut = asyncio.run_coroutine_threadsafe(coro, loop)
+    ctx = contextvars.copy_context()
+    result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def start() -> None:
+        if not result.set_running_or_notify_cancel():
+            coro.close()
+            return
+        task = ctx.run(loop.create_task, coro)  # the task copies the current context: ctx
+
+        def done(t: asyncio.Task[T]) -> None:
+            if t.cancelled():
+                result.set_exception(asyncio.CancelledError())
+            elif t.exception() is not None:
+                result.set_exception(t.exception())  # type: ignore[arg-type]
+            else:
+                result.set_result(t.result())
+
+        task.add_done_callback(done)
+        tasks[0] = task
+
+    tasks: list[asyncio.Task[T] | None] = [None]
+    loop.call_soon_threadsafe(start)
     try:
-        return fut.result()
+        return result.result()
     except BaseException:
-        fut.cancel()
+        if not result.cancel():  # already started: cancel the task on its loop
+
+            def cancel() -> None:
+                if tasks[0] is not None:
+                    tasks[0].cancel()
+
+            loop.call_soon_threadsafe(cancel)
         raise
 
 

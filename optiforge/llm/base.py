@@ -20,7 +20,7 @@ from optiforge.llm._loop import iterate_sync, run_sync
 from optiforge.llm.cache import ResponseCache, cache_key
 from optiforge.llm.errors import LLMError, LLMResponseError, StructuredOutputError
 from optiforge.llm.types import Budget, ChatResult
-from optiforge.llm.usage import UsageTracker
+from optiforge.llm.usage import UsageTracker, current_scopes, in_scopes, usage_scope
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
@@ -51,6 +51,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     model: str
+    #: Completion tokens per choice when the transport knows them (else the total is shared).
+    choice_tokens: list[int] | None = None
 
 
 @dataclass
@@ -102,6 +104,9 @@ class BaseLLM:
 
     #: Route name used in cache keys ("openai", "litellm", "scripted").
     route = "base"
+    #: True when the transport itself counts each failed attempt (``usage.record_failed``);
+    #: otherwise :meth:`_call` counts one failed call per request that raised.
+    _counts_failed_attempts = False
 
     def __init__(
         self,
@@ -117,6 +122,10 @@ class BaseLLM:
             budget = Budget(**budget)
         self.model = model
         self.concurrency = concurrency
+        #: Requests sent at once (the rest wait here, not at the server, so that their
+        #: HTTP timeout only runs while the server works on them). ``concurrency`` unless
+        #: the server is known to have fewer slots (see :meth:`limit_in_flight`).
+        self.max_in_flight = concurrency
         self.cache = cache
         self.usage = UsageTracker(budget)
         self._tag_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -169,15 +178,18 @@ class BaseLLM:
         """Ask for ``n`` replies to ``messages`` and wait for them (see :meth:`achat`)."""
         tag = self._resolve_tag(tag)  # read here: the background loop has its own context
         return run_sync(
-            self.achat(
-                messages,
-                n=n,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=seed,
-                stop=stop,
-                response_format=response_format,
-                tag=tag,
+            in_scopes(
+                self.achat(
+                    messages,
+                    n=n,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=seed,
+                    stop=stop,
+                    response_format=response_format,
+                    tag=tag,
+                ),
+                current_scopes(),
             )
         )
 
@@ -199,9 +211,41 @@ class BaseLLM:
         message). ``response_format`` is a pydantic model class: the server is asked for
         JSON matching its schema and ``result.parsed`` holds one validated object per
         sample; a reply that does not validate is re-asked once with the error, then
-        :class:`StructuredOutputError` is raised. Samples already in the cache are not
-        requested again.
+        :class:`StructuredOutputError` is raised (its ``calls``, ``prompt_tokens`` and
+        ``completion_tokens`` say what the call and its re-asks cost). Samples already in
+        the cache are not requested again.
         """
+        with usage_scope(keep_replies=False) as scope:
+            try:
+                return await self._achat(
+                    messages,
+                    n=n,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=seed,
+                    stop=stop,
+                    response_format=response_format,
+                    tag=tag,
+                )
+            except StructuredOutputError as exc:
+                used = scope.snapshot()
+                exc.calls = used.calls
+                exc.prompt_tokens = used.prompt_tokens
+                exc.completion_tokens = used.completion_tokens
+                raise
+
+    async def _achat(
+        self,
+        messages: Messages,
+        *,
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        seed: int | None,
+        stop: list[str] | str | None,
+        response_format: type[BaseModel] | None,
+        tag: str | None,
+    ) -> ChatResult:
         t0 = time.perf_counter()
         msgs = normalize_messages(messages)
         model_cls = structured.check_response_format(response_format)
@@ -255,13 +299,16 @@ class BaseLLM:
         """Yield the reply's text as it is generated (see :meth:`astream`)."""
         tag = self._resolve_tag(tag)
         return iterate_sync(
-            self.astream(
-                messages,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=seed,
-                stop=stop,
-                tag=tag,
+            _scoped_iter(
+                self.astream(
+                    messages,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=seed,
+                    stop=stop,
+                    tag=tag,
+                ),
+                current_scopes(),
             )
         )
 
@@ -290,7 +337,20 @@ class BaseLLM:
         if self.cache is not None:
             hit = self.cache.get_many([key]).get(key)
             if hit is not None:
-                self.usage.record_cache_hits(tag, 1)
+                self.usage.record_cache_hits(
+                    tag,
+                    1,
+                    int(hit.get("prompt_tokens") or 0),
+                    int(hit.get("completion_tokens") or 0),
+                )
+                self.usage.record_reply(
+                    tag,
+                    key=key,
+                    text=hit["text"],
+                    cached=True,
+                    finish_reason=hit.get("finish_reason"),
+                    completion_tokens=int(hit.get("completion_tokens") or 0),
+                )
                 yield hit["text"]
                 return
         parts: list[str] = []
@@ -299,19 +359,32 @@ class BaseLLM:
         async with self._semaphore():
             with self.usage.reserve(estimate_tokens(msgs) + max_tokens):
                 t0 = time.perf_counter()
-                async for ev in self._astream_raw(req):
-                    if ev.delta:
-                        parts.append(ev.delta)
-                        yield ev.delta
-                    finish = ev.finish_reason or finish
-                    ptok = ev.prompt_tokens if ev.prompt_tokens is not None else ptok
-                    ctok = ev.completion_tokens if ev.completion_tokens is not None else ctok
+                try:
+                    async for ev in self._astream_raw(req):
+                        if ev.delta:
+                            parts.append(ev.delta)
+                            yield ev.delta
+                        finish = ev.finish_reason or finish
+                        ptok = ev.prompt_tokens if ev.prompt_tokens is not None else ptok
+                        ctok = ev.completion_tokens if ev.completion_tokens is not None else ctok
+                except BaseException:
+                    # A broken or abandoned stream still cost a request.
+                    self.usage.record_failed(tag, time.perf_counter() - t0)
+                    raise
                 text = "".join(parts)
                 if ptok is None:
                     ptok = estimate_tokens(msgs)
                 if ctok is None:
                     ctok = max(1, len(text) // 4)
                 self.usage.record_call(tag, ptok, ctok, time.perf_counter() - t0)
+                self.usage.record_reply(
+                    tag,
+                    key=key,
+                    text=text,
+                    cached=False,
+                    finish_reason=finish,
+                    completion_tokens=ctok,
+                )
         if self.cache is not None:
             self.cache.put_many(
                 {
@@ -326,11 +399,18 @@ class BaseLLM:
             )
 
     # -- internals ----------------------------------------------------------------------
+    def limit_in_flight(self, slots: int | None) -> None:
+        """Send at most ``slots`` requests at once (a server with that many parallel slots
+        queues the rest, and their timeouts would run while they wait). Call before the
+        first request."""
+        if slots and slots > 0:
+            self.max_in_flight = max(1, min(self.concurrency, int(slots)))
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         sem = self._semaphores.get(loop)
         if sem is None:
-            sem = self._semaphores[loop] = asyncio.Semaphore(self.concurrency)
+            sem = self._semaphores[loop] = asyncio.Semaphore(self.max_in_flight)
         return sem
 
     def _key(self, req: ChatRequest, index: int) -> str:
@@ -358,7 +438,22 @@ class BaseLLM:
         for i, k in enumerate(keys):
             if k in found:
                 out[i] = {**found[k], "cached": True}
-        self.usage.record_cache_hits(req.tag, len(found))
+                self.usage.record_reply(
+                    req.tag,
+                    key=k,
+                    text=found[k]["text"],
+                    cached=True,
+                    finish_reason=found[k].get("finish_reason"),
+                    completion_tokens=int(found[k].get("completion_tokens") or 0),
+                )
+        if found:
+            # The cached replies of one request share its prompt: count it once.
+            self.usage.record_cache_hits(
+                req.tag,
+                len(found),
+                max(int(r.get("prompt_tokens") or 0) for r in found.values()),
+                sum(int(r.get("completion_tokens") or 0) for r in found.values()),
+            )
         missing = [i for i in range(req.n) if out[i] is None]
         while missing:
             comp = await self._call(replace(req, n=len(missing)), model_cls)
@@ -367,6 +462,9 @@ class BaseLLM:
                 raise LLMResponseError(f"the server returned no choices for model {self.model!r}")
             ptok = comp.prompt_tokens
             share, extra = divmod(comp.completion_tokens, k)
+            per_choice = comp.choice_tokens
+            if per_choice is None or len(per_choice) < k:
+                per_choice = [share + (extra if j == 0 else 0) for j in range(k)]
             new = {}
             for j in range(k):
                 i = missing[j]
@@ -374,11 +472,19 @@ class BaseLLM:
                     "text": comp.texts[j],
                     "finish_reason": comp.finish_reasons[j],
                     "prompt_tokens": ptok,
-                    "completion_tokens": share + (extra if j == 0 else 0),
+                    "completion_tokens": per_choice[j],
                     "model": comp.model,
                 }
                 out[i] = {**rec, "cached": False}
                 new[keys[i]] = rec
+                self.usage.record_reply(
+                    req.tag,
+                    key=keys[i],
+                    text=rec["text"],
+                    cached=False,
+                    finish_reason=rec["finish_reason"],
+                    completion_tokens=rec["completion_tokens"],
+                )
             if self.cache is not None:
                 self.cache.put_many(new)
             missing = missing[k:]  # servers that ignore n>1 get asked again for the rest
@@ -399,12 +505,21 @@ class BaseLLM:
                     comp = await self._acomplete(req)
                 except SchemaUnsupported:
                     comp = None
+                    if not self._counts_failed_attempts:
+                        self.usage.record_failed(req.tag, time.perf_counter() - t0)
+                except BaseException:
+                    # Errors, timeouts and cancellation (a problem timeout cancels its
+                    # agent) still cost a request; the transport may count them itself.
+                    if not self._counts_failed_attempts:
+                        self.usage.record_failed(req.tag, time.perf_counter() - t0)
+                    raise
                 if comp is not None:
                     self.usage.record_call(
                         req.tag,
                         comp.prompt_tokens,
                         comp.completion_tokens,
                         time.perf_counter() - t0,
+                        choices=len(comp.texts),
                     )
                     return comp
         # The server cannot constrain output: ask for the schema in words, parse, re-ask.
@@ -473,3 +588,18 @@ class BaseLLM:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _scoped_iter(agen: AsyncIterator[str], scopes: tuple) -> AsyncIterator[str]:
+    """``agen`` with the caller's usage scopes active while each item is produced."""
+    from optiforge.llm.usage import _scopes
+
+    while True:
+        token = _scopes.set(scopes)
+        try:
+            item = await agen.__anext__()
+        except StopAsyncIteration:
+            return
+        finally:
+            _scopes.reset(token)
+        yield item

@@ -2,7 +2,8 @@
 
 Routes, chosen from ``model`` and ``base_url``:
 
-- ``base_url`` set: any OpenAI-compatible server (vLLM, llama.cpp, others) via the openai SDK.
+- ``base_url`` set: any OpenAI-compatible server (vLLM, llama.cpp, others) via the openai SDK;
+  several comma-separated URLs share the load (:mod:`optiforge.llm.pool`).
 - ``base_url`` unset and ``model`` a ``provider/model`` name (e.g. ``openai/gpt-4o-mini``,
   ``anthropic/claude-...``): litellm, imported on first use.
 - otherwise: the embedded llama.cpp server (:mod:`optiforge.llm.local`) with ``model`` taken
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 from optiforge.llm.base import BaseLLM, ChatRequest, Completion, SchemaUnsupported, StreamEvent
 from optiforge.llm.cache import ResponseCache
 from optiforge.llm.errors import LLMError, LLMResponseError
+from optiforge.llm.pool import ServerPool, ServerState, is_server_failure, split_base_urls
 from optiforge.llm.retry import SchemaRejected, with_retries
 from optiforge.llm.types import Budget
 
@@ -88,7 +91,8 @@ class LLM(BaseLLM):
             store = cache
         elif cache if cache is not None else s.cache:
             store = ResponseCache(
-                Path(cache_dir).expanduser() if cache_dir else s.resolved_cache_dir
+                Path(cache_dir).expanduser() if cache_dir else s.resolved_cache_dir,
+                max_mb=s.cache_max_mb,
             )
         else:
             store = None
@@ -100,20 +104,27 @@ class LLM(BaseLLM):
         )
         if base_url:
             self.route = "openai"
-            self.base_url: str | None = base_url.rstrip("/")
+            self.base_url: str | None = ",".join(split_base_urls(base_url)) or None
+            if self.base_url is None:
+                raise LLMError(f"base_url {base_url!r} names no server URL")
         elif is_litellm_model(model):
             self.route = "litellm"
             self.base_url = None
         else:
             self.route = "local"
             self.base_url = None  # known once the embedded server runs
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]
+        # One SDK client per event loop and server URL.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]]
         self._clients = weakref.WeakKeyDictionary()
+        self._pool: ServerPool | None = None
         self._start_lock = threading.Lock()
         self._closed = False
 
     #: First backoff step in seconds (doubles per retry, with full jitter).
     retry_base_delay = 0.5
+    # Every HTTP attempt that fails (retried or not, cancelled included) is counted in
+    # _acomplete, so the base class must not count the request again.
+    _counts_failed_attempts = True
 
     def __repr__(self) -> str:
         where = self.base_url or ("litellm" if self.route == "litellm" else "embedded server")
@@ -138,6 +149,7 @@ class LLM(BaseLLM):
 
                 server = ensure_local_server(self.model, self.settings)
                 self._served_name = server.alias
+                self.limit_in_flight(server.n_parallel)
                 self.base_url = server.base_url
         return self.base_url
 
@@ -155,9 +167,45 @@ class LLM(BaseLLM):
     def _wire_model(self) -> str:
         return getattr(self, "_served_name", None) or self.model
 
-    def _client(self) -> Any:
+    @property
+    def pool(self) -> ServerPool | None:
+        """The servers this client spreads requests over (None for litellm, or before the
+        embedded server has started)."""
+        if self._pool is None and self.route != "litellm" and self.base_url:
+            with self._start_lock:
+                if self._pool is None:
+                    self._pool = ServerPool(split_base_urls(self.base_url))
+        return self._pool
+
+    def server_stats(self) -> dict[str, dict[str, Any]]:
+        """Each server's requests, answers, failures and share of the answers so far
+        (empty for the litellm route)."""
+        pool = self.pool
+        return pool.stats() if pool is not None else {}
+
+    async def _on_server(self, fn: Any, avoid: set[str]) -> Any:
+        """Run ``fn(sdk_client)`` on the server the pool picks, and tell the pool how it
+        went. A failed server's URL goes into ``avoid`` so the retry tries another. (A
+        stream counts as in flight while it is being opened, not while it is read.)"""
+        pool = self.pool
+        assert pool is not None
+        server: ServerState = pool.acquire(avoid)
+        try:
+            result = await fn(self._client(server.url))
+        except BaseException as exc:
+            failed = is_server_failure(exc)
+            if failed:
+                avoid.add(server.url)
+            pool.release(server, failed=failed)
+            raise
+        pool.release(server, failed=False)
+        return result
+
+    def _client(self, url: str | None = None) -> Any:
+        url = url or self.base_url
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+        per_loop = self._clients.setdefault(loop, {})
+        client = per_loop.get(url)
         if client is None:
             import httpx
             import openai
@@ -167,13 +215,13 @@ class LLM(BaseLLM):
                 max_keepalive_connections=max(self.concurrency * 2, 8),
             )
             client = openai.AsyncOpenAI(
-                base_url=self.base_url,
+                base_url=url,
                 api_key=self.api_key or "not-needed",
                 timeout=self.timeout,
                 max_retries=0,  # retries are ours (backoff with jitter, clear errors)
                 http_client=httpx.AsyncClient(timeout=self.timeout, limits=limits),
             )
-            self._clients[loop] = client
+            per_loop[url] = client
         return client
 
     def _params(self, req: ChatRequest) -> dict[str, Any]:
@@ -204,13 +252,23 @@ class LLM(BaseLLM):
                     **params, api_key=self.api_key, timeout=self.timeout, num_retries=0
                 )
         else:
-            client = self._client()
+            avoid: set[str] = set()
 
             async def send() -> Any:
-                return await client.chat.completions.create(**params)
+                return await self._on_server(lambda c: c.chat.completions.create(**params), avoid)
 
         async def attempt() -> Completion:
-            return _to_completion(await send(), self._where, self.model)
+            t0 = time.perf_counter()
+            try:
+                resp = await send()
+                comp = _to_completion(resp, self._where, self.model)
+            except BaseException:
+                # No usable reply (error, timeout, cancelled, malformed): still a request.
+                self.usage.record_failed(request.tag, time.perf_counter() - t0)
+                raise
+            if len(comp.texts) > 1 and _is_llamacpp(resp):
+                await self._count_llamacpp_choices(comp, request.max_tokens)
+            return comp
 
         try:
             return await with_retries(
@@ -231,12 +289,14 @@ class LLM(BaseLLM):
         if self.route != "litellm":
             params["stream_options"] = {"include_usage": True}
 
+        avoid: set[str] = set()
+
         async def open_stream() -> Any:
             if self.route == "litellm":
                 return await _import_litellm().acompletion(
                     **params, api_key=self.api_key, timeout=self.timeout, num_retries=0
                 )
-            return await self._client().chat.completions.create(**params)
+            return await self._on_server(lambda c: c.chat.completions.create(**params), avoid)
 
         stream = await with_retries(
             open_stream,
@@ -273,6 +333,36 @@ class LLM(BaseLLM):
                 "finish_reason); the server may have dropped the connection. Retry the call."
             )
 
+    async def _count_llamacpp_choices(self, comp: Completion, max_tokens: int) -> None:
+        """llama.cpp's ``usage.completion_tokens`` for ``n > 1`` covers the first choice
+        only. Count the others: a choice cut at the limit has ``max_tokens`` tokens; any
+        other is its text re-tokenized by the server's ``/tokenize`` plus one for the
+        end-of-generation token it generated (llama.cpp counts that token; checked on
+        SmolLM2 with n=1..4: the reported number equals the first choice's tokens + 1 for
+        ``stop``). A stop string cut from the text makes that count a token or two low."""
+        import httpx
+
+        root = (self.base_url or "").removesuffix("/v1")
+        counts = [comp.completion_tokens]
+        try:
+            async with httpx.AsyncClient(timeout=min(self.timeout, 30.0)) as http:
+                for text, reason in zip(comp.texts[1:], comp.finish_reasons[1:], strict=False):
+                    if reason == "length":
+                        counts.append(max_tokens)
+                        continue
+                    r = await http.post(f"{root}/tokenize", json={"content": text})
+                    r.raise_for_status()
+                    counts.append(len(r.json()["tokens"]) + (1 if reason == "stop" else 0))
+        except (httpx.HTTPError, KeyError, TypeError, ValueError):
+            # No tokenizer endpoint: estimate (about 4 characters per token) rather than
+            # count the other choices as free.
+            counts = counts[:1] + [
+                max_tokens if r == "length" else max(1, len(t) // 4) + 1
+                for t, r in zip(comp.texts[1:], comp.finish_reasons[1:], strict=False)
+            ]
+        comp.choice_tokens = counts
+        comp.completion_tokens = sum(counts)
+
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
         """Close HTTP connections and the cache. The embedded server keeps running for
@@ -282,7 +372,7 @@ class LLM(BaseLLM):
         self._closed = True
         from optiforge.llm._loop import background_loop
 
-        clients = list(self._clients.items())
+        clients = [(loop, c) for loop, per in self._clients.items() for c in per.values()]
         bg = background_loop() if clients else None
         for loop, client in clients:
             try:
@@ -298,10 +388,15 @@ class LLM(BaseLLM):
     async def aclose(self) -> None:
         """Async form of :meth:`close` (closes this loop's connections properly)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
-        if client is not None:
+        for client in self._clients.pop(loop, {}).values():
             await client.close()
         await asyncio.to_thread(self.close)
+
+
+def _is_llamacpp(resp: Any) -> bool:
+    """True for a llama.cpp server's reply (it adds a ``timings`` object to each one)."""
+    extra = getattr(resp, "model_extra", None) or {}
+    return "timings" in extra or getattr(resp, "timings", None) is not None
 
 
 def _to_completion(resp: Any, where: str, model: str) -> Completion:

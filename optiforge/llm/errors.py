@@ -38,6 +38,10 @@ class StructuredOutputError(LLMError):
         self.errors = errors
         self.all_texts = list(texts) if all_texts is None else all_texts
         self.parsed = [None] * len(self.all_texts) if parsed is None else parsed
+        #: What the failed call cost, its re-asks included (set by the client).
+        self.calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
 
 
 class LLMRequestError(LLMError):

@@ -125,6 +125,38 @@ class LocalServer:
             f"the embedded server at {address} was not ready after {timeout:g} s ({last})"
         )
 
+    def check_completion(self, timeout: float = 120.0) -> float:
+        """Send one real chat request (one token) and return its latency in seconds; a
+        server whose ``/health`` says ok can still fail here (a broken template, too small
+        a context). Raises :class:`LocalServerError` with the reason."""
+        import httpx
+
+        if self.base_url is None:
+            raise LocalServerError("the embedded server is not running; call start() first")
+        t0 = time.monotonic()
+        try:
+            r = httpx.post(
+                f"{self.base_url}/chat/completions",
+                json={
+                    "model": self.alias,
+                    "messages": [{"role": "user", "content": "ping"}],
+                    "max_tokens": 1,
+                    "temperature": 0,
+                },
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise LocalServerError(
+                f"the embedded server at {self.base_url} did not answer a first request "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        if r.status_code != 200 or not r.json().get("choices"):
+            raise LocalServerError(
+                f"the embedded server at {self.base_url} failed a first request: HTTP "
+                f"{r.status_code} {r.text[:200]}"
+            )
+        return time.monotonic() - t0
+
     def stop(self) -> None:
         """Stop serving and free the model (waits for the server's threads to exit)."""
         server, self._server = self._server, None
@@ -166,6 +198,17 @@ def ensure_local_server(model: str, settings: Any = None, *, progress: bool = Tr
         server.start()
         _servers[path] = server
         return server
+
+
+def server_for_url(base_url: str | None) -> LocalServer | None:
+    """The running embedded server with this base URL, if this process started it."""
+    if not base_url:
+        return None
+    with _lock:
+        for server in _servers.values():
+            if server.running and server.base_url == base_url:
+                return server
+    return None
 
 
 def stop_local_servers() -> None:

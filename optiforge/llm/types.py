@@ -56,19 +56,60 @@ class Budget(BaseModel):
 
 
 class TagUsage(BaseModel):
-    """Counters for one tag (role) or for the whole client."""
+    """Counters for one tag (role) or for the whole client.
+
+    - ``calls``, ``prompt_tokens``, ``completion_tokens``: requests the server answered and
+      the tokens it spent on them, every choice of an ``n > 1`` request included (and every
+      structured-output re-ask, failed or not).
+    - ``choices``: replies those requests returned (``n`` per request).
+    - ``failed_calls``: requests that got no reply: errors (each retried attempt counts),
+      timeouts, and requests cancelled in flight. Their tokens are unknown and not counted.
+    - ``cached_calls``, ``cache_hits``, ``cached_prompt_tokens``,
+      ``cached_completion_tokens``: requests answered from the response cache (wholly or in
+      part), the replies taken from it, and what those replies cost when they were first
+      produced. Cached replies cost nothing now and are kept apart from the live counters.
+    """
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    choices: int = 0
+    failed_calls: int = 0
+    cached_calls: int = 0
     cache_hits: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
     #: Sum of request latencies in seconds (overlapping requests each count).
     wall_time_s: float = 0.0
 
     @property
     def tokens(self) -> int:
-        """Prompt plus completion tokens."""
+        """Prompt plus completion tokens (live requests only)."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt plus completion tokens of the replies served from the cache."""
+        return self.cached_prompt_tokens + self.cached_completion_tokens
+
+    def add(self, other: TagUsage) -> None:
+        """Add ``other``'s counters to these (in place)."""
+        for name in _COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+_COUNTERS = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "choices",
+    "failed_calls",
+    "cached_calls",
+    "cache_hits",
+    "cached_prompt_tokens",
+    "cached_completion_tokens",
+    "wall_time_s",
+)
 
 
 class UsageSnapshot(TagUsage):

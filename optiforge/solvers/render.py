@@ -507,3 +507,65 @@ def ir_to_pyomo_code(ir: ModelIR, *, time_limit: float = 60.0) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Views of a formulation for people and for prompts (a ModelIR, or an IR dict that may not
+# validate: a model's draft is shown to the critic even when it is broken)
+
+
+def _as_dict(ir: ModelIR | dict[str, Any]) -> dict[str, Any]:
+    return ir.model_dump() if isinstance(ir, ModelIR) else ir
+
+
+def ir_markdown(ir: ModelIR | dict[str, Any]) -> str:
+    """Readable math for a formulation: :func:`ir_to_markdown` when the IR parses, else a
+    plain listing of the objective, constraints and variables (never raises for a dict with
+    an objective)."""
+    try:
+        model = ir if isinstance(ir, ModelIR) else ModelIR.model_validate(ir)
+        return ir_to_markdown(model)
+    except Exception:
+        pass
+    d = _as_dict(ir)
+    lines = [f"{d['objective']['sense']} {d['objective']['expression']}", "subject to"]
+    for c in d.get("constraints", []):
+        lines.append(f"  {c['name']}: {c['expression']}")
+    for v in d.get("variables", []):
+        desc = f"  # {v.get('description')}" if v.get("description") else ""
+        lines.append(f"  {v['name']} >= 0, {v.get('domain', 'continuous')}{desc}")
+    return "\n".join(lines)
+
+
+def ir_plaintext(ir: ModelIR | dict[str, Any]) -> str:
+    """The formulation as plain-text math for a terminal (objective, constraints with the
+    text they came from, variables with bounds, domain, description and units)."""
+    d = _as_dict(ir)
+    obj = d["objective"]
+    lines = [f"{obj['sense']}  {obj['expression']}", "subject to"]
+    width = max((len(c["name"]) for c in d.get("constraints", [])), default=2)
+    for c in d.get("constraints", []):
+        src = f"    [{c['source'][:70]}]" if c.get("source") else ""
+        lines.append(f"  {c['name']:<{width}}  {c['expression']}{src}")
+    lines.append("variables")
+    for v in d.get("variables", []):
+        lb = v.get("lb", 0.0)
+        ub = v.get("ub")
+        rng = f"{'-inf' if lb is None else f'{lb:g}'} <= {v['name']}" + (
+            f" <= {ub:g}" if ub is not None else ""
+        )
+        desc = ""
+        if v.get("description"):  # a draft's variable may have none
+            desc = f"  ({v['description']}" + (f", {v['units']}" if v.get("units") else "") + ")"
+        lines.append(f"  {rng}, {v.get('domain', 'continuous')}{desc}")
+    return "\n".join(lines)
+
+
+def ir_code(ir: ModelIR | dict[str, Any]) -> str | None:
+    """A runnable Pyomo script for a formulation (:func:`ir_to_pyomo_code`), or None when
+    the IR is not valid enough to render."""
+    try:
+        model = ir if isinstance(ir, ModelIR) else ModelIR.model_validate(ir)
+        return ir_to_pyomo_code(model)
+    except Exception:
+        return None

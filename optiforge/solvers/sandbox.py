@@ -20,15 +20,16 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from optiforge.solvers.errors import SandboxError
-from optiforge.solvers.protocol import parse_objective_line, parse_report_text
+from optiforge.solvers.protocol import parse_objective_text, parse_report_text
 from optiforge.solvers.result import SolveResult, SolveStatus
 
 EXIT_MEMORY = 121
@@ -73,8 +74,18 @@ class SandboxResult(BaseModel):
     report_error: str | None = None
     #: One line for people and critics: what happened.
     message: str = ""
-    #: The confinement layers in force, e.g. ``fork+rlimits+audit-hook+netns+mountns+uid``.
+    #: The confinement layers in force, e.g.
+    #: ``fork+rlimits+audit-hook+userns+netns+mountns+readonly+pidns+procfs+ipcns+nproc+nocaps``
+    #: (see :mod:`optiforge.solvers.isolation`).
     isolation: str = ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def isolation_level(self) -> str:
+        """``full``, ``partial`` or ``basic`` (see ``optiforge.solvers.isolation.level``)."""
+        from optiforge.solvers.isolation import level
+
+        return level(self.isolation.split("+")) if self.isolation else ""
 
     @property
     def ok(self) -> bool:
@@ -92,60 +103,108 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+#: Environment variables a worker inherits; everything else (API keys, tokens) stays out,
+#: because a program is a fork of the worker and could read the worker's memory.
+_WORKER_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "LD_LIBRARY_PATH",
+    "OMP_NUM_THREADS",
+)
+
+
+def _hidden_paths() -> list[str]:
+    """Directories a program must not read: the user's home, the optiforge home (LLM cache,
+    models, journals) and the caller's working directory. The worker covers each with an
+    empty tmpfs, binding back only what the interpreter needs."""
+    out = [os.path.expanduser("~")]
+    with contextlib.suppress(OSError):  # a deleted working directory has no path
+        out.append(os.getcwd())
+    with contextlib.suppress(Exception):
+        from optiforge.config import load_settings
+
+        s = load_settings()
+        out += [str(s.home), str(s.resolved_cache_dir), str(s.resolved_models_dir)]
+    return [p for p in out if p and p != "/"]
+
+
 class _WorkerProc:
     """One worker process and its control pipes (used by one thread at a time)."""
 
-    def __init__(self, isolation: str = "auto", disk_mb: int = 256) -> None:
-        env = dict(os.environ)
+    def __init__(
+        self,
+        isolation: str = "auto",
+        disk_mb: int = 256,
+        hide: tuple[str, ...] = (),
+        probe: bool = False,
+    ) -> None:
+        env = {k: v for k, v in os.environ.items() if k in _WORKER_ENV or k.startswith("LC_")}
         env["OPTIFORGE_SANDBOX_ISOLATION"] = isolation
         env["OPTIFORGE_SANDBOX_DISK_MB"] = str(int(disk_mb))
+        env["OPTIFORGE_SANDBOX_HIDE"] = os.pathsep.join(hide)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_package_root(), env.get("PYTHONPATH", "")) if p
         )
         env.setdefault("OMP_NUM_THREADS", "1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "optiforge.solvers._worker"],
+            [sys.executable, "-m", "optiforge.solvers._worker", *(["--probe"] if probe else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             close_fds=True,
             start_new_session=True,
             env=env,
+            # Not the caller's folder: ``-m`` puts the working directory on sys.path, and the
+            # worker keeps what is on sys.path visible to programs.
+            cwd="/",
         )
         self.ready = False
         self.isolation = ""
+        self.level = ""
+        self.missing: list[str] = []
+        self.notes: list[str] = []
         self.pid = self.proc.pid
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        buf = bytearray()
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("sandbox worker did not answer in time")
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                continue
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise EOFError("sandbox worker exited")
+            buf += chunk
+        return bytes(buf)
 
     def _recv(self, timeout: float) -> dict[str, Any]:
         import json
 
-        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
+        (n,) = struct.unpack(">I", self._read_exact(4, deadline))
+        msg = json.loads(self._read_exact(n, deadline))
+        # A result's output follows its header as raw bytes (the worker splices them).
+        blobs = msg.pop("blobs", None) if msg.get("type") == "result" else None
+        if blobs is not None:
+            for key, size in zip(("stdout", "stderr", "report"), blobs, strict=True):
+                msg[key] = self._read_exact(int(size), deadline).decode("utf-8", "replace")
+        return msg
 
-        def read_exact(n: int) -> bytes:
-            buf = bytearray()
-            while len(buf) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("sandbox worker did not answer in time")
-                r, _, _ = select.select([fd], [], [], left)
-                if not r:
-                    continue
-                chunk = os.read(fd, n - len(buf))
-                if not chunk:
-                    raise EOFError("sandbox worker exited")
-                buf += chunk
-            return bytes(buf)
-
-        (n,) = struct.unpack(">I", read_exact(4))
-        return json.loads(read_exact(n))
-
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, msg: dict[str, Any], payload: bytes = b"") -> None:
         import json
 
         data = json.dumps(msg).encode()
         assert self.proc.stdin is not None
-        self.proc.stdin.write(struct.pack(">I", len(data)) + data)
+        self.proc.stdin.write(struct.pack(">I", len(data)) + data + payload)
         self.proc.stdin.flush()
 
     def wait_ready(self, timeout: float = _START_TIMEOUT_S) -> None:
@@ -159,10 +218,26 @@ class _WorkerProc:
             )
         self.ready = True
         self.isolation = msg.get("isolation", "")
+        self.level = msg.get("level", "")
+        self.missing = list(msg.get("missing", []))
+        self.notes = list(msg.get("notes", []))
 
     def request(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send a job: a small header the worker reads, then the program as a payload the
+        worker passes to the program's process without reading it."""
+        import json
+
         self.wait_ready()
-        self._send(job)
+        payload = json.dumps(job).encode()
+        self._send(
+            {
+                "type": "run",
+                "timeout": job["timeout"],
+                "tail_chars": job["tail_chars"],
+                "payload": len(payload),
+            },
+            payload,
+        )
         return self._recv(timeout)
 
     def alive(self) -> bool:
@@ -204,9 +279,15 @@ class SandboxPool:
     A worker that dies or hangs is replaced, and the pool keeps serving.
 
     ``timeout``, ``memory_mb`` and ``output_limit`` are defaults for :meth:`run`.
-    ``isolation="auto"`` uses namespaces and a separate uid when running as root;
-    ``"basic"`` forces the unprivileged fallback (fork, rlimits, audit hook) for testing.
-    ``disk_mb`` sizes each worker's private /tmp (namespace mode).
+    ``isolation="auto"`` uses every kernel layer it can get (namespaces, as root directly,
+    otherwise in an unprivileged user namespace; see :mod:`optiforge.solvers.isolation`);
+    ``"basic"`` forces the fallback without namespaces (fork, rlimits, audit hook) for
+    testing. ``disk_mb`` sizes each worker's private /tmp (namespace mode).
+
+    ``require="full"`` refuses to run anything (:class:`SandboxError`) unless every layer
+    of full isolation is in force; ``"none"`` runs with what there is and warns once,
+    naming the missing layers. The default comes from the ``sandbox_require`` setting
+    (``OPTIFORGE_SANDBOX_REQUIRE``).
     """
 
     def __init__(
@@ -218,9 +299,20 @@ class SandboxPool:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         isolation: str = "auto",
         disk_mb: int = 256,
+        require: str | None = None,
     ) -> None:
         if isolation not in ("auto", "basic"):
             raise SandboxError(f"isolation must be 'auto' or 'basic', got {isolation!r}")
+        if require is None:
+            from optiforge.config import load_settings
+
+            require = load_settings().sandbox_require
+        if require not in ("none", "full"):
+            raise SandboxError(
+                f"sandbox_require must be 'none' or 'full', got {require!r} "
+                "(OPTIFORGE_SANDBOX_REQUIRE or sandbox_require in optiforge.toml)"
+            )
+        self.require = require
         if size is None:
             size = default_pool_size()
         if size < 1:
@@ -235,7 +327,11 @@ class SandboxPool:
         self._idle: queue.Queue[_WorkerProc] = queue.Queue()
         self._workers: list[_WorkerProc] = []
         self._closed = False
-        self._spawn_args = {"isolation": isolation, "disk_mb": disk_mb}
+        self._spawn_args = {
+            "isolation": isolation,
+            "disk_mb": disk_mb,
+            "hide": tuple(_hidden_paths()) if isolation == "auto" else (),
+        }
         for _ in range(size):
             w = _WorkerProc(**self._spawn_args)
             self._workers.append(w)
@@ -343,6 +439,7 @@ class SandboxPool:
                 raise SandboxError("the sandbox pool is closed; create a new SandboxPool")
             try:
                 w.wait_ready()
+                self._check_isolation(w)
                 reply = w.request(job, timeout + _CONTROL_GRACE_S)
             except (OSError, EOFError, TimeoutError, ValueError) as e:
                 w = self._replace(w)
@@ -365,6 +462,53 @@ class SandboxPool:
         """:meth:`run` without blocking the event loop."""
         return await asyncio.to_thread(self.run, code, **kwargs)
 
+    def _check_isolation(self, w: _WorkerProc) -> None:
+        """Refuse (require=full) or warn once when a layer of full isolation is missing."""
+        if w.level == "full" or self._spawn_args["isolation"] == "basic":
+            return
+        text = isolation_message(w.missing, w.notes)
+        if self.require == "full":
+            raise SandboxError(
+                f"sandbox_require=full, but {text}. Generated code was not run. Allow "
+                "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
+                "user.max_user_namespaces > 0; in a container, a seccomp/AppArmor profile "
+                "that permits unshare) or run as root, or set OPTIFORGE_SANDBOX_REQUIRE=none "
+                "to accept the weaker isolation."
+            )
+        global _warned
+        with _default_lock:
+            if _warned:
+                return
+            _warned = True
+        warnings.warn(f"optiforge sandbox: {text}", RuntimeWarning, stacklevel=3)
+
+    def isolation_info(self, timeout: float = _START_TIMEOUT_S) -> dict[str, Any]:
+        """The isolation the workers have: ``{"isolation", "level", "missing", "notes"}``."""
+        w = self._idle.get()
+        try:
+            w.wait_ready(timeout)
+            return {
+                "isolation": w.isolation,
+                "level": w.level,
+                "missing": list(w.missing),
+                "notes": list(w.notes),
+            }
+        finally:
+            self._idle.put(w)
+
+
+_warned = False
+
+
+def isolation_message(missing: list[str], notes: list[str]) -> str:
+    """One sentence naming the missing layers and why they are missing."""
+    what = ", ".join(missing) or "none"
+    why = f" ({'; '.join(notes)})" if notes else ""
+    return (
+        f"generated code runs without full isolation: missing {what}{why}; native code "
+        "(ctypes) can then do what those layers would stop"
+    )
+
 
 #: Pyomo's error when a program asks to load a solution the solver did not find (raised by
 #: both ``appsi_highs`` and ``highs`` for infeasible and unbounded models).
@@ -380,7 +524,12 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
     limit = job["output_limit"]
     if reply.get("timed_out"):
         reason, msg = ExitReason.TIMEOUT, f"stopped after the {job['timeout']:g} s time limit"
-    elif sig == "SIGXFSZ" or max(reply["stdout_bytes"], reply["stderr_bytes"]) >= limit:
+    elif (
+        sig == "SIGXFSZ"
+        or max(reply["stdout_bytes"], reply["stderr_bytes"]) >= limit
+        # As PID 1 of its namespace a program ignores SIGXFSZ; the write fails with EFBIG.
+        or (rc != 0 and "[Errno 27] File too large" in stderr[-3000:])
+    ):
         reason, msg = ExitReason.OUTPUT_LIMIT, f"output or a file exceeded {limit} bytes"
     elif sig == "SIGXCPU" or (sig == "SIGKILL" and (reply.get("cpu_s") or 0) >= job["cpu_time"]):
         reason, msg = ExitReason.CPU_LIMIT, f"used its {job['cpu_time']:g} s of CPU time"
@@ -433,8 +582,16 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
             "the model is infeasible or unbounded",
         )
     elif reason == ExitReason.OK:
-        obj = parse_objective_line(reply.get("stdout", ""))
-        if obj is not None:
+        obj, report_error = parse_objective_text(reply.get("stdout", ""))
+        if report_error is not None:
+            result = SolveResult(
+                status=SolveStatus.ERROR,
+                solver="sandbox",
+                solve_time_s=reply["elapsed_s"],
+                log_tail=log_tail,
+                message=f"the program's report was rejected: {report_error}",
+            )
+        elif obj is not None:
             result = SolveResult(
                 status=SolveStatus.OPTIMAL,
                 objective=obj,
@@ -459,6 +616,30 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
         message=msg,
         isolation=reply.get("isolation", ""),
     )
+
+
+def probe_isolation(timeout: float = 60.0) -> dict[str, Any]:
+    """The isolation a sandbox worker gets on this machine, without warming one up.
+
+    Starts a worker that sets up its namespaces and filesystem view exactly as a pool's
+    would, reports, and exits. Returns ``{"isolation", "level", "missing", "notes"}``.
+    """
+    w = _WorkerProc(hide=tuple(_hidden_paths()), probe=True)
+    try:
+        w.wait_ready(timeout)
+        return {"isolation": w.isolation, "level": w.level, "missing": w.missing, "notes": w.notes}
+    finally:
+        w.kill()
+
+
+def describe_isolation(info: dict[str, Any]) -> str:
+    """One line for people: ``sandbox isolation: full (fork+rlimits+...)``."""
+    line = f"sandbox isolation: {info['level']} ({info['isolation']})"
+    if info.get("missing"):
+        line += "; missing " + ", ".join(info["missing"])
+        if info.get("notes"):
+            line += f" ({'; '.join(info['notes'])})"
+    return line
 
 
 _default_pool: SandboxPool | None = None

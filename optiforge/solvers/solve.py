@@ -122,6 +122,51 @@ def _new_highs() -> Any:
 
 def _solve_highs(cir: CompiledIR, time_limit: float) -> SolveResult:
     import highspy
+
+    lp, quad, sign = _highs_lp(cir)
+    h = _new_highs()
+    with tempfile.TemporaryDirectory(prefix="optiforge-highs-") as tmp:
+        log = os.path.join(tmp, "highs.log")
+        h.setOptionValue("log_to_console", False)
+        h.setOptionValue("log_file", log)
+        h.setOptionValue("time_limit", float(time_limit))
+        h.setOptionValue("threads", 1)
+        if quad:
+            import numpy as np
+
+            model = highspy.HighsModel()
+            model.lp_ = lp
+            model.hessian_ = _hessian(highspy, np, quad, lp.num_col_, sign)
+            status = h.passModel(model)
+        else:
+            status = h.passModel(lp)
+        if status == highspy.HighsStatus.kError:
+            return SolveResult(
+                status=SolveStatus.ERROR,
+                solver="highs",
+                message="HiGHS rejected the model",
+                log_tail=_tail(log),
+            )
+        t0 = time.perf_counter()
+        h.run()
+        if h.getModelStatus() == highspy.HighsModelStatus.kUnboundedOrInfeasible:
+            # Presolve cannot tell which; solving without it usually can.
+            h.setOptionValue("presolve", "off")
+            h.run()
+        elapsed = time.perf_counter() - t0
+        log_tail = _tail(log)
+    result = _highs_result(h, cir, flip=sign if quad else 1.0)
+    return result.model_copy(update={"solve_time_s": elapsed, "log_tail": log_tail})
+
+
+def _highs_lp(cir: CompiledIR) -> tuple[Any, dict[tuple[int, ...], float], float]:
+    """The HiGHS LP of a (at most quadratic-objective) compiled IR.
+
+    Returns ``(lp, quad, sign)``: ``quad`` holds the objective's quadratic terms; when there
+    are any, the LP minimizes ``sign * objective`` (HiGHS needs a PSD Hessian), so a
+    maximization is flipped.
+    """
+    import highspy
     import numpy as np
 
     inf = highspy.kHighsInf
@@ -144,7 +189,6 @@ def _solve_highs(cir: CompiledIR, time_limit: float) -> SolveResult:
 
     lp = highspy.HighsLp()
     lp.num_col_ = n
-    # Quadratic models are solved as minimization (HiGHS needs a PSD Hessian), so flip max.
     if quad:
         lp.col_cost_ = cost * sign
         lp.offset_ = offset * sign
@@ -190,39 +234,14 @@ def _solve_highs(cir: CompiledIR, time_limit: float) -> SolveResult:
     lp.a_matrix_.value_ = np.array(value)
     lp.a_matrix_.num_col_ = n
     lp.a_matrix_.num_row_ = len(cir.rows)
+    return lp, quad, sign
 
-    h = _new_highs()
-    with tempfile.TemporaryDirectory(prefix="optiforge-highs-") as tmp:
-        log = os.path.join(tmp, "highs.log")
-        h.setOptionValue("log_to_console", False)
-        h.setOptionValue("log_file", log)
-        h.setOptionValue("time_limit", float(time_limit))
-        h.setOptionValue("threads", 1)
-        if quad:
-            model = highspy.HighsModel()
-            model.lp_ = lp
-            model.hessian_ = _hessian(highspy, np, quad, n, sign)
-            status = h.passModel(model)
-        else:
-            status = h.passModel(lp)
-        if status == highspy.HighsStatus.kError:
-            return SolveResult(
-                status=SolveStatus.ERROR,
-                solver="highs",
-                message="HiGHS rejected the model",
-                log_tail=_tail(log),
-            )
-        t0 = time.perf_counter()
-        h.run()
-        ms = h.getModelStatus()
-        if ms == highspy.HighsModelStatus.kUnboundedOrInfeasible:
-            # Presolve cannot tell which; solving without it usually can.
-            h.setOptionValue("presolve", "off")
-            h.run()
-            ms = h.getModelStatus()
-        elapsed = time.perf_counter() - t0
-        log_tail = _tail(log)
 
+def _highs_result(h: Any, cir: CompiledIR, *, flip: float) -> SolveResult:
+    """Read a finished HiGHS run into a :class:`SolveResult` (``flip`` undoes a sign flip)."""
+    import highspy
+
+    ms = h.getModelStatus()
     info = h.getInfo()
     has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
     mapping = {
@@ -253,17 +272,9 @@ def _solve_highs(cir: CompiledIR, time_limit: float) -> SolveResult:
     if status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE) and has_sol:
         col = list(h.getSolution().col_value)
         values = {v.label: float(x) for v, x in zip(cir.variables, col, strict=False)}
-        objective = float(info.objective_function_value)
-        if quad:
-            objective *= sign
+        objective = float(info.objective_function_value) * flip
     return SolveResult(
-        status=status,
-        objective=objective,
-        variables=values,
-        solver="highs",
-        solve_time_s=elapsed,
-        log_tail=log_tail,
-        message=message,
+        status=status, objective=objective, variables=values, solver="highs", message=message
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optiforge.trace.errors import GraphCycleError, SerializationError
+from optiforge.trace.errors import GraphCycleError, SerializationError, TraceError
 from optiforge.trace.feedback import topological_order
 from optiforge.trace.nodes import ExceptionNode, MessageNode, Node, ParameterNode
 from optiforge.trace.render import _feedback_text, assign_names, format_value
@@ -190,8 +190,18 @@ def _doc(graph: GraphLike) -> dict:
 def to_networkx(graph: GraphLike) -> Any:
     """Return a ``networkx.DiGraph``: one node per graph node (keyed by id, with every
     attribute of :func:`graph_to_dict` except parents), edges parent -> child with an
-    ``argname`` attribute; ``G.graph["outputs"]`` lists the output ids."""
-    import networkx as nx
+    ``argname`` attribute; ``G.graph["outputs"]`` lists the output ids.
+
+    networkx is an optional extra (``pip install 'optiforge[graph]'``); without it this raises
+    :class:`~optiforge.trace.errors.TraceError` saying so. The other exports need nothing.
+    """
+    try:
+        import networkx as nx
+    except ImportError:
+        raise TraceError(
+            "to_networkx needs networkx, an optional extra: pip install 'optiforge[graph]' "
+            "(to_json, to_dot, to_mermaid and to_html need nothing extra)"
+        ) from None
 
     doc = _doc(graph)
     g = nx.DiGraph(outputs=list(doc["outputs"]))

@@ -81,3 +81,38 @@ def test_compare_line_counts_gained_and_lost(tmp_path):
         text=True,
     )
     assert bad.returncode != 0 and "OLD_DIR:NEW_DIR" in bad.stderr
+
+
+def test_runs_section_says_what_run_json_records(tmp_path):
+    from optiforge.evals.records import Session
+
+    run = tmp_path / "r1"
+    run.mkdir()
+    prov = {
+        "git_commit": "a" * 40,
+        "git_dirty": True,
+        "optiforge_version": "9.9",
+        "server": {"kind": "embedded llama.cpp", "url": "http://127.0.0.1:1/v1"},
+        "model_file": {"file": "m.gguf", "sha256": "b" * 64},
+    }
+    write_meta(
+        run,
+        RunMeta(
+            dataset="nl4opt",
+            model="m",
+            command="optiforge eval nl4opt",
+            sessions=[Session(index=1, started_at=10.0, ended_at=20.0, provenance=prov)],
+        ),
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- runs:start -->\nold\n<!-- runs:end -->\ny\n")
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--runs", str(run), "--update", str(readme)], check=True
+    )
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("y\n")
+    row = next(line for line in text.splitlines() if line.startswith("| r1 |"))
+    assert "`aaaaaaa` (dirty tree), optiforge 9.9" in row
+    assert "embedded llama.cpp" in row and "sha256 `bbbbbbbbbbbb" in row
+    assert "1970-01-01 00:00:10" in row and "`optiforge eval nl4opt`" in text
+    assert "r1 (session 1): no commit landed while it ran." in text

@@ -7,7 +7,7 @@ import pytest
 
 from optiforge.evals import EvalError, ResultRecord, RunMeta, compare_runs, mcnemar_exact
 from optiforge.evals.journal import Journal, write_meta
-from optiforge.evals.records import Session
+from optiforge.evals.records import Session, StepSummary
 from optiforge.evals.report import render_html, render_markdown, summarize, write_reports
 
 
@@ -117,3 +117,89 @@ def test_write_reports_from_journal_only(tmp_path):
     with pytest.raises(EvalError, match="holds no eval run"):
         (tmp_path / "empty").mkdir()
         write_reports(tmp_path / "empty")
+
+
+def _hostile(tag: str) -> str:
+    # Closes an attribute with either quote, opens tags, and carries an entity.
+    return f"{tag}\"'><script>alert(\"{tag}\")</script><img src=x onerror='{tag}'>&amp;"
+
+
+def _fill_strings(model_cls, fixed: dict) -> dict:
+    """A hostile string in every str (or str | None) field of ``model_cls`` not in fixed."""
+    values = dict(fixed)
+    for name, field in model_cls.model_fields.items():
+        ann = str(field.annotation)
+        if name not in values and (field.annotation is str or ann in ("str | None",)):
+            values[name] = _hostile(f"F-{name}")
+    return values
+
+
+class _Tags(__import__("html.parser").parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.attrs, self.data = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += attrs
+
+    def handle_data(self, data):
+        self.data.append(data)
+
+
+def test_every_journal_field_is_escaped_in_the_html_report(tmp_path):
+    """A problem text, id, code, error, formulation, step and run metadata carrying
+    `<script>` and both quotes stay text: the report gains no tag and no attribute."""
+    steps = [StepSummary(**_fill_strings(StepSummary, {}))]
+    rec = ResultRecord(
+        **_fill_strings(
+            ResultRecord,
+            {
+                "gt": 1.0,
+                "gt_kind": "value",
+                "prediction": 2.0,
+                "prediction_kind": "value",
+                "correct": {"strict_1e-6": False, "rel_1e-4": False, "dp2": False},
+                "steps": steps,
+                "formulation": {"name": _hostile("F-formulation")},
+            },
+        )
+    )
+    rec2 = rec.model_copy(update={"formulation_markdown": None, "id": _hostile("F-id2")})
+    with Journal(tmp_path) as j:
+        j.append(rec)
+        j.append(rec2)
+    meta = RunMeta(**_fill_strings(RunMeta, {"planned_ids": [rec.id, rec2.id]}))
+    write_meta(tmp_path, meta)
+    write_reports(tmp_path)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+
+    assert "<script" not in page and "<img" not in page and "onerror='" not in page
+    parsed = _Tags()
+    parsed.feed(page)
+    assert not {"script", "img"} & set(parsed.tags)
+    assert not [a for a, _ in parsed.attrs if a == "onerror"]
+    payloads = [_hostile(f"F-{f}") for f in ("id", "id2", "dataset", "agent", "model")]
+    for _, value in parsed.attrs:  # attribute values come back whole, quotes and all
+        if value and "F-" in value:
+            assert any(value.endswith(p) for p in payloads), value
+    # Not vacuous: the report shows these fields, as text.
+    text = "".join(parsed.data)
+    shown = [
+        "id",
+        "id2",
+        "text",
+        "category",
+        "error",
+        "code",
+        "formulation_markdown",
+        "failure_class",
+        "answer_field",
+        "role",
+        "summary",
+        "model",
+    ]
+    for field in shown:
+        assert _hostile(f"F-{field}") in text, field
+    # The formulation dict is shown as JSON, so its string keeps JSON's escapes.
+    assert json.dumps(_hostile("F-formulation"))[1:-1] in text

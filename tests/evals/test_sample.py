@@ -4,12 +4,14 @@ import pytest
 
 from optiforge.datasets import DatasetError, load_dataset
 from optiforge.evals.sample import (
+    DERIVED_RULES,
     builtin_samples,
     fresh_excluded,
     fresh_sample,
-    render_fresh_file,
     load_sample,
     readme_sample,
+    render_derived_file,
+    render_fresh_file,
     render_sample_file,
     samples_dir,
 )
@@ -37,12 +39,13 @@ def test_sample_properties():
         "nonlinear/no-table": 9,
         "nonlinear/table": 3,
     }
-    assert builtin_samples() == [
+    assert set(builtin_samples()) == {
         "nl4opt-fresh60",
         "nl4opt-readme40",
         "optibench-fresh60",
         "optibench-readme40",
-    ]
+        *DERIVED_RULES,
+    }
 
 
 @pytest.mark.parametrize("dataset", ["nl4opt", "optibench"])
@@ -74,3 +77,29 @@ def test_readme_lists_the_sample_ids(dataset):
     line = next(x for x in readme.splitlines() if x.startswith(f"- `{dataset}-readme40` ("))
     listed = [f"{dataset}-{n.strip()}" for n in line.split(": ", 1)[1].split(",")]
     assert listed == load_sample(f"{dataset}-readme40")
+
+
+@pytest.mark.parametrize("name", sorted(DERIVED_RULES))
+def test_derived_samples_match_their_rule(name):
+    shipped = (samples_dir() / f"{name}.txt").read_text(encoding="utf-8")
+    assert shipped == render_derived_file(name)
+
+
+def test_derived_samples_keep_test_and_training_apart():
+    excluded = fresh_excluded()
+    for d in ("nl4opt", "optibench"):
+        fresh = set(load_sample(f"{d}-fresh60"))
+        readme = set(load_sample(f"{d}-readme40"))
+        test = set(load_sample(f"{d}-complex-test"))
+        train = set(load_sample(f"{d}-complex-train"))
+        tune = set(load_sample(f"{d}-tune-train")) | set(load_sample(f"{d}-tune-val"))
+        assert len(test) == len(train) or len(test) + 1 == len(train)
+        assert not test & excluded, "the complex test half holds only never-named ids"
+        assert not (test | train) & fresh and not test & train
+        assert not tune & (fresh | readme | test | train)
+        assert all(p.answer_kind == "value" for p in load_dataset(d, ids=sorted(tune | test)))
+    tables = load_dataset("optibench", ids=load_sample("optibench-complex-test"))
+    assert all(p.category.endswith("/table") for p in tables)
+    long20 = load_dataset("optibench", ids=load_sample("optibench-long20"))
+    assert len(long20) == 20 and min(len(p.text) for p in long20) > 1300
+    assert {p.id for p in long20} <= set(load_sample("optibench-complex-train"))

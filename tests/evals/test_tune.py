@@ -107,11 +107,15 @@ def test_training_selection_refuses_eval_samples():
     with pytest.raises(TuneError, match="overlaps the fixed eval samples") as exc:
         select_training("nl4opt", ids=fresh)
     assert fresh[0] in str(exc.value)
+    in_samples = {i for n in builtin_samples() for i in load_sample(n)}
+    free = [p.id for p in load_dataset("nl4opt") if p.id not in in_samples][:2]
     notes = []
-    kept = select_training(
-        "nl4opt", ids=[*fresh, "nl4opt-0001", "nl4opt-0003"], drop_overlap=True, note=notes.append
-    )
-    assert not any(is_test_problem(p) for p in kept) and notes
+    kept = select_training("nl4opt", ids=[*fresh, *free], drop_overlap=True, note=notes.append)
+    assert [p.id for p in kept] == free and notes
+    # The shipped training splits are what tuning is for.
+    split_ids = [i for n in builtin_samples() if n.endswith("-tune-train") for i in load_sample(n)]
+    nl4opt_split = [i for i in split_ids if i.startswith("nl4opt")][:3]
+    assert len(select_training("nl4opt", ids=nl4opt_split)) == len(nl4opt_split)
 
 
 # -- the command ------------------------------------------------------------------------------

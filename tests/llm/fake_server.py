@@ -134,12 +134,14 @@ def stream(pieces: list[str], finish: bool = True) -> Behaviour:
 
 class FakeServer:
     """Serves ``/v1/chat/completions`` (and ``/v1/models``) from a behaviour queue.
-    ``requests`` records each request body; use as a context manager."""
+    ``requests`` records each request body, ``peers`` the client address (host, port) of
+    each, so distinct peers count TCP connections; use as a context manager."""
 
     def __init__(self, behaviours: list[Behaviour], models: list[str] | None = None) -> None:
         self.behaviours = list(behaviours)
         self.models = models or ["fake"]
         self.requests: list[dict[str, Any]] = []
+        self.peers: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         outer = self
 
@@ -166,6 +168,7 @@ class FakeServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with outer._lock:
                     outer.requests.append(body)
+                    outer.peers.append(self.client_address)
                     b = (
                         outer.behaviours.pop(0)
                         if len(outer.behaviours) > 1

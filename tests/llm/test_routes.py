@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from optiforge.llm import LLM, ModelNotFoundError
+from optiforge.llm import LLM, LLMError, ModelNotFoundError
 from optiforge.llm.client import is_litellm_model
 
 
@@ -37,6 +37,8 @@ def test_importing_optiforge_and_llm_stays_light():
 
 
 def test_litellm_route_against_fake_server(fake, tmp_path):
+    # litellm is the `hosted` extra, not a dev dependency (it pulls ~200 MB).
+    pytest.importorskip("litellm")
     env_before = {
         k: os.environ.get(k) for k in ("OPENAI_API_BASE", "OPENAI_BASE_URL", "OPENAI_API_KEY")
     }
@@ -60,3 +62,28 @@ def test_litellm_route_against_fake_server(fake, tmp_path):
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def test_litellm_missing_gives_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "litellm", None)  # as if the extra were not installed
+    llm = LLM("openai/fake", cache_dir=tmp_path, max_retries=0)
+    with pytest.raises(LLMError, match=r"optiforge\[hosted\]"):
+        llm.chat("hi", max_tokens=5)
+    llm.close()
+
+
+@pytest.mark.hosted
+def test_hosted_provider_answers():
+    """A real hosted model through litellm. Opt in: ``pytest -m hosted`` with
+    ``OPTIFORGE_HOSTED_MODEL`` (e.g. ``openai/gpt-4o-mini``) and the provider's key set."""
+    pytest.importorskip("litellm")
+    model = os.environ.get("OPTIFORGE_HOSTED_MODEL")
+    if not model:
+        pytest.skip("set OPTIFORGE_HOSTED_MODEL (and the provider's API key) to run it")
+    llm = LLM(model, cache=False, max_retries=1)
+    try:
+        r = llm.chat("Reply with the single word: ready", max_tokens=10, temperature=0.0)
+    finally:
+        llm.close()
+    assert "ready" in r.text.lower()
+    assert r.prompt_tokens > 0 and r.completion_tokens > 0

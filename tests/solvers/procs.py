@@ -24,23 +24,37 @@ def processes() -> list[tuple[int, int, int]]:
     return out
 
 
+def _subtree(procs: list[tuple[int, int, int]], root: int) -> dict[int, list[int]]:
+    """children lists of every process below ``root`` (``root`` included)."""
+    kids: dict[int, list[int]] = {}
+    for p, pp, _ in procs:
+        kids.setdefault(pp, []).append(p)
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        tree[pid] = kids.get(pid, [])
+        todo.extend(tree[pid])
+    return tree
+
+
 def assert_clean(pool: SandboxPool) -> None:
     """No program process is left behind.
 
-    Each worker may have one child: the pre-forked spare waiting for the next program (it
-    has no children of its own). Nothing may run as a job uid, and nothing may descend
-    from a worker beyond that spare.
+    Below each worker's process (the one the pool started) there may be only a chain: with
+    namespaces the worker proper (PID 1 of its namespace), then the pre-forked process
+    waiting for the next program; without, that pre-forked process alone. A branch, a
+    longer chain, or anything running as a job uid (root mode) is a leftover.
     """
     workers = set(pool.worker_pids())
     uids = {UID_BASE + w for w in workers}
     deadline = time.monotonic() + 5
     while True:
         procs = processes()
-        children = [(p, pp, u) for p, pp, u in procs if pp in workers]
-        child_pids = {p for p, _, _ in children}
-        per_worker = {w: sum(1 for _, pp, _ in children if pp == w) for w in workers}
-        left = [(p, pp, u) for p, pp, u in procs if u in uids or pp in child_pids]
-        left += [c for c in children if per_worker[c[1]] > 1]
+        left = [(p, pp, u) for p, pp, u in procs if u in uids]
+        for w in workers:
+            tree = _subtree(procs, w)
+            if len(tree) > 3 or any(len(k) > 1 for k in tree.values()):
+                left += [(p, pp, u) for p, pp, u in procs if p in tree and p != w]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)

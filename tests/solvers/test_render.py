@@ -153,3 +153,45 @@ def test_rendered_script_runs_standalone(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"OBJECTIVE: {GOLD[0]['expected_objective_integer']}" in out.stdout
     assert "STATUS: optimal" in out.stdout
+
+
+# -- views of a formulation for people and prompts (ir_markdown, ir_plaintext, ir_code) --------
+
+PRINTERS_IR = {
+    "variables": [
+        {"name": "color", "domain": "integer", "description": "color printers", "units": "units"},
+        {"name": "bw", "domain": "integer", "ub": 30},
+    ],
+    "objective": {"sense": "maximize", "expression": "200*color + 70*bw"},
+    "constraints": [
+        {"name": "c1", "expression": "color <= 20", "source": "at most 20 color printers"},
+        {"name": "c2", "expression": "color + bw <= 35"},
+    ],
+}
+
+
+def test_formulation_views_accept_a_model_or_its_dict():
+    from optiforge.solvers import ir_code, ir_markdown, ir_plaintext
+
+    model = ModelIR.from_json(PRINTERS_IR)
+    for ir in (model, PRINTERS_IR):
+        md = ir_markdown(ir)
+        assert md == ir_to_markdown(model) and "**Constraints**" in md
+        text = ir_plaintext(ir)
+        assert text.splitlines()[0] == "maximize  200*color + 70*bw"
+        assert "[at most 20 color printers]" in text
+        assert "0 <= bw <= 30, integer" in text and "(color printers, units)" in text
+        assert ir_code(ir) == ir_to_pyomo_code(model)
+
+
+def test_formulation_views_of_a_broken_draft():
+    from optiforge.solvers import ir_code, ir_markdown
+
+    broken = {
+        "variables": [{"name": "x", "domain": "weird"}],
+        "objective": {"sense": "maximize", "expression": "x"},
+        "constraints": [{"name": "c", "expression": "x <= 3 +"}],
+    }
+    md = ir_markdown(broken)  # does not validate: a plain listing instead of raising
+    assert md.splitlines()[:3] == ["maximize x", "subject to", "  c: x <= 3 +"]
+    assert ir_code(broken) is None

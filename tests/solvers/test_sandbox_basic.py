@@ -23,7 +23,8 @@ _pspec.loader.exec_module(_procs)
 
 def test_isolation_is_basic(basic_pool):
     r = basic_pool.run("pass")
-    assert r.ok and r.isolation == "fork+rlimits+audit-hook"
+    assert r.ok and r.isolation == "fork+rlimits+audit-hook+nocaps"
+    assert r.isolation_level == "basic"
 
 
 def test_gold_program(basic_pool):

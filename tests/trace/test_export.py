@@ -15,6 +15,7 @@ from optiforge.trace import (
     GraphCycleError,
     Module,
     SerializationError,
+    TraceError,
     bundle,
     graph_to_dict,
     load_graph,
@@ -93,6 +94,7 @@ def test_save_and_load_graph_round_trip(tmp_path):
 
 
 def test_to_networkx_has_attributes_and_edges():
+    pytest.importorskip("networkx")  # an optional extra: optiforge[graph]
     _, y = _graph()
     g = to_networkx(y)
     assert set(g.nodes) == {"offset", "__code_scale", "int0", "scale0", "add0"}
@@ -104,6 +106,14 @@ def test_to_networkx_has_attributes_and_edges():
 
     assert nx.is_directed_acyclic_graph(g)
     assert list(nx.topological_sort(g))[-1] == "add0"
+
+
+def test_to_networkx_without_networkx_says_which_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "networkx", None)  # makes `import networkx` fail
+    _, y = _graph()
+    with pytest.raises(TraceError, match=r"optiforge\[graph\]"):
+        to_networkx(y)
+    assert "digraph" in to_dot(y)  # the other exports do not need it
 
 
 def test_dot_output_is_valid_shape():

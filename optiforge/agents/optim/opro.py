@@ -26,6 +26,7 @@ from optiforge.agents.optim.base import Optimizer, StepReport, suggestion_schema
 from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
+from optiforge.llm import run_sync
 from optiforge.prompts import render_prompt
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -176,13 +177,9 @@ class OPRO(Optimizer):
                 sem_holder["sem"] = asyncio.Semaphore(self.workers)
                 return list(await asyncio.gather(*(one(v) for v in views)))
 
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return asyncio.run(run_all())
-            # Called from inside an event loop: run the coroutines on a private loop thread.
-            with ThreadPoolExecutor(1) as pool:
-                return pool.submit(asyncio.run, run_all()).result()
+            # One persistent loop for every call, so the objective's LLM connections are
+            # reused (asyncio.run would make a new loop, and a new pool, each time).
+            return run_sync(run_all())
 
         def call(v: dict[str, Any]) -> float | Exception:
             try:

@@ -1,8 +1,9 @@
 """Tolerant parsing of optimizer replies.
 
 Small local models make format mistakes: JSON inside code fences, trailing commas, Python
-literals instead of JSON, a tag format instead of JSON, a parameter called ``offset`` when
-the graph calls it ``offset:0``. Everything here turns such replies into
+literals instead of JSON, unquoted keys, missing commas, replies cut at max_tokens (all
+repaired by json-repair, see :func:`optiforge.llm.structured.find_json`), a tag format
+instead of JSON, a parameter called ``offset`` when the graph calls it ``offset:0``. Everything here turns such replies into
 ``{parameter name: raw value}`` or raises :class:`ReplyError` saying what was wrong.
 Structured output (a pydantic schema sent as ``response_format``) is tried first by the
 optimizers; these functions are the fallback and also validate structured replies.
@@ -10,82 +11,24 @@ optimizers; these functions are the fallback and also validate structured replie
 
 from __future__ import annotations
 
-import ast
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from optiforge.agents.optim.errors import ReplyError
+from optiforge.llm.structured import find_json
 
-_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\s*\n?(.*?)```", re.DOTALL)
-_TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _INDEX_SUFFIX = re.compile(r"(?::\d+|\d+)$")
-
-
-def _balanced_objects(text: str) -> list[str]:
-    """Every top-level ``{...}`` span in ``text``, respecting strings, in order."""
-    spans: list[str] = []
-    depth = 0
-    start = -1
-    in_str: str | None = None
-    escape = False
-    for i, ch in enumerate(text):
-        if in_str:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == in_str:
-                in_str = None
-            continue
-        if ch == '"' and depth > 0:
-            in_str = ch
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth > 0:
-            depth -= 1
-            if depth == 0:
-                spans.append(text[start : i + 1])
-    return spans
-
-
-def _loads_lenient(candidate: str) -> Any:
-    """``json.loads`` with light repairs; then Python literal syntax; else raise ValueError."""
-    candidate = candidate.strip()
-    for attempt in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
-        try:
-            return json.loads(attempt, strict=False)
-        except json.JSONDecodeError:
-            pass
-    try:
-        # Models sometimes answer with a Python dict: single quotes, True/None.
-        return ast.literal_eval(candidate)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        pass
-    raise ValueError("not JSON")
 
 
 def extract_json_object(text: str) -> dict[str, Any] | None:
     """The first JSON object found in ``text`` (whole text, fenced block, or a ``{...}``
-    span), parsed leniently; None when there is none."""
-    if not text:
-        return None
-    candidates = [text, *_FENCE.findall(text), *_balanced_objects(text)]
-    # A truncated reply (hit max_tokens) often misses closing braces: try to close them.
-    opened = text.count("{") - text.count("}")
-    if 0 < opened <= 3 and "{" in text:
-        candidates.append(text[text.index("{") :] + "}" * opened)
-    for cand in candidates:
-        try:
-            value = _loads_lenient(cand)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+    span), repaired when malformed and closed when cut off; None when there is none.
+
+    The parsing and its limits (a repair never reinterprets a bare word or invents a value)
+    are :func:`optiforge.llm.structured.find_json`'s, shared with structured output.
+    """
+    return find_json(text, kinds=(dict,))
 
 
 def _tag(text: str, name: str) -> list[str]:

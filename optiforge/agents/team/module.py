@@ -1,58 +1,39 @@
 """The team as a trace :class:`Module`: its role prompts are trainable parameters.
 
-``TeamModule`` holds one :class:`~optiforge.trace.ParameterNode` per trainable prompt
-(``formulator_system``, ``critic_system``, ``coder_system``, ``planner_system``). Calling
-it on a problem runs the team as a bundled step whose parents are those prompts, so
-``output.backward(feedback)`` reaches every prompt and OptoPrime or OPRO can propose new
-text for them (``optiforge tune``). ``save_prompts`` writes the values in the format that
-``solve(..., prompts=FILE)`` and ``--prompts FILE`` read.
+``TeamModule(prompts=None, **solve_kwargs)`` holds one
+:class:`~optiforge.trace.ParameterNode` per trainable prompt (``formulator_system``,
+``critic_system``, ``coder_system``, ``planner_system``) as attributes. Calling it on a
+problem text (``await module(text)``) runs the team with every step as its own bundled op
+(see :mod:`optiforge.agents.team.attempt`) and returns the output node, whose value is the
+:class:`~optiforge.agents.solution.Solution`. ``output.backward(feedback)`` reaches each
+prompt through the steps that used it, so an optimizer (OptoPrime, OPRO, TextGrad, GEPA)
+sees, for each role, the subgraph of its own steps and the feedback.
+
+``parameters()`` lists only the prompts some step of the configured run can use (see
+:func:`~optiforge.agents.team.state.used_prompts`): with the default settings the planner
+model is off, so ``planner_system`` is not offered; with ``agent="direct"`` only
+``coder_system`` is. The attribute exists either way (its value is kept and saved).
+
+Other API: ``prompt_values()`` (current texts, for :func:`save_prompts`),
+``used_prompts`` (the names ``parameters()`` is drawn from), ``solve_kwargs``. Whether the
+run is recorded follows the trace context (``optiforge.trace.no_trace`` turns it off, as
+the trainer does for validation). :func:`save_prompts` writes the versioned prompts file
+that ``solve(..., prompts=FILE)`` and ``--prompts FILE`` read.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from optiforge.agents.solution import Solution
-from optiforge.agents.team.prompts import TRAINABLE, PromptSet
-
-_DESCRIPTIONS = {
-    "formulator_system": "System prompt of the formulator: instructions and examples for turning "
-    "a word problem into a JSON optimization model (variables with domains, objective, "
-    "constraints). Keep the JSON field names.",
-    "critic_system": "System prompt of the critic: how to review a model and its solver result "
-    "and give concrete fixes.",
-    "coder_system": "System prompt of the coder: how to write a Pyomo program that ends with "
-    "report(model=m, results=res).",
-    "planner_system": "System prompt of the planner: how to decide integrality and nonlinearity.",
-}
-
-_SUMMARY_DOC = (
-    "Runs the modelling team on the problem: the formulator writes JSON models with the "
-    "formulator_system prompt, a solver solves them, the critic (critic_system) checks them "
-    "and asks for repairs, the coder (coder_system) writes Pyomo code as an alternative, and "
-    "the answers are voted on. Returns the chosen objective value, the solver status, the "
-    "formulation and what the critic found."
+from optiforge.agents.team.prompts import (
+    TRAINABLE,
+    PromptSet,
+    load_prompt_values,
+    prompt_parameter,
+    save_prompts,
 )
 
-
-def _summary(sol: Solution) -> dict[str, Any]:
-    issues = []
-    for s in sol.steps:
-        for i in s.detail.get("issues", []) if isinstance(s.detail, dict) else []:
-            issues.append(i.get("message", ""))
-    return {
-        "answer": sol.answer,
-        "status": sol.result.status.value if sol.result is not None else None,
-        "failure": sol.failure_class,
-        "error": (sol.error or "")[:400] or None,
-        "formulation": sol.formulation_markdown,
-        "critic_findings": sorted(set(issues))[:8],
-    }
+__all__ = ["TeamModule", "save_prompts"]
 
 
 class TeamModule:
@@ -66,28 +47,29 @@ class TeamModule:
 
 
 def _make_module(prompts: dict[str, str] | None = None, **solve_kwargs: Any) -> Any:
-    from optiforge.trace import Module, bundle, node
+    from optiforge.agents.team.state import TeamConfig, used_prompts
+    from optiforge.trace import Module
 
-    ps = PromptSet(prompts)
+    values = load_prompt_values(prompts)
+    ps = PromptSet(values)
+    agent = solve_kwargs.get("agent", "team")
+    config = solve_kwargs.get("config") or TeamConfig()
+    used = used_prompts(agent, config)
 
     class _TeamModule(Module):
-        """The modelling team; parameters are the roles' system prompts."""
+        """The modelling team; parameters are the roles' system prompts that its steps use."""
 
         def __init__(self) -> None:
             for name in TRAINABLE:
-                setattr(
-                    self,
-                    name,
-                    node(
-                        ps.text(name),
-                        name=name,
-                        trainable=True,
-                        description=_DESCRIPTIONS[name],
-                    ),
-                )
+                setattr(self, name, prompt_parameter(name, ps.text(name)))
             self.solve_kwargs = dict(solve_kwargs)
-            self.last_solution: Solution | None = None
-            self.fixed_overrides = {k: v for k, v in (prompts or {}).items() if k not in TRAINABLE}
+            self.used_prompts = used
+            self.fixed_overrides = {k: v for k, v in values.items() if k not in TRAINABLE}
+
+        def named_parameters(self, include_frozen: bool = False) -> dict[str, Any]:
+            """The prompt parameters some step can use (unused prompts are never offered)."""
+            found = super().named_parameters(include_frozen)
+            return {k: v for k, v in found.items() if k in self.used_prompts}
 
         def prompt_values(self) -> dict[str, str]:
             """Current text of every trainable prompt (plus fixed overrides)."""
@@ -95,95 +77,17 @@ def _make_module(prompts: dict[str, str] | None = None, **solve_kwargs: Any) -> 
             return {**self.fixed_overrides, **vals}
 
         async def forward(self, problem: Any, **kwargs: Any) -> Any:
-            """Run the team on ``problem``; returns the output node (value: a summary dict).
-
-            The full :class:`Solution` is in ``self.last_solution``.
-            """
-            from optiforge.agents.team.team import asolve
+            """Run the team on ``problem`` (text or a node); returns the output node, whose
+            value is the :class:`Solution`."""
+            from optiforge.agents.team.team import run_graph
 
             merged = {**self.solve_kwargs, **kwargs}
-            sink: list[Solution] = []
-
-            async def modelling_team(
-                problem: str,
-                formulator_system: str,
-                critic_system: str,
-                coder_system: str,
-                planner_system: str,
-            ) -> dict[str, Any]:
-                values = {
-                    **self.fixed_overrides,
-                    "formulator_system": formulator_system,
-                    "critic_system": critic_system,
-                    "coder_system": coder_system,
-                    "planner_system": planner_system,
-                }
-                sol = await asolve(problem, prompts=values, **merged)
-                sink.append(sol)
-                return _summary(sol)
-
-            op = bundle(modelling_team, name="modelling_team", doc=_SUMMARY_DOC)
-            out = await op(
-                node(problem, name="problem") if not hasattr(problem, "value") else problem,
-                *(getattr(self, name) for name in TRAINABLE),
+            merged.pop("prompts", None)
+            return await run_graph(
+                problem,
+                params={name: getattr(self, name) for name in TRAINABLE},
+                prompts=self.fixed_overrides or None,
+                **merged,
             )
-            self.last_solution = sink[0] if sink else None
-            return out
 
     return _TeamModule()
-
-
-def _run_sync(coro: Any) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def solve_traced(
-    problem_text: str,
-    *,
-    llm: Any = None,
-    agent: str = "team",
-    budget: Any = None,
-    samples: int | None = None,
-    prompts: dict[str, str] | None = None,
-    roles: dict[str, Any] | None = None,
-) -> tuple[Solution, Any]:
-    """:func:`solve` that also returns the run's trace output node (for ``--save-graph``)."""
-    from optiforge.errors import OptiforgeError
-    from optiforge.trace import ExecutionError
-
-    module = TeamModule(prompts, llm=llm, agent=agent, budget=budget, samples=samples, roles=roles)
-    try:
-        out = _run_sync(module.forward(problem_text))
-    except ExecutionError as exc:
-        inner = getattr(getattr(exc, "exception_node", None), "value", None)
-        if isinstance(inner, OptiforgeError):
-            raise inner from None
-        raise
-    sol = module.last_solution
-    assert sol is not None
-    return sol, out
-
-
-def save_prompts(
-    values: dict[str, str], path: str | Path, meta: dict[str, Any] | None = None
-) -> None:
-    """Write tuned prompts atomically as ``{"format": ..., "prompts": {...}, "meta": {...}}``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": "optiforge.team-prompts/1", "prompts": values, "meta": meta or {}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

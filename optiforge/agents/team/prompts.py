@@ -1,16 +1,23 @@
-"""The team's prompts: shipped defaults, tuned overrides, and rendering.
+"""The team's prompts: shipped defaults, tuned overrides, the prompts file, and rendering.
 
 Every role prompt is a file ``optiforge/prompts/team/<name>.md``. The *system* prompts of
 the roles (``formulator_system``, ``critic_system``, ``coder_system``, ``planner_system``)
-are trainable: ``optiforge tune`` saves new values for them as a JSON object
-``{"formulator_system": "...", ...}``, and :func:`load_prompt_values` reads it back for
-``solve`` and ``eval`` (``--prompts FILE``).
+are trainable: ``optiforge tune`` saves new values with :func:`save_prompts`, and
+:func:`load_prompt_values` reads them back for ``solve`` and ``eval`` (``--prompts FILE``).
+
+A prompts file is ``{"format": "optiforge.team-prompts", "version": 2, "roles": {role:
+[prompt names]}, "prompts": {name: text}, "meta": {...}}``. ``roles`` names the team's roles
+and the prompts of each that the file holds; a file written for other roles, or of another
+version, is refused at once with a message that says why. Version 1 files (``"format":
+"optiforge.team-prompts/1"``) and a plain ``{name: text}`` object are still read.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import string
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,32 +38,112 @@ ALL_PROMPTS = (
     "direct_user",
     "planner_user",
 )
+#: The role each prompt belongs to (the direct agent's prompt is the coder's).
+PROMPT_ROLES = {
+    "formulator_system": "formulator",
+    "formulator_user": "formulator",
+    "formulator_repair": "formulator",
+    "critic_system": "critic",
+    "critic_user": "critic",
+    "coder_system": "coder",
+    "coder_user": "coder",
+    "coder_repair": "coder",
+    "direct_user": "coder",
+    "planner_system": "planner",
+    "planner_user": "planner",
+}
+#: The team's roles, in the order the prompts file lists them.
+TEAM_ROLES = ("formulator", "planner", "coder", "critic")
+#: The prompts file format written by :func:`save_prompts`, and its version.
+PROMPTS_FORMAT = "optiforge.team-prompts"
+PROMPTS_VERSION = 2
+_V1_FORMAT = "optiforge.team-prompts/1"
+
+#: What each trainable prompt is for (shown to optimizers as the parameter's description).
+DESCRIPTIONS = {
+    "formulator_system": "System prompt of the formulator: instructions and examples for turning "
+    "a word problem into a JSON optimization model (variables with domains, objective, "
+    "constraints). Keep the JSON field names.",
+    "critic_system": "System prompt of the critic: how to review a model and its solver result "
+    "and give concrete fixes.",
+    "coder_system": "System prompt of the coder: how to write a Pyomo program that ends with "
+    "report(model=m, results=res).",
+    "planner_system": "System prompt of the planner: how to decide integrality and nonlinearity.",
+}
 
 
 class PromptFileError(OptiforgeError):
-    """A tuned-prompts file is missing, unreadable or has unknown keys."""
+    """A tuned-prompts file is missing, unreadable, of another version or for other roles."""
+
+
+def _check_roles(roles: Any, names: list[str], source: str) -> None:
+    if not isinstance(roles, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) for k, v in roles.items()
+    ):
+        raise PromptFileError(
+            f'{source}: "roles" must map each role to the list of its prompt names'
+        )
+    if set(roles) != set(TEAM_ROLES):
+        raise PromptFileError(
+            f"{source} was written for the roles {sorted(roles)}, but this team's roles are "
+            f"{sorted(TEAM_ROLES)}; tune the prompts again for this team"
+        )
+    for role, listed in roles.items():
+        wrong = sorted(n for n in listed if PROMPT_ROLES.get(n) != role)
+        if wrong:
+            raise PromptFileError(
+                f"{source}: role {role!r} lists prompt(s) {wrong} that are not the {role}'s "
+                f"in this team ({', '.join(sorted(k for k, r in PROMPT_ROLES.items() if r == role))})"
+            )
+    listed_all = sorted(n for v in roles.values() for n in v)
+    if listed_all != sorted(names):
+        raise PromptFileError(
+            f'{source}: "roles" lists {listed_all} but "prompts" holds {sorted(names)}; the '
+            "file was edited by hand or is damaged"
+        )
 
 
 def load_prompt_values(prompts: str | Path | Mapping[str, Any] | None) -> dict[str, str]:
     """Read tuned prompt values: a path to a JSON file, a dict, or None (no overrides).
 
-    A file written by ``optiforge tune`` has ``{"prompts": {...}, ...}``; a plain
-    ``{name: text}`` object works too. Unknown names raise :class:`PromptFileError`.
+    A file written by :func:`save_prompts` is checked: its version must be one this code
+    reads and its roles must be the team's. A plain ``{name: text}`` object works too.
+    Unknown names, another version or other roles raise :class:`PromptFileError`.
     """
     if prompts is None:
         return {}
+    source = "the prompts"
     if isinstance(prompts, (str, Path)):
         path = Path(prompts)
+        source = f"prompts file {path}"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise PromptFileError(
                 f"prompts file {path} does not exist; create one with 'optiforge tune'"
             ) from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PromptFileError(f"cannot read prompts file {path}: {exc}") from None
     else:
         data = dict(prompts)
+    if isinstance(data, dict) and "format" in data:
+        fmt, version = data.get("format"), data.get("version")
+        if fmt == _V1_FORMAT and version is None:
+            pass  # version 1: prompts without roles
+        elif fmt != PROMPTS_FORMAT:
+            raise PromptFileError(
+                f"{source} has format {fmt!r}; expected {PROMPTS_FORMAT!r} (a file written by "
+                "'optiforge tune')"
+            )
+        elif version != PROMPTS_VERSION:
+            raise PromptFileError(
+                f"{source} is version {version!r} of the prompts format; this optiforge reads "
+                f"version {PROMPTS_VERSION} (and 1); tune the prompts again with this version"
+            )
+        if not isinstance(data.get("prompts"), dict):
+            raise PromptFileError(f'{source} has no "prompts" object')
+        if fmt == PROMPTS_FORMAT:
+            _check_roles(data.get("roles"), list(data["prompts"]), source)
     if isinstance(data, dict) and isinstance(data.get("prompts"), dict):
         data = data["prompts"]
     if not isinstance(data, dict):
@@ -70,6 +157,48 @@ def load_prompt_values(prompts: str | Path | Mapping[str, Any] | None) -> dict[s
     return {k: str(v) for k, v in data.items()}
 
 
+def prompts_document(values: Mapping[str, str], meta: dict[str, Any] | None = None) -> dict:
+    """The JSON document :func:`save_prompts` writes for ``values`` (checked)."""
+    unknown = sorted(set(values) - set(ALL_PROMPTS))
+    if unknown:
+        raise PromptFileError(f"unknown prompt name(s) {unknown}; known: {', '.join(ALL_PROMPTS)}")
+    roles = {
+        r: [n for n in ALL_PROMPTS if n in values and PROMPT_ROLES[n] == r] for r in TEAM_ROLES
+    }
+    return {
+        "format": PROMPTS_FORMAT,
+        "version": PROMPTS_VERSION,
+        "roles": roles,
+        "prompts": dict(values),
+        "meta": meta or {},
+    }
+
+
+def save_prompts(
+    values: Mapping[str, str], path: str | Path, meta: dict[str, Any] | None = None
+) -> None:
+    """Write tuned prompts atomically as a versioned prompts file (see the module doc)."""
+    path = Path(path)
+    doc = prompts_document(values, meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prompt_parameter(name: str, text: str) -> Any:
+    """A trainable :class:`~optiforge.trace.ParameterNode` for prompt ``name``."""
+    from optiforge.trace import node
+
+    return node(text, name=name, trainable=True, description=DESCRIPTIONS.get(name))
+
+
 class PromptSet:
     """The prompt texts one team run uses: defaults from files plus overrides."""
 
@@ -81,6 +210,10 @@ class PromptSet:
         if name in self.overrides:
             return self.overrides[name]
         return load_prompt(f"team/{name}")
+
+    def with_values(self, **values: str) -> PromptSet:
+        """A copy with ``values`` overriding these texts (a step's current prompt value)."""
+        return PromptSet({**self.overrides, **values})
 
     def render(self, name: str, **values: Any) -> str:
         """Fill template ``name``; unknown ``$words`` in tuned text are left as they are."""

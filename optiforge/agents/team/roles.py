@@ -2,7 +2,8 @@
 
 Each role renders its prompts (:class:`PromptSet`), asks its LLM, parses the reply and
 returns it with a :class:`StepRecord` (calls, tokens, time). They hold no state; the team
-(:mod:`.team`) decides what to call when, and records the calls in the trace graph.
+(:mod:`.attempt`, :mod:`.team`) decides what to call when, and wraps each call in a
+bundled trace op.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ class RoleReply:
     texts: list[str]
     step: StepRecord
     error: str | None = None
+
+    def __repr__(self) -> str:
+        # Shown to optimizers as the value of a role's node: what the role answered.
+        if self.error:
+            return f"RoleReply(error={self.error[:300]!r})"
+        shown = self.texts[0] if self.texts else repr(self.values)
+        return f"RoleReply({shown})"
 
 
 def _step(role: str, plan: str | None, res: Any, started: float, summary: str) -> StepRecord:

@@ -19,526 +19,124 @@ One run (:func:`asolve`):
 
 The answer is the objective of the heaviest agreeing cluster; the solution carries that
 formulation, its Pyomo code, the solver result and every step's calls, tokens and time.
+
+Every step is a bundled trace op (:mod:`.attempt`), and the run's output is a node whose
+value is the :class:`Solution`: :func:`asolve_graph` / :func:`solve_graph` return it with
+the whole run recorded (``--save-graph``), :func:`asolve` / :func:`solve` record nothing.
+This module holds the entry points; run state and plans are in :mod:`.state`, the steps
+and attempts in :mod:`.attempt`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from optiforge.agents.solution import Solution, StepRecord
-from optiforge.agents.team import checks as chk
 from optiforge.agents.team import roles
-from optiforge.agents.team.directions import count_flips
-from optiforge.agents.team.formulation import Normalized, ir_signature, normalize_draft
-from optiforge.agents.team.prompts import PromptSet, load_prompt_values
-from optiforge.agents.team.scheduler import Candidate, UCBScheduler, confident, vote
-from optiforge.errors import OptiforgeError
-from optiforge.solvers.result import SolveResult, SolveStatus
+from optiforge.agents.team.attempt import TeamRun
+from optiforge.agents.team.prompts import PromptSet, load_prompt_values, prompt_parameter
+from optiforge.agents.team.scheduler import UCBScheduler, confident, vote
+from optiforge.agents.team.state import (
+    DEFAULT_SAMPLES,
+    ROLES,
+    Attempt,
+    Findings,
+    TeamBudget,
+    TeamConfig,
+    TeamError,
+    coerce_budget,
+    plan_features,
+    used_prompts,
+)
+from optiforge.llm import run_sync
+from optiforge.solvers.result import SolveStatus
+from optiforge.trace import bundle, no_trace, node, tracing
 
-ROLES = ("formulator", "planner", "coder", "critic")
-#: Formulations in the first round when ``samples`` is not given (1 greedy + 2 sampled).
-DEFAULT_SAMPLES = 3
+__all__ = [
+    "DEFAULT_SAMPLES",
+    "ROLES",
+    "TeamBudget",
+    "TeamConfig",
+    "TeamError",
+    "asolve",
+    "asolve_graph",
+    "plan_features",
+    "solve",
+    "solve_graph",
+]
 
-
-class TeamError(OptiforgeError):
-    """Bad arguments to the team (empty problem, unknown agent, bad budget)."""
-
-
-class TeamBudget(BaseModel):
-    """What one problem may spend. LLM samples count every generated reply (a cached reply
-    is free); solver runs count IR solves and sandboxed programs."""
-
-    llm_samples: int = Field(default=8, ge=1, le=200)
-    solver_runs: int = Field(default=40, ge=1, le=1000)
-    #: Wall-clock limit in seconds for starting new work (None: no limit).
-    seconds: float | None = Field(default=None, gt=0)
-
-
-class TeamConfig(BaseModel):
-    """Knobs of the team; defaults are tuned for Qwen2.5-Coder-1.5B on CPU."""
-
-    temperature: float = 0.7
-    #: Formulations per ``sample`` pull.
-    samples_per_pull: int = 2
-    #: Agreeing weight needed to stop early, and the share of all weight it must have.
-    min_votes: float = 2.0
-    min_share: float = 0.6
-    #: Ask the critic model for a critique before each repair (deterministic checks always run).
-    llm_critic: bool = True
-    #: Ask the planner model for integrality/nonlinearity advice (useful with larger models).
-    llm_planner: bool = False
-    #: Offer the code route as a plan.
-    code_route: bool = True
-    solver_time_limit: float = 30.0
-    sandbox_timeout: float = 60.0
-    exploration: float = 0.8
+_VOTE_DOC = (
+    "The scheduler's self-consistency vote over the checked attempts: solved answers that "
+    "pass the critic's checks vote (weight 1, 0.6 when suspicious, x0.8 for programs); the "
+    "heaviest agreeing cluster wins."
+)
+_DECIDE_DOC = (
+    "The team's answer: the objective of the winning cluster with its formulation, code and "
+    "solver result (or the most informative failure when nothing won)."
+)
 
 
-def _coerce_budget(budget: Any) -> TeamBudget:
-    if budget is None:
-        return TeamBudget()
-    if isinstance(budget, TeamBudget):
-        return budget
-    if isinstance(budget, bool):
-        raise TeamError("budget must be a number of LLM samples, a dict or TeamBudget")
-    if isinstance(budget, int):
-        if budget < 1:
-            raise TeamError(f"budget must be at least 1 LLM sample, got {budget}")
-        return TeamBudget(llm_samples=budget)
-    if isinstance(budget, dict):
-        try:
-            return TeamBudget(**budget)
-        except Exception as exc:
-            raise TeamError(f"invalid budget {budget!r}: {exc}") from None
-    raise TeamError(f"budget must be an int, a dict or TeamBudget, got {type(budget).__name__}")
+class _Decision:
+    """The vote and the decision of one run, as ops bound to it."""
 
+    def __init__(self, run: TeamRun, sched: UCBScheduler) -> None:
+        self.run = run
+        self.sched = sched
 
-@dataclass
-class Attempt:
-    """One formulation or program and what became of it."""
+    @bundle(name="vote", doc=_VOTE_DOC)
+    def vote(self, *findings: Findings) -> Any:
+        """The vote over every attempt's checked result."""
+        return vote(self.run.candidates())
 
-    index: int
-    plan: str
-    source: str  # "ir" | "code"
-    draft_text: str | None = None
-    normalized: Normalized | None = None
-    ir: dict[str, Any] | None = None
-    code: str | None = None
-    result: SolveResult | None = None
-    error: str | None = None
-    issues: list[chk.Issue] = field(default_factory=list)
-    verdict: str = "wrong"
-    repaired: bool = False
-    parent: int | None = None
-    alt_relaxed: float | None = None
+    @bundle(name="decide", doc=_DECIDE_DOC)
+    def decide(self, problem: str, v: Any) -> Solution:
+        """Build the :class:`Solution` from the vote."""
+        from optiforge.solvers.render import ir_code, ir_markdown
 
-    @property
-    def value(self) -> float | None:
-        if self.result is not None and self.result.ok and self.verdict != "wrong":
-            return self.result.objective
-        return None
-
-    @property
-    def weight(self) -> float:
-        if self.value is None:
-            return 0.0
-        base = 1.0 if self.verdict == "ok" else 0.6
-        return base * (0.8 if self.source == "code" else 1.0)
-
-
-class _Run:
-    """State of one team run (one problem)."""
-
-    def __init__(
-        self,
-        problem: str,
-        llms: dict[str, Any],
-        prompts: PromptSet,
-        budget: TeamBudget,
-        config: TeamConfig,
-        samples: int,
-    ) -> None:
-        self.problem = problem
-        self.llms = llms
-        self.prompts = prompts
-        self.budget = budget
-        self.config = config
-        self.samples = samples
-        self.steps: list[StepRecord] = []
-        self.attempts: list[Attempt] = []
-        self.llm_samples = 0
-        self.solver_runs = 0
-        self.started = time.perf_counter()
-        self.seed = 0
-        self.signatures: set[str] = set()
-        self.code_attempt: Attempt | None = None
-        self.nonlinear_hint = False
-
-    # -- budget -----------------------------------------------------------------------
-    def can_sample(self, k: int = 1) -> bool:
-        if self.budget.seconds is not None and self.elapsed() > self.budget.seconds:
-            return False
-        return self.llm_samples + k <= self.budget.llm_samples
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def next_seed(self) -> int:
-        self.seed += 1
-        return self.seed
-
-    def record(self, reply: roles.RoleReply) -> None:
-        self.steps.append(reply.step)
-        self.llm_samples += 1
-
-    # -- solving ----------------------------------------------------------------------
-    async def solve_ir_attempt(self, att: Attempt) -> None:
-        """Validate, solve and check one IR attempt (with deterministic fixes)."""
-        from optiforge.solvers import ModelIR, solve_ir
-        from optiforge.solvers.errors import IRValidationError, SolverError
-
-        started = time.perf_counter()
-        ir = att.ir
-        assert ir is not None
-        try:
-            model = ModelIR.from_json(ir)
-        except IRValidationError as exc:
-            att.error = str(exc)
-        if att.error is None:
-            try:
-                self.solver_runs += 1
-                att.result = await asyncio.to_thread(
-                    solve_ir, model, time_limit=self.config.solver_time_limit
-                )
-            except (SolverError, IRValidationError) as exc:
-                att.error = str(exc)
-            except Exception as exc:  # a solver crash must not end the run
-                att.error = f"{type(exc).__name__}: {exc}"
-        att.issues = chk.check_solution(self.problem, ir, att.result, error=att.error)
-        # Deterministic fix: objective sense contradicting the text.
-        if any(i.action == "flip_sense" for i in att.issues) and self.solver_runs < (
-            self.budget.solver_runs
-        ):
-            flipped = json.loads(json.dumps(ir))
-            want = flipped["objective"]["sense"]
-            flipped["objective"]["sense"] = "minimize" if want == "maximize" else "maximize"
-            try:
-                self.solver_runs += 1
-                res = await asyncio.to_thread(
-                    solve_ir, ModelIR.from_json(flipped), time_limit=self.config.solver_time_limit
-                )
-                att.ir, ir, att.result = flipped, flipped, res
-                if att.normalized is not None:
-                    att.normalized.notes.append(
-                        "critic flipped the objective sense to match the text"
-                    )
-                att.issues = chk.check_solution(self.problem, ir, res)
-            except Exception:
-                pass
-        # Integrality that rests on the model's word alone: note what relaxing would give.
-        if (
-            att.result is not None
-            and att.result.ok
-            and att.normalized is not None
-            and att.normalized.integrality_unclear
-            and any(v.get("domain") == "integer" for v in ir["variables"])
-            and self.solver_runs < self.budget.solver_runs
-        ):
-            try:
-                self.solver_runs += 1
-                relaxed = await asyncio.to_thread(
-                    solve_ir,
-                    ModelIR.from_json(ir),
-                    relax_integrality=True,
-                    time_limit=self.config.solver_time_limit,
-                )
-                if relaxed.ok:
-                    att.alt_relaxed = relaxed.objective
-            except Exception:
-                pass
-        att.verdict = chk.verdict(att.issues)
-        status = att.result.status.value if att.result is not None else "not built"
-        self.steps.append(
+        run = self.run
+        sol = Solution(problem_text=problem, agent="team")
+        sol.steps = run.steps
+        chosen: Attempt | None = None
+        if v.value is not None:
+            members = sorted(
+                v.members, key=lambda c: (run.attempts[c.index].source != "ir", c.index)
+            )
+            chosen = run.attempts[members[0].index]
+            sol.answer = v.value
+        else:
+            chosen = _best_failure(run.attempts)
+        if chosen is not None:
+            sol.result = chosen.result
+            if chosen.ir is not None:
+                sol.formulation = chosen.model
+                sol.formulation_markdown = ir_markdown(chosen.ir)
+                sol.code = ir_code(chosen.ir)
+            if chosen.code:
+                sol.code = chosen.code
+        if sol.answer is None:
+            sol.failure_class, sol.error = _failure(run.attempts)
+        sol.steps.append(
             StepRecord(
-                role="solver",
-                plan_id=att.plan,
-                elapsed_s=round(time.perf_counter() - started, 3),
-                ok=att.value is not None,
+                role="scheduler",
                 summary=(
-                    f"attempt {att.index}: {status}"
-                    + (f", objective {att.result.objective:g}" if att.value is not None else "")
-                    + f", critic checks: {att.verdict}"
-                    + (f" ({att.issues[0].check})" if att.issues else "")
-                    + _fix_summary(att)
+                    f"vote: {v.value if v.value is not None else 'none'} with weight "
+                    f"{v.weight:.2f}/{v.total:.2f} over {len(run.attempts)} attempts; "
+                    f"{run.llm_samples} LLM samples, {run.solver_runs} solver runs"
                 ),
                 detail={
-                    "attempt": att.index,
-                    "notes": att.normalized.notes if att.normalized else [],
-                    "issues": [i.model_dump() for i in att.issues],
-                    "alt_relaxed_objective": att.alt_relaxed,
+                    "arms": self.sched.snapshot(),
+                    "votes": [
+                        {"attempt": a.index, "plan": a.plan, "value": a.value, "verdict": a.verdict}
+                        for a in run.attempts
+                    ],
                 },
             )
         )
-
-    def add_draft(self, reply: roles.RoleReply, plan: str, parent: int | None = None) -> Attempt:
-        att = Attempt(index=len(self.attempts), plan=plan, source="ir", parent=parent)
-        self.attempts.append(att)
-        if reply.error or not reply.values:
-            att.error = reply.error or "no formulation"
-            att.issues = chk.check_solution(self.problem, {}, None, error=att.error)
-            att.verdict = "wrong"
-            return att
-        draft = reply.values[0]
-        att.draft_text = roles.draft_json(draft)
-        att.normalized = normalize_draft(draft, self.problem)
-        att.ir = att.normalized.ir
-        return att
-
-    async def formulate_batch(self, plan: str, temps: list[float]) -> list[Attempt]:
-        """Ask for ``len(temps)`` formulations at once, solve and check them."""
-        llm = self.llms["formulator"]
-        calls = [
-            roles.formulate(
-                llm,
-                self.prompts,
-                self.problem,
-                temperature=t,
-                seed=None if t == 0 else self.next_seed(),
-                plan=plan,
-            )
-            for t in temps
-        ]
-        replies = await asyncio.gather(*calls)
-        new = []
-        for r in replies:
-            self.record(r)
-            att = self.add_draft(r, plan)
-            new.append(att)
-        await asyncio.gather(*(self.solve_ir_attempt(a) for a in new if a.ir is not None))
-        for a in new:
-            if a.ir is not None:
-                self.signatures.add(ir_signature(a.ir))
-        return new
-
-    def repair_target(self) -> Attempt | None:
-        """The most promising attempt to repair: built or solved with errors, not yet tried."""
-        for a in self.attempts:
-            if a.source == "ir" and not a.repaired and a.draft_text and a.verdict == "wrong":
-                return a
-        for a in self.attempts:
-            if a.source == "ir" and not a.repaired and a.draft_text and a.verdict == "suspicious":
-                return a
-        return None
-
-    async def repair(self, target: Attempt) -> Attempt:
-        """Critic feedback (deterministic checks + LLM critique) -> formulator repair."""
-        target.repaired = True
-        issues_text = chk.format_issues(target.issues)
-        if self.config.llm_critic and self.can_sample(2):
-            model_text = _model_text(target)
-            result_text = _result_text(target)
-            reply = await roles.critique(
-                self.llms["critic"],
-                self.prompts,
-                self.problem,
-                model_text,
-                result_text,
-                issues_text,
-                plan="repair",
-            )
-            self.record(reply)
-            if reply.values:
-                c = reply.values[0]
-                extra = [f"- {p}" for p in c.problems] + [f"- Fix: {f}" for f in c.fixes]
-                if c.verdict == "wrong" and extra:
-                    issues_text = (issues_text + "\n" + "\n".join(extra)).strip()
-        reply = await roles.formulate(
-            self.llms["formulator"],
-            self.prompts,
-            self.problem,
-            temperature=self.config.temperature,
-            seed=self.next_seed(),
-            previous=target.draft_text,
-            issues=issues_text or "- check every constraint against the text",
-            plan="repair",
-        )
-        self.record(reply)
-        att = self.add_draft(reply, "repair", parent=target.index)
-        if att.ir is not None:
-            await self.solve_ir_attempt(att)
-        return att
-
-    async def code_pull(self) -> Attempt:
-        """Write (or repair) a Pyomo program and run it in the sandbox."""
-        from optiforge.solvers.sandbox import arun_sandboxed
-
-        prev = self.code_attempt
-        hint = ""
-        if self.nonlinear_hint:
-            hint = "(The model may be nonlinear: products or powers of variables are allowed.)\n"
-        repairing = prev is not None and prev.code is not None and prev.value is None
-        reply = await roles.write_code(
-            self.llms["coder"],
-            self.prompts,
-            self.problem,
-            temperature=self.config.temperature if prev is not None else 0.0,
-            seed=self.next_seed() if prev is not None else None,
-            hint=hint,
-            previous=prev.code if repairing else None,
-            error=(prev.error or _result_text(prev)) if repairing else None,
-            plan="code",
-        )
-        self.record(reply)
-        att = Attempt(
-            index=len(self.attempts),
-            plan="code",
-            source="code",
-            parent=prev.index if repairing and prev is not None else None,
-        )
-        self.attempts.append(att)
-        self.code_attempt = att
-        code = reply.values[0] if reply.values else None
-        att.code = code
-        if not code:
-            att.error = reply.error or "the reply contained no Python code block"
-            att.verdict = "wrong"
-            return att
-        started = time.perf_counter()
-        self.solver_runs += 1
-        sb = await arun_sandboxed(code, timeout=self.config.sandbox_timeout)
-        att.result, att.error = sandbox_outcome(sb)
-        ir_like = {"objective": {"sense": chk.implied_sense(self.problem) or ""}, "variables": []}
-        att.issues = (
-            chk.check_solution(self.problem, ir_like, att.result, error=att.error)
-            if att.error is None
-            else chk.check_solution(self.problem, {}, None, error=att.error)
-        )
-        att.issues = [i for i in att.issues if i.check not in ("no_constraints", "sense")]
-        att.verdict = chk.verdict(att.issues)
-        self.steps.append(
-            StepRecord(
-                role="sandbox",
-                plan_id="code",
-                elapsed_s=round(time.perf_counter() - started, 3),
-                ok=att.value is not None,
-                summary=f"attempt {att.index}: {sb.message[:200]}",
-                detail={"attempt": att.index, "exit_reason": sb.exit_reason.value},
-            )
-        )
-        return att
-
-    def candidates(self) -> list[Candidate]:
-        return [
-            Candidate(value=a.value, weight=a.weight, plan=a.plan, index=a.index)
-            for a in self.attempts
-            if a.value is not None
-        ]
-
-
-def _fix_summary(att: Attempt) -> str:
-    """The deterministic fixes of an attempt, in a few words for the step summary."""
-    flipped = count_flips(att.normalized.notes) if att.normalized else 0
-    return f"; flipped {flipped} constraint(s) to match the text" if flipped else ""
-
-
-def sandbox_outcome(sb: Any) -> tuple[SolveResult | None, str | None]:
-    """A sandbox run as (result, error text for the repair prompt)."""
-    if sb.result is not None:
-        return sb.result, None
-    tail = (sb.stderr or "").strip().splitlines()[-12:]
-    err = sb.message or sb.exit_reason.value
-    if tail:
-        err = f"{err}\n" + "\n".join(tail)
-    if sb.report_error:
-        err = f"{err}\n{sb.report_error}"
-    if sb.exit_reason.value == "ok":
-        err = (
-            f"{err}\nThe program ran but reported no result: end it with "
-            "report(model=m, results=res)."
-        )
-    return None, err[-2000:]
-
-
-def _model_text(att: Attempt) -> str:
-    if att.ir is None:
-        return att.draft_text or "(none)"
-    return ir_markdown(att.ir)
-
-
-def _result_text(att: Attempt | None) -> str:
-    if att is None:
-        return "(none)"
-    if att.error:
-        return f"error: {att.error[:800]}"
-    r = att.result
-    if r is None:
-        return "(not solved)"
-    if r.ok:
-        vals = ", ".join(f"{k} = {v:g}" for k, v in list(r.variables.items())[:12])
-        return f"{r.status.value}, objective {r.objective:g}; {vals}"
-    return f"{r.status.value}: {r.message or ''}".strip()
-
-
-def ir_markdown(ir: dict[str, Any]) -> str:
-    """Readable math for an IR dict (the solvers package's renderer when available)."""
-    try:
-        from optiforge.solvers import ModelIR, ir_to_markdown
-
-        return ir_to_markdown(ModelIR.model_validate(ir))
-    except Exception:
-        pass
-    lines = [f"{ir['objective']['sense']} {ir['objective']['expression']}", "subject to"]
-    for c in ir.get("constraints", []):
-        lines.append(f"  {c['name']}: {c['expression']}")
-    for v in ir.get("variables", []):
-        desc = f"  # {v.get('description')}" if v.get("description") else ""
-        lines.append(f"  {v['name']} >= 0, {v.get('domain', 'continuous')}{desc}")
-    return "\n".join(lines)
-
-
-def ir_plaintext(ir: dict[str, Any]) -> str:
-    """The formulation as plain-text math for a terminal."""
-    obj = ir["objective"]
-    lines = [f"{obj['sense']}  {obj['expression']}", "subject to"]
-    width = max((len(c["name"]) for c in ir.get("constraints", [])), default=2)
-    for c in ir.get("constraints", []):
-        src = f"    [{c['source'][:70]}]" if c.get("source") else ""
-        lines.append(f"  {c['name']:<{width}}  {c['expression']}{src}")
-    lines.append("variables")
-    for v in ir.get("variables", []):
-        lb = v.get("lb", 0.0)
-        ub = v.get("ub")
-        rng = f"{'-inf' if lb is None else f'{lb:g}'} <= {v['name']}" + (
-            f" <= {ub:g}" if ub is not None else ""
-        )
-        desc = f"  ({v['description']}" + (f", {v['units']}" if v.get("units") else "") + ")"
-        lines.append(
-            f"  {rng}, {v.get('domain', 'continuous')}{desc if v.get('description') else ''}"
-        )
-    return "\n".join(lines)
-
-
-def ir_code(ir: dict[str, Any]) -> str | None:
-    """Pyomo code for an IR dict, from the solvers package's renderer (None if unavailable)."""
-    try:
-        from optiforge.solvers import ModelIR, ir_to_pyomo_code
-
-        return ir_to_pyomo_code(ModelIR.model_validate(ir))
-    except Exception:
-        return None
-
-
-# -- planner (deterministic part) --------------------------------------------------------
-
-
-def plan_features(problem: str) -> dict[str, Any]:
-    """Cues the planner reads from the text without a model."""
-    import re
-
-    text = problem.lower()
-    return {
-        "table": "|" in problem and "---" in problem,
-        "nonlinear": bool(
-            re.search(
-                r"\b(squared|square of|product of|times the number|quadratic|"
-                r"area of|volume of|radius|per (?:unit )?squared)\b",
-                text,
-            )
-        ),
-        "integer_stated": bool(re.search(r"\b(whole numbers?|integers?)\b", text)),
-        "fraction_stated": bool(re.search(r"\bfractional\b|\bcontinuous\b", text)),
-    }
-
-
-# -- entry points ------------------------------------------------------------------------
+        sol.elapsed_s = round(run.elapsed(), 3)
+        return _summarize(sol)
 
 
 def _resolve_llms(llm: Any, roles_map: dict[str, Any] | None) -> tuple[dict[str, Any], list[Any]]:
@@ -572,24 +170,18 @@ def _summarize(sol: Solution) -> Solution:
     return sol
 
 
-async def _run_team(
-    problem: str,
-    llms: dict[str, Any],
-    prompts: PromptSet,
-    budget: TeamBudget,
-    config: TeamConfig,
-    samples: int,
-) -> Solution:
-    run = _Run(problem, llms, prompts, budget, config, samples)
+async def _run_team(run: TeamRun) -> Any:
+    """The scheduler loop of one run; returns the output node (value: the Solution)."""
+    config, budget, samples = run.config, run.budget, run.samples
     sched = UCBScheduler(exploration=config.exploration)
-    feats = plan_features(problem)
+    feats = plan_features(run.problem)
     run.nonlinear_hint = feats["nonlinear"]
     # Planner: register plans with priors from the cues.
     if config.llm_planner and run.can_sample():
-        reply = await roles.plan_advice(llms["planner"], prompts, problem)
-        run.record(reply)
-        if reply.values:
-            run.nonlinear_hint = run.nonlinear_hint or reply.values[0].nonlinear
+        reply = await run.plan(run.problem_node, run.param("planner_system"))
+        run.record(reply.value)
+        if reply.value.values:
+            run.nonlinear_hint = run.nonlinear_hint or reply.value.values[0].nonlinear
     # Repair from solver/validation errors is the cheapest fix that works, so it is tried
     # first when something is wrong; fresh samples feed the vote.
     sched.add("repair", prior=0.6)
@@ -635,45 +227,9 @@ async def _run_team(
         v = vote(run.candidates())
         sched.update(arm, _reward(new, before))
     # Decide.
-    sol = Solution(problem_text=problem, agent="team")
-    sol.steps = run.steps
-    v = vote(run.candidates())
-    chosen: Attempt | None = None
-    if v.value is not None:
-        members = sorted(v.members, key=lambda c: (run.attempts[c.index].source != "ir", c.index))
-        chosen = run.attempts[members[0].index]
-        sol.answer = v.value
-    else:
-        chosen = _best_failure(run.attempts)
-    if chosen is not None:
-        sol.result = chosen.result
-        if chosen.ir is not None:
-            sol.formulation = chosen.ir
-            sol.formulation_markdown = ir_markdown(chosen.ir)
-            sol.code = ir_code(chosen.ir)
-        if chosen.code:
-            sol.code = chosen.code
-    if sol.answer is None:
-        sol.failure_class, sol.error = _failure(run.attempts, run)
-    sol.steps.append(
-        StepRecord(
-            role="scheduler",
-            summary=(
-                f"vote: {v.value if v.value is not None else 'none'} with weight "
-                f"{v.weight:.2f}/{v.total:.2f} over {len(run.attempts)} attempts; "
-                f"{run.llm_samples} LLM samples, {run.solver_runs} solver runs"
-            ),
-            detail={
-                "arms": sched.snapshot(),
-                "votes": [
-                    {"attempt": a.index, "plan": a.plan, "value": a.value, "verdict": a.verdict}
-                    for a in run.attempts
-                ],
-            },
-        )
-    )
-    sol.elapsed_s = round(run.elapsed(), 3)
-    return _summarize(sol)
+    d = _Decision(run, sched)
+    final = d.vote(*(a.findings_node for a in run.attempts))
+    return d.decide(run.problem_node, final)
 
 
 def _reward(new: list[Attempt], before: Any) -> float:
@@ -702,7 +258,7 @@ def _best_failure(attempts: list[Attempt]) -> Attempt | None:
     return attempts[-1] if attempts else None
 
 
-def _failure(attempts: list[Attempt], run: _Run) -> tuple[str, str]:
+def _failure(attempts: list[Attempt]) -> tuple[str, str]:
     if not attempts:
         return "budget", "the budget allowed no formulation"
     if all(
@@ -724,51 +280,146 @@ def _failure(attempts: list[Attempt], run: _Run) -> tuple[str, str]:
     return "formulation", (attempts[-1].error or "no formulation could be solved")[:2000]
 
 
-async def _run_direct(problem: str, llm: Any, prompts: PromptSet, config: TeamConfig) -> Solution:
-    """The baseline: one prompt -> Pyomo code -> one sandbox run (no repair, no voting)."""
-    from optiforge.solvers.sandbox import arun_sandboxed
+class _Direct:
+    """The baseline as ops: one prompt -> Pyomo code -> one sandbox run."""
 
-    started = time.perf_counter()
-    sol = Solution(problem_text=problem, agent="direct")
-    reply = await roles.write_code(
-        llm, prompts, problem, role="direct", user_template="direct_user", plan="direct"
+    def __init__(self, llm: Any, prompts: PromptSet, config: TeamConfig) -> None:
+        self.llm = llm
+        self.prompts = prompts
+        self.config = config
+        self.started = time.perf_counter()
+        self.sandbox: Any = None
+        self.sandbox_s = 0.0
+        self.error: str | None = None
+
+    @bundle(
+        name="code",
+        doc="The coder model writes a Pyomo program for the problem in one "
+        "shot, following the coder_system prompt.",
     )
-    sol.steps.append(reply.step)
-    code = reply.values[0] if reply.values else None
-    sol.code = code
-    if code is None:
-        sol.error = reply.error or "the reply contained no Python code block"
-        sol.failure_class = "llm_error" if reply.error else "code_error"
-    else:
-        t0 = time.perf_counter()
-        sb = await arun_sandboxed(code, timeout=config.sandbox_timeout)
-        result, err = sandbox_outcome(sb)
-        sol.steps.append(
-            StepRecord(
-                role="sandbox",
-                plan_id="direct",
-                elapsed_s=round(time.perf_counter() - t0, 3),
-                ok=result is not None and result.ok,
-                summary=sb.message[:200],
-                detail={"exit_reason": sb.exit_reason.value},
-            )
+    async def code(self, problem: str, coder_system: str) -> roles.RoleReply:
+        """Ask for the program."""
+        ps = self.prompts.with_values(coder_system=coder_system)
+        return await roles.write_code(
+            self.llm, ps, problem, role="direct", user_template="direct_user", plan="direct"
         )
-        sol.result = result
-        if result is not None and result.ok:
-            sol.answer = result.objective
-        elif result is not None:
-            sol.failure_class = {
-                SolveStatus.INFEASIBLE: "infeasible",
-                SolveStatus.UNBOUNDED: "infeasible",
-                SolveStatus.INFEASIBLE_OR_UNBOUNDED: "infeasible",
-                SolveStatus.TIME_LIMIT: "timeout",
-            }.get(result.status, "no_answer")
-            sol.error = result.message or result.status.value
+
+    @bundle(name="run_code", doc="Runs the program in the sandbox and reads its result.")
+    async def run_code(self, reply: roles.RoleReply) -> Any:
+        """Run the program; the SolveResult it reported, or None."""
+        from optiforge.solvers import arun_sandboxed, sandbox_outcome
+
+        t0 = time.perf_counter()
+        self.sandbox = await arun_sandboxed(reply.values[0], timeout=self.config.sandbox_timeout)
+        self.sandbox_s = time.perf_counter() - t0
+        result, self.error = sandbox_outcome(self.sandbox)
+        return result
+
+    @bundle(name="decide", doc="The direct agent's answer: the program's objective.")
+    def decide(self, problem: str, reply: roles.RoleReply, result: Any) -> Solution:
+        """Build the :class:`Solution` from the reply and the program's result."""
+        sol = Solution(problem_text=problem, agent="direct")
+        sol.steps.append(reply.step)
+        code = reply.values[0] if reply.values else None
+        sol.code = code
+        if code is None:
+            sol.error = reply.error or "the reply contained no Python code block"
+            sol.failure_class = "llm_error" if reply.error else "code_error"
         else:
-            sol.failure_class = "timeout" if sb.exit_reason.value == "timeout" else "code_error"
-            sol.error = err
-    sol.elapsed_s = round(time.perf_counter() - started, 3)
-    return _summarize(sol)
+            sb = self.sandbox
+            sol.steps.append(
+                StepRecord(
+                    role="sandbox",
+                    plan_id="direct",
+                    elapsed_s=round(self.sandbox_s, 3),
+                    ok=result is not None and result.ok,
+                    summary=sb.message[:200],
+                    detail={"exit_reason": sb.exit_reason.value},
+                )
+            )
+            sol.result = result
+            if result is not None and result.ok:
+                sol.answer = result.objective
+            elif result is not None:
+                sol.failure_class = {
+                    SolveStatus.INFEASIBLE: "infeasible",
+                    SolveStatus.UNBOUNDED: "infeasible",
+                    SolveStatus.INFEASIBLE_OR_UNBOUNDED: "infeasible",
+                    SolveStatus.TIME_LIMIT: "timeout",
+                }.get(result.status, "no_answer")
+                sol.error = result.message or result.status.value
+            else:
+                sol.failure_class = "timeout" if sb.exit_reason.value == "timeout" else "code_error"
+                sol.error = self.error
+        sol.elapsed_s = round(time.perf_counter() - self.started, 3)
+        return _summarize(sol)
+
+
+async def _run_direct(d: _Direct, problem_node: Any, coder_system: Any) -> Any:
+    reply = await d.code(problem_node, coder_system)
+    if reply.value.values and reply.value.values[0] is not None:
+        result = await d.run_code(reply)
+    else:
+        result = node(None, name="result")
+    return d.decide(problem_node, reply, result)
+
+
+def _check_args(
+    problem_text: Any, agent: str, samples: int | None, budget: Any, config: TeamConfig | None
+) -> tuple[str, int, TeamBudget, TeamConfig]:
+    text = _check_problem(problem_text)
+    if agent not in ("team", "direct"):
+        raise TeamError(f"unknown agent {agent!r}; use 'team' or 'direct'")
+    if samples is None:
+        samples = DEFAULT_SAMPLES
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise TeamError(f"samples must be a positive integer, got {samples!r}")
+    return text, samples, coerce_budget(budget), config or TeamConfig()
+
+
+async def run_graph(
+    problem: Any,
+    *,
+    params: dict[str, Any] | None = None,
+    llm: Any = None,
+    agent: str = "team",
+    budget: int | dict[str, Any] | TeamBudget | None = None,
+    samples: int | None = None,
+    prompts: str | Path | dict[str, str] | None = None,
+    roles: dict[str, Any] | None = None,
+    config: TeamConfig | None = None,
+) -> Any:
+    """Run the team (or the direct agent) as trace ops; returns the output node.
+
+    ``problem`` is the text or a node holding it; ``params`` maps prompt names to the
+    ParameterNodes the steps read (e.g. a :class:`TeamModule`'s), the rest are made from
+    ``prompts``. Whether a graph is kept is up to the caller's trace context
+    (:func:`optiforge.trace.no_trace` / :func:`~optiforge.trace.tracing`).
+    """
+    text, n_samples, tb, cfg = _check_args(
+        problem.value if hasattr(problem, "backward") else problem, agent, samples, budget, config
+    )
+    ps = PromptSet(load_prompt_values(prompts))
+    # A problem node is used as it is when it holds the text the run reads (stripped).
+    given = hasattr(problem, "backward") and problem.value == text
+    problem_node = problem if given else node(text, name="problem")
+    pmap = dict(params or {})
+    for name in used_prompts(agent, cfg):
+        if name not in pmap:
+            pmap[name] = prompt_parameter(name, ps.text(name))
+    llms, owned = _resolve_llms(llm, roles)
+    try:
+        if agent == "direct":
+            d = _Direct(llms["coder"], ps, cfg)
+            return await _run_direct(d, problem_node, pmap["coder_system"])
+        run = TeamRun(
+            text, llms, ps, tb, cfg, max(n_samples, 1), problem_node=problem_node, params=pmap
+        )
+        return await _run_team(run)
+    finally:
+        for c in owned:
+            with contextlib.suppress(Exception):
+                c.close()
 
 
 async def asolve(
@@ -782,26 +433,50 @@ async def asolve(
     roles: dict[str, Any] | None = None,
     config: TeamConfig | None = None,
 ) -> Solution:
-    """Solve a word problem; see :func:`solve`."""
-    text = _check_problem(problem_text)
-    if agent not in ("team", "direct"):
-        raise TeamError(f"unknown agent {agent!r}; use 'team' or 'direct'")
-    if samples is None:
-        samples = DEFAULT_SAMPLES
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise TeamError(f"samples must be a positive integer, got {samples!r}")
-    tb = _coerce_budget(budget)
-    cfg = config or TeamConfig()
-    ps = PromptSet(load_prompt_values(prompts))
-    llms, owned = _resolve_llms(llm, roles)
-    try:
-        if agent == "direct":
-            return await _run_direct(text, llms["coder"], ps, cfg)
-        return await _run_team(text, llms, ps, tb, cfg, max(samples, 1))
-    finally:
-        for c in owned:
-            with contextlib.suppress(Exception):
-                c.close()
+    """Solve a word problem without recording a graph; see :func:`solve`."""
+    with no_trace():
+        out = await run_graph(
+            problem_text,
+            llm=llm,
+            agent=agent,
+            budget=budget,
+            samples=samples,
+            prompts=prompts,
+            roles=roles,
+            config=config,
+        )
+    return out.value
+
+
+async def asolve_graph(
+    problem_text: str,
+    *,
+    llm: Any = None,
+    agent: str = "team",
+    budget: int | dict[str, Any] | TeamBudget | None = None,
+    samples: int | None = None,
+    prompts: str | Path | dict[str, str] | None = None,
+    roles: dict[str, Any] | None = None,
+    config: TeamConfig | None = None,
+) -> Any:
+    """Solve and record the run: returns the output node (its value is the Solution).
+
+    The graph has a node per role call (plan, formulate, critique, repair, code), per
+    deterministic step (build_model, solve, run_code, check), the vote and the decision; the
+    prompts the steps use are trainable parameters. Save it with
+    :func:`optiforge.trace.save_graph`; ``output.backward(feedback)`` reaches each prompt.
+    """
+    with tracing(True):
+        return await run_graph(
+            problem_text,
+            llm=llm,
+            agent=agent,
+            budget=budget,
+            samples=samples,
+            prompts=prompts,
+            roles=roles,
+            config=config,
+        )
 
 
 def solve(
@@ -828,23 +503,43 @@ def solve(
     sampled at T=0.7). ``prompts``: tuned prompt values (a JSON file from ``optiforge
     tune`` or a dict). Returns a :class:`~optiforge.agents.solution.Solution`; failures are
     reported in ``failure_class``/``error``, bad arguments raise :class:`TeamError`.
+    No graph is recorded (see :func:`solve_graph`).
     """
-    coro = asolve(
-        problem_text,
-        llm=llm,
-        agent=agent,
-        budget=budget,
-        samples=samples,
-        prompts=prompts,
-        roles=roles,
-        config=config,
+    return run_sync(
+        asolve(
+            problem_text,
+            llm=llm,
+            agent=agent,
+            budget=budget,
+            samples=samples,
+            prompts=prompts,
+            roles=roles,
+            config=config,
+        )
     )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # Called from inside a running loop (e.g. a notebook): run in a helper thread.
-    import concurrent.futures
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+
+def solve_graph(
+    problem_text: str,
+    *,
+    llm: Any = None,
+    agent: str = "team",
+    budget: int | dict[str, Any] | TeamBudget | None = None,
+    samples: int | None = None,
+    prompts: str | Path | dict[str, str] | None = None,
+    roles: dict[str, Any] | None = None,
+    config: TeamConfig | None = None,
+) -> Any:
+    """:func:`solve` that records the run; returns the output node (see :func:`asolve_graph`)."""
+    return run_sync(
+        asolve_graph(
+            problem_text,
+            llm=llm,
+            agent=agent,
+            budget=budget,
+            samples=samples,
+            prompts=prompts,
+            roles=roles,
+            config=config,
+        )
+    )

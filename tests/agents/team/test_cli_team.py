@@ -143,3 +143,32 @@ def test_tune_trains_and_saves_prompts(monkeypatch, capsys, tmp_path):
     from optiforge.agents.team import load_prompt_values
 
     assert load_prompt_values(out)["formulator_system"] == "TUNED RULES"
+
+
+def test_saved_graph_of_a_run_shows_the_roles(scripted, capsys, tmp_path):
+    graph = tmp_path / "g.json"
+    code, _, err = run(["solve", PRINTERS, "--samples", "2", "--save-graph", str(graph)], capsys)
+    assert code in (0, None), err
+    doc = json.loads(graph.read_text())
+    ops = [n.get("op") for n in doc["nodes"]]
+    assert ops.count("formulate") == 2 and ops.count("check") == 2
+    out_node = next(n for n in doc["nodes"] if n["id"] == doc["outputs"][0])
+    assert out_node["op"] == "decide" and out_node["type"] == "Solution"
+    params = [n["name"] for n in doc["nodes"] if n["kind"] == "parameter" and n["trainable"]]
+    assert sorted(params) == ["formulator_system"]  # no other role was asked
+    code, out, err = run(["graph", str(graph), "--format", "mermaid", "-o", "-"], capsys)
+    assert code in (0, None), err
+    assert "formulate" in out and "formulator_system" in out and "decide" in out
+    code, _, err = run(["graph", str(graph)], capsys)
+    assert code in (0, None) and (tmp_path / "g.html").read_text().count("formulate") >= 2
+
+
+def test_solve_refuses_a_prompts_file_of_another_version(scripted, capsys, tmp_path):
+    from optiforge.agents import save_prompts
+
+    path = tmp_path / "p.json"
+    save_prompts({"formulator_system": "A"}, path)
+    path.write_text(path.read_text().replace('"version": 2', '"version": 7'))
+    code, _, err = run(["solve", PRINTERS, "--prompts", str(path)], capsys)
+    assert code == 2 and "version 7" in err
+    assert not scripted or not scripted[-1].requests

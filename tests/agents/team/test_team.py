@@ -81,7 +81,7 @@ async def test_agreeing_samples_stop_early():
     sol = await asolve(PRINTERS, llm=llm, samples=3)
     assert sol.answer == pytest.approx(5050)
     assert sol.result is not None and sol.result.status.value == "optimal"
-    assert sol.formulation["objective"]["sense"] == "maximize"
+    assert sol.formulation.objective.sense == "maximize"
     assert sol.formulation_markdown and sol.code
     assert sol.calls == 3 and len(llm.requests) == 3
     # one greedy and two sampled formulations
@@ -104,7 +104,7 @@ async def test_sense_is_flipped_deterministically():
     llm = ScriptedLLM(router([bad_sense]))
     sol = await asolve(PRINTERS, llm=llm, samples=2)
     assert sol.answer == pytest.approx(5050)
-    assert sol.formulation["objective"]["sense"] == "maximize"
+    assert sol.formulation.objective.sense == "maximize"
 
 
 async def test_inverted_limit_is_flipped_deterministically():
@@ -113,7 +113,7 @@ async def test_inverted_limit_is_flipped_deterministically():
     llm = ScriptedLLM(router([inverted]))
     sol = await asolve(PRINTERS, llm=llm, samples=2)
     assert sol.answer == pytest.approx(5050) and len(llm.requests) == 2  # no repair needed
-    assert "color + bw <= 35" in [c["expression"] for c in sol.formulation["constraints"]]
+    assert "color + bw <= 35" in [c.expression for c in sol.formulation.constraints]
     solver_steps = [s.summary for s in sol.steps if s.role == "solver"]
     assert all("flipped 1 constraint(s) to match the text" in x for x in solver_steps)
 

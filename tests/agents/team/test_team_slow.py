@@ -37,3 +37,38 @@ async def test_team_solves_small_problems(coder_llm, text, answer):
     assert sol.result is not None and sol.result.ok
     assert sol.formulation is not None and sol.code
     assert 1 <= sum(s.calls for s in sol.steps if s.role == "formulator") <= 6
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_recorded_run_has_a_node_per_role_call_and_trainable_prompts(coder_llm, tmp_path):
+    # The same calls as the printers case above, so its cached replies serve this run when
+    # both run in one session (a recorded run makes exactly the calls a plain one does).
+    from optiforge.agents import solve_graph
+    from optiforge.cli import main
+    from optiforge.trace import load_graph, save_graph
+
+    text = (ROOT / "examples/problems/printers.txt").read_text()
+    out = solve_graph(text, llm=coder_llm, samples=3, budget=6)
+    sol = out.value
+    assert sol.answer is not None and abs(sol.answer - 5050.0) < 1e-6, (
+        sol.failure_class,
+        sol.error,
+    )
+    path = save_graph(out, tmp_path / "g.json")
+    doc = load_graph(path)
+    role_ops = [
+        n["op"]
+        for n in doc["nodes"]
+        if n.get("op") in ("formulate", "repair", "critique", "code", "plan")
+    ]
+    role_steps = [s for s in sol.steps if s.role in ("formulator", "critic", "coder")]
+    assert len(role_ops) == len(role_steps) >= 3 and role_ops.count("formulate") >= 3
+    params = {n["name"] for n in doc["nodes"] if n["kind"] == "parameter" and n["trainable"]}
+    assert "formulator_system" in params and "planner_system" not in params
+    out_node = next(n for n in doc["nodes"] if n["id"] == doc["outputs"][0])
+    assert out_node["op"] == "decide" and out_node["type"] == "Solution"
+    with pytest.raises(SystemExit) as exc:
+        main(["graph", str(path), "--format", "mermaid", "--output", str(tmp_path / "g.mmd")])
+    assert exc.value.code in (0, None)
+    assert "formulate" in (tmp_path / "g.mmd").read_text()

@@ -1,0 +1,293 @@
+"""Run state and plans: what one team run may spend, how it behaves, and what it has done.
+
+- :class:`TeamBudget`, :class:`TeamConfig`: the budget and the knobs of a run.
+- :class:`Attempt`: one formulation or program and what became of it, with the trace nodes
+  of its steps (draft, model, result, findings).
+- :class:`Findings`: what the critic's deterministic checks found in one attempt (the value
+  of an attempt's ``check`` node; the critic and the repair read it).
+- :class:`RunState`: budget accounting, step records, attempts and seeds of one run.
+- :func:`plan_features`: the cues the planner reads from the text without a model.
+- :func:`used_prompts`: which trainable prompts a run with given settings can use.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from optiforge.agents.solution import StepRecord
+from optiforge.agents.team import checks as chk
+from optiforge.agents.team.formulation import Normalized
+from optiforge.agents.team.scheduler import Candidate
+from optiforge.errors import OptiforgeError
+from optiforge.solvers.result import SolveResult
+
+ROLES = ("formulator", "planner", "coder", "critic")
+#: Formulations in the first round when ``samples`` is not given (1 greedy + 2 sampled).
+DEFAULT_SAMPLES = 3
+
+
+class TeamError(OptiforgeError):
+    """Bad arguments to the team (empty problem, unknown agent, bad budget)."""
+
+
+class TeamBudget(BaseModel):
+    """What one problem may spend. LLM samples count every generated reply (a cached reply
+    is free); solver runs count IR solves and sandboxed programs."""
+
+    llm_samples: int = Field(default=8, ge=1, le=200)
+    solver_runs: int = Field(default=40, ge=1, le=1000)
+    #: Wall-clock limit in seconds for starting new work (None: no limit).
+    seconds: float | None = Field(default=None, gt=0)
+
+
+class TeamConfig(BaseModel):
+    """Knobs of the team; defaults are tuned for Qwen2.5-Coder-1.5B on CPU."""
+
+    temperature: float = 0.7
+    #: Formulations per ``sample`` pull.
+    samples_per_pull: int = 2
+    #: Agreeing weight needed to stop early, and the share of all weight it must have.
+    min_votes: float = 2.0
+    min_share: float = 0.6
+    #: Ask the critic model for a critique before each repair (deterministic checks always run).
+    llm_critic: bool = True
+    #: Ask the planner model for integrality/nonlinearity advice (useful with larger models).
+    llm_planner: bool = False
+    #: Offer the code route as a plan.
+    code_route: bool = True
+    solver_time_limit: float = 30.0
+    sandbox_timeout: float = 60.0
+    exploration: float = 0.8
+
+
+def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple[str, ...]:
+    """The trainable prompts some step of a run with these settings may use.
+
+    The direct agent uses only ``coder_system``. The team always uses the formulator's; the
+    critic's only with ``llm_critic``, the coder's only with ``code_route``, and the
+    planner's only with ``llm_planner`` (off by default), so an optimizer is never offered a
+    prompt that no step reads.
+    """
+    if agent == "direct":
+        return ("coder_system",)
+    cfg = config or TeamConfig()
+    names = ["formulator_system"]
+    if cfg.llm_critic:
+        names.append("critic_system")
+    if cfg.code_route:
+        names.append("coder_system")
+    if cfg.llm_planner:
+        names.append("planner_system")
+    return tuple(names)
+
+
+def coerce_budget(budget: Any) -> TeamBudget:
+    """A :class:`TeamBudget` from None, an int (LLM samples), a dict or a TeamBudget."""
+    if budget is None:
+        return TeamBudget()
+    if isinstance(budget, TeamBudget):
+        return budget
+    if isinstance(budget, bool):
+        raise TeamError("budget must be a number of LLM samples, a dict or TeamBudget")
+    if isinstance(budget, int):
+        if budget < 1:
+            raise TeamError(f"budget must be at least 1 LLM sample, got {budget}")
+        return TeamBudget(llm_samples=budget)
+    if isinstance(budget, dict):
+        try:
+            return TeamBudget(**budget)
+        except Exception as exc:
+            raise TeamError(f"invalid budget {budget!r}: {exc}") from None
+    raise TeamError(f"budget must be an int, a dict or TeamBudget, got {type(budget).__name__}")
+
+
+@dataclass(eq=False)
+class Findings:
+    """The critic's deterministic findings on one attempt, and what they were found on.
+
+    ``ir`` (the formulation as checked, after deterministic fixes), ``draft_text``,
+    ``code``, ``result`` and ``error`` are kept so the critic and a repair can show the
+    model what was checked without re-running anything.
+    """
+
+    issues: list[chk.Issue]
+    verdict: str
+    ir: dict[str, Any] | None = None
+    draft_text: str | None = None
+    code: str | None = None
+    result: SolveResult | None = None
+    error: str | None = None
+
+    def model_text(self) -> str:
+        """The checked formulation as math (or the raw draft when it did not parse)."""
+        from optiforge.solvers.render import ir_markdown
+
+        if self.ir is None:
+            return self.draft_text or "(none)"
+        return ir_markdown(self.ir)
+
+    def result_text(self) -> str:
+        """The solver outcome in one line (error, status and objective with values)."""
+        return result_text(self.result, self.error)
+
+    def __repr__(self) -> str:
+        found = "; ".join(f"{i.check}: {i.message}" for i in self.issues) or "no issues"
+        return f"Findings(verdict={self.verdict!r}, {found})"
+
+
+def result_text(result: SolveResult | None, error: str | None) -> str:
+    """A solver outcome as the critic and the coder's repair prompt see it."""
+    if error:
+        return f"error: {error[:800]}"
+    if result is None:
+        return "(not solved)"
+    if result.ok:
+        vals = ", ".join(f"{k} = {v:g}" for k, v in list(result.variables.items())[:12])
+        return f"{result.status.value}, objective {result.objective:g}; {vals}"
+    return f"{result.status.value}: {result.message or ''}".strip()
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One formulation or program and what became of it.
+
+    The ``*_node`` fields are the attempt's steps in the run's trace graph (plain nodes
+    without parents when nothing is recording).
+    """
+
+    index: int
+    plan: str
+    source: str  # "ir" | "code"
+    draft_text: str | None = None
+    normalized: Normalized | None = None
+    ir: dict[str, Any] | None = None
+    code: str | None = None
+    result: SolveResult | None = None
+    error: str | None = None
+    issues: list[chk.Issue] = field(default_factory=list)
+    verdict: str = "wrong"
+    repaired: bool = False
+    parent: int | None = None
+    alt_relaxed: float | None = None
+    #: The sense flip the critic applied (the final ``issues`` are checked on the flipped IR).
+    flipped: bool = False
+    #: The formulation as a validated ModelIR (None until built, or when it does not validate).
+    model: Any = None
+    #: The sandbox run of a program (for its step record).
+    sandbox: Any = None
+    draft_node: Any = field(default=None, repr=False)
+    model_node: Any = field(default=None, repr=False)
+    result_node: Any = field(default=None, repr=False)
+    findings_node: Any = field(default=None, repr=False)
+
+    @property
+    def value(self) -> float | None:
+        if self.result is not None and self.result.ok and self.verdict != "wrong":
+            return self.result.objective
+        return None
+
+    @property
+    def weight(self) -> float:
+        if self.value is None:
+            return 0.0
+        base = 1.0 if self.verdict == "ok" else 0.6
+        return base * (0.8 if self.source == "code" else 1.0)
+
+    def findings(self) -> Findings:
+        """The attempt's current findings (the value of its ``check`` node)."""
+        return Findings(
+            issues=list(self.issues),
+            verdict=self.verdict,
+            ir=self.ir,
+            draft_text=self.draft_text,
+            code=self.code,
+            result=self.result,
+            error=self.error,
+        )
+
+
+class RunState:
+    """Budget accounting, step records, attempts and seeds of one team run (one problem)."""
+
+    def __init__(
+        self,
+        problem: str,
+        llms: dict[str, Any],
+        prompts: Any,
+        budget: TeamBudget,
+        config: TeamConfig,
+        samples: int,
+    ) -> None:
+        self.problem = problem
+        self.llms = llms
+        self.prompts = prompts
+        self.budget = budget
+        self.config = config
+        self.samples = samples
+        self.steps: list[StepRecord] = []
+        self.attempts: list[Attempt] = []
+        self.llm_samples = 0
+        self.solver_runs = 0
+        self.started = time.perf_counter()
+        self.seed = 0
+        self.signatures: set[str] = set()
+        self.code_attempt: Attempt | None = None
+        self.nonlinear_hint = False
+
+    def can_sample(self, k: int = 1) -> bool:
+        """True when ``k`` more LLM samples fit the budget (and the time limit)."""
+        if self.budget.seconds is not None and self.elapsed() > self.budget.seconds:
+            return False
+        return self.llm_samples + k <= self.budget.llm_samples
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def next_seed(self) -> int:
+        self.seed += 1
+        return self.seed
+
+    def record(self, reply: Any) -> None:
+        """Count one role reply against the budget and keep its step record."""
+        self.steps.append(reply.step)
+        self.llm_samples += 1
+
+    def candidates(self) -> list[Candidate]:
+        """The solved, not-wrong attempts as weighted votes."""
+        return [
+            Candidate(value=a.value, weight=a.weight, plan=a.plan, index=a.index)
+            for a in self.attempts
+            if a.value is not None
+        ]
+
+    def repair_target(self) -> Attempt | None:
+        """The most promising attempt to repair: built or solved with errors, not yet tried."""
+        for a in self.attempts:
+            if a.source == "ir" and not a.repaired and a.draft_text and a.verdict == "wrong":
+                return a
+        for a in self.attempts:
+            if a.source == "ir" and not a.repaired and a.draft_text and a.verdict == "suspicious":
+                return a
+        return None
+
+
+def plan_features(problem: str) -> dict[str, Any]:
+    """Cues the planner reads from the text without a model."""
+    text = problem.lower()
+    return {
+        "table": "|" in problem and "---" in problem,
+        "nonlinear": bool(
+            re.search(
+                r"\b(squared|square of|product of|times the number|quadratic|"
+                r"area of|volume of|radius|per (?:unit )?squared)\b",
+                text,
+            )
+        ),
+        "integer_stated": bool(re.search(r"\b(whole numbers?|integers?)\b", text)),
+        "fraction_stated": bool(re.search(r"\bfractional\b|\bcontinuous\b", text)),
+    }
