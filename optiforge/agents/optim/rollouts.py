@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from optiforge.agents.optim.base import _jsonable
 from optiforge.agents.optim.errors import OptimizerError
+from optiforge.llm import run_sync
 
 INPUT_KEYS = ("input", "x", "question", "text", "inputs")
 TARGET_KEYS = ("target", "y", "label", "answer", "output", "expected")
@@ -104,13 +105,9 @@ class Rollouts:
         forward = getattr(module, "forward", module)
         self.is_async = inspect.iscoroutinefunction(forward) or inspect.iscoroutinefunction(module)
         self.judge_async = inspect.iscoroutinefunction(judge)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
-        """Close the event loop used for async modules."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
+        """Nothing to release: async work runs on the shared loop (``optiforge.llm.run_sync``)."""
 
     def _call_module(self, x: Any) -> Any:
         if isinstance(x, Mapping):
@@ -141,7 +138,7 @@ class Rollouts:
             return self._error(index, exc), getattr(exc, "exception_node", None)
         judged = self.judge(unwrap(output), y)
         if inspect.isawaitable(judged):
-            judged = asyncio.run(judged)  # type: ignore[arg-type]
+            judged = run_sync(judged)  # type: ignore[arg-type]
         return self._judge_result(index, output, y, judged), output
 
     async def _one_async(
@@ -181,15 +178,8 @@ class Rollouts:
                         await asyncio.gather(*(self._one_async(i, ex, sem) for i, ex in items))
                     )
 
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                # One loop for the whole run: async clients keep their connections per loop.
-                if self._loop is None or self._loop.is_closed():
-                    self._loop = asyncio.new_event_loop()
-                return self._loop.run_until_complete(main())
-            with ThreadPoolExecutor(1) as pool:
-                return pool.submit(asyncio.run, main()).result()
+            # The one persistent loop: async clients keep their connections across runs.
+            return run_sync(main())
         if self.workers == 1 or len(items) <= 1:
             return [in_mode(lambda i=i, ex=ex: self._one_sync(i, ex)) for i, ex in items]
         ctx = contextvars.copy_context()
