@@ -32,7 +32,7 @@ def _log(problem_id: str) -> None:
 
 async def short_llm(problem, llm) -> Solution:
     """One short real model call, then one sandbox run (see the module docs)."""
-    from optiforge.agents.team.team import sandbox_outcome
+    from optiforge.solvers import sandbox_outcome
     from optiforge.solvers.sandbox import arun_sandboxed
 
     _log(problem.id)

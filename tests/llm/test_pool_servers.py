@@ -54,7 +54,7 @@ def _start_server() -> tuple[subprocess.Popen, str]:
 async def test_killed_server_mid_eval_run_completes_on_the_other(tmp_path, tiny_llm):
     victim, victim_url = _start_server()
     survivor_url = tiny_llm.base_url
-    ids = [f"nl4opt-{i:04d}" for i in range(1, 11)]
+    ids = [f"nl4opt-{i:04d}" for i in range(1, 17)]  # enough left to start after the kill
     problems = load_dataset("nl4opt", ids=ids)
     log = tmp_path / "started.log"
     os.environ["EXEC_TEST_LOG"] = str(log)
@@ -65,8 +65,18 @@ async def test_killed_server_mid_eval_run_completes_on_the_other(tmp_path, tiny_
     ex = LocalExecutor(BuiltAgent(AgentSpec(agent_fn=AGENT, settings=settings)))
     out = tmp_path / "run"
 
+    def victim_answered() -> bool:
+        servers = (ex.usage() or {}).get("servers") or {}
+        return servers.get(victim_url, {}).get("ok", 0) >= 1
+
     async def kill_mid_run():
-        while not (out / "results.jsonl").exists() or len(read_journal(out).records) < 3:
+        # Mid-run, and only once the victim has answered (a slow start must not make it
+        # look as if it never served anything).
+        while not (
+            (out / "results.jsonl").exists()
+            and len(read_journal(out).records) >= 3
+            and victim_answered()
+        ):
             await asyncio.sleep(0.05)
         victim.send_signal(signal.SIGKILL)
 
