@@ -108,7 +108,9 @@ def test_examples_run_in_parallel_threads():
     model = M()
     opt = OptoPrime(model.parameters(), ScriptedLLM(style_reply("upper")))
     result = train(model, TRAIN[:2], judge, opt, batch_size=2, workers=2, progress=False)
-    assert len(seen) == 2
+    # The barrier already proves two examples ran at once; the pools of later evaluations
+    # may start new threads, whose idents Python 3.11 reuses and 3.10 does not.
+    assert len(seen) >= 2
     assert result.steps[0].train_score == 0.0
     assert model.style.value == "upper"
 
