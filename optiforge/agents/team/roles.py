@@ -55,10 +55,13 @@ def _step(role: str, plan: str | None, res: Any, started: float, summary: str) -
 
 def _failed(role: str, plan: str | None, started: float, exc: Exception) -> RoleReply:
     msg = f"{type(exc).__name__}: {exc}"
+    # A structured-output failure says what it cost, re-asks included (set by the client).
     step = StepRecord(
         role=role,
         plan_id=plan,
-        calls=1,
+        calls=getattr(exc, "calls", 0) or 1,
+        prompt_tokens=getattr(exc, "prompt_tokens", 0),
+        completion_tokens=getattr(exc, "completion_tokens", 0),
         elapsed_s=round(time.perf_counter() - started, 3),
         ok=False,
         summary=f"{role} call failed: {msg[:200]}",

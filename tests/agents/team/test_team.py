@@ -210,3 +210,18 @@ async def test_disagreeing_samples_stop_at_the_budget():
     sol = await asolve(PRINTERS, llm=llm, samples=2, budget=5)
     assert len(llm.requests) <= 5
     assert sol.steps[-1].role == "scheduler"
+
+
+async def test_a_failed_structured_call_keeps_its_cost_in_the_step():
+    """A formulator reply that never validates (the call and its re-ask) is charged with
+    the calls and tokens the client counted, not as one free call."""
+    from optiforge.agents.team.prompts import PromptSet
+    from optiforge.agents.team.roles import formulate
+
+    llm = ScriptedLLM(["this is not JSON", "still not JSON"])
+    reply = await formulate(llm, PromptSet(), PRINTERS)
+    assert reply.error and not reply.values
+    usage = llm.usage.snapshot()
+    assert reply.step.calls == usage.calls == 2
+    assert reply.step.prompt_tokens == usage.prompt_tokens > 0
+    assert reply.step.completion_tokens == usage.completion_tokens > 0
