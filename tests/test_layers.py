@@ -157,6 +157,30 @@ def import_cycles(graph: dict[str, set[str]]) -> list[str]:
     return sorted(found)
 
 
+def private_imports(root: Path) -> list[str]:
+    """``private: a imports b._name`` for every ``_name`` imported from another module."""
+    out = []
+    for name, f in module_files(root).items():
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"), str(f))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(root.name):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        out.append(f"private: {name} imports {node.module}.{a.name}")
+    return sorted(out)
+
+
+def test_no_private_name_is_imported_across_modules():
+    assert private_imports(ROOT) == []
+
+
+def test_a_planted_private_import_is_caught(tmp_path):
+    root = _plant(
+        tmp_path,
+        {"__init__.py": "", "a.py": "def _x(): ...\n", "b.py": "from optiforge.a import _x\n"},
+    )
+    assert private_imports(root) == ["private: optiforge.b imports optiforge.a._x"]
+
+
 def test_every_layer_is_known():
     layers = {layer_of(m) for m in module_files(ROOT)}
     assert layers <= set(ALLOWED) | {"optiforge"}, sorted(layers - set(ALLOWED))

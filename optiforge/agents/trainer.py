@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from optiforge.agents.optim import params as P
-from optiforge.agents.optim.base import Optimizer, _jsonable
+from optiforge.agents.optim.base import Optimizer, jsonable
 from optiforge.agents.optim.errors import OptimizerError
 from optiforge.agents.optim.rollouts import (
     Evaluation,
@@ -215,7 +215,7 @@ def train(
                     "fingerprint": fingerprint,
                     "step": step_no,
                     "since_best": since_best,
-                    "best_values": {k: _jsonable(v) for k, v in best_values.items()},
+                    "best_values": {k: jsonable(v) for k, v in best_values.items()},
                     "result": result.model_dump(),
                     "optimizer": optimizer.state_dict(),
                 },
@@ -251,7 +251,7 @@ def train(
             best = validate()
             result.initial_val_score = best
             result.best_val_score = best
-            result.best_parameters = {k: _jsonable(v) for k, v in optimizer.values().items()}
+            result.best_parameters = {k: jsonable(v) for k, v in optimizer.values().items()}
             best_values = optimizer.values()
             since_best = 0
         step_no = 0
@@ -295,7 +295,7 @@ def train(
                         improved = True
                         result.best_val_score = current
                         best_values = scored_values
-                        result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
+                        result.best_parameters = {k: jsonable(v) for k, v in best_values.items()}
                         since_best = 0
                     else:
                         since_best += 1
@@ -312,7 +312,7 @@ def train(
                             feedback=[e.feedback for e, _ in evals],
                             changes=[c.model_dump() for c in report.changes],
                             errors=list(report.errors),
-                            parameters={k: _jsonable(v) for k, v in optimizer.values().items()},
+                            parameters={k: jsonable(v) for k, v in optimizer.values().items()},
                             optimizer_calls=report.calls,
                             optimizer_tokens=report.prompt_tokens + report.completion_tokens,
                             total_calls=calls - base_calls,
@@ -351,7 +351,7 @@ def train(
             ):
                 result.best_val_score = final
                 best_values = optimizer.values()
-                result.best_parameters = {k: _jsonable(v) for k, v in best_values.items()}
+                result.best_parameters = {k: jsonable(v) for k, v in best_values.items()}
         if keep_best and result.best_val_score is not None:
             for name, value in best_values.items():
                 P.set_value(optimizer.parameter(name), value)

@@ -592,14 +592,12 @@ class BaseLLM:
 
 async def _scoped_iter(agen: AsyncIterator[str], scopes: tuple) -> AsyncIterator[str]:
     """``agen`` with the caller's usage scopes active while each item is produced."""
-    from optiforge.llm.usage import _scopes
+    from optiforge.llm.usage import scopes_active
 
     while True:
-        token = _scopes.set(scopes)
-        try:
-            item = await agen.__anext__()
-        except StopAsyncIteration:
-            return
-        finally:
-            _scopes.reset(token)
+        with scopes_active(scopes):
+            try:
+                item = await agen.__anext__()
+            except StopAsyncIteration:
+                return
         yield item

@@ -83,14 +83,21 @@ def current_scopes() -> tuple[UsageScope, ...]:
     return _scopes.get()
 
 
-async def in_scopes(aw: Awaitable[T], scopes: tuple[UsageScope, ...]) -> T:
-    """Await ``aw`` with ``scopes`` active (used to carry a caller's scopes to the
-    background loop that runs sync calls)."""
+@contextmanager
+def scopes_active(scopes: tuple[UsageScope, ...]) -> Iterator[None]:
+    """Make ``scopes`` the active ones inside the block (a caller's scopes, carried to the
+    background loop that runs sync calls and streams)."""
     token = _scopes.set(scopes)
     try:
-        return await aw
+        yield
     finally:
         _scopes.reset(token)
+
+
+async def in_scopes(aw: Awaitable[T], scopes: tuple[UsageScope, ...]) -> T:
+    """Await ``aw`` with ``scopes`` active."""
+    with scopes_active(scopes):
+        return await aw
 
 
 def text_sha256(text: str) -> str:

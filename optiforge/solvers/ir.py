@@ -39,7 +39,7 @@ def _check_identifier(kind: str, name: str) -> str:
     return name
 
 
-def _element_key(value: Any) -> str:
+def element_key(value: Any) -> str:
     """Set elements are strings; numbers become their shortest text (2.0 -> '2')."""
     if isinstance(value, bool):
         return str(value)
@@ -68,7 +68,7 @@ class IRSet(_Item):
     @classmethod
     def _elements(cls, v: Any) -> Any:
         if isinstance(v, (list, tuple)):
-            return [_element_key(e) for e in v]
+            return [element_key(e) for e in v]
         return v
 
     @field_validator("elements")

@@ -9,7 +9,7 @@ from typing import Any
 
 from optiforge.solvers.compile import classify_compiled, compile_ir
 from optiforge.solvers.expr import comparison_parts, parse, parse_for_all
-from optiforge.solvers.ir import ModelIR, _element_key
+from optiforge.solvers.ir import ModelIR, element_key
 
 # ---------------------------------------------------------------------------------------------
 # Markdown / LaTeX
@@ -301,7 +301,7 @@ class _PyomoPrinter:
             for k, i in enumerate(idx):
                 s = sets[k] if k < len(sets) else None
                 if isinstance(i, ast.Constant):
-                    parts.append(self.elem(_element_key(i.value), s))
+                    parts.append(self.elem(element_key(i.value), s))
                 else:
                     parts.append(self.expr(i))
             base = f"m.{self.attr[name]}" if name in self.vars else self.local.get(name, name)

@@ -23,9 +23,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from optiforge.trace.context import _TRACING
+from optiforge.trace.context import TRACING
 from optiforge.trace.errors import BundleError, CodeError, ExecutionError, ValueTypeError
-from optiforge.trace.nodes import ExceptionNode, Node, Op, ParameterNode, _message
+from optiforge.trace.nodes import ExceptionNode, Node, Op, ParameterNode, message_node
 
 __all__ = ["BoundBundle", "Bundle", "CodeParameter", "bundle", "function_source"]
 
@@ -438,33 +438,33 @@ class Bundle:
     def _finish(self, result: Any, parents: tuple, names: tuple) -> Node:
         if isinstance(result, Node):
             result = result._value
-        if not _TRACING.get():
+        if not TRACING.get():
             return Node(result)
-        return _message(result, self.op, parents, names)
+        return message_node(result, self.op, parents, names)
 
     def _fail(self, exc: Exception, parents: tuple, names: tuple) -> ExecutionError:
         return ExecutionError(ExceptionNode.from_exception(exc, self.op, parents, names))
 
     def _invoke(self, instance: Any, args: tuple, kwargs: dict) -> Node:
         fn, parents, names, values, kw = self._prepare(instance, args, kwargs)
-        token = _TRACING.set(False)  # the body works on plain values; do not record inside
+        token = TRACING.set(False)  # the body works on plain values; do not record inside
         try:
             result = fn(*values, **kw)
         except Exception as exc:
-            _TRACING.reset(token)
+            TRACING.reset(token)
             raise self._fail(exc, parents, names) from exc
-        _TRACING.reset(token)
+        TRACING.reset(token)
         return self._finish(result, parents, names)
 
     async def _ainvoke(self, instance: Any, args: tuple, kwargs: dict) -> Node:
         fn, parents, names, values, kw = self._prepare(instance, args, kwargs)
-        token = _TRACING.set(False)
+        token = TRACING.set(False)
         try:
             result = await fn(*values, **kw)
         except Exception as exc:
-            _TRACING.reset(token)
+            TRACING.reset(token)
             raise self._fail(exc, parents, names) from exc
-        _TRACING.reset(token)
+        TRACING.reset(token)
         return self._finish(result, parents, names)
 
     def __copy__(self) -> Bundle:

@@ -11,12 +11,13 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-_TRACING: ContextVar[bool] = ContextVar("optiforge_trace_enabled", default=True)
+#: Whether calls and operators record graph edges in this context (read on hot paths).
+TRACING: ContextVar[bool] = ContextVar("optiforge_trace_enabled", default=True)
 
 
 def is_tracing() -> bool:
     """Return True when bundled calls and operators record graph edges in this context."""
-    return _TRACING.get()
+    return TRACING.get()
 
 
 @contextlib.contextmanager
@@ -26,18 +27,18 @@ def no_trace() -> Iterator[None]:
 
     Only the current thread / asyncio task (and tasks it creates inside the block) is affected.
     """
-    token = _TRACING.set(False)
+    token = TRACING.set(False)
     try:
         yield
     finally:
-        _TRACING.reset(token)
+        TRACING.reset(token)
 
 
 @contextlib.contextmanager
 def tracing(enabled: bool = True) -> Iterator[None]:
     """Turn recording on (or off) for a block, e.g. inside a ``no_trace()`` block."""
-    token = _TRACING.set(bool(enabled))
+    token = TRACING.set(bool(enabled))
     try:
         yield
     finally:
-        _TRACING.reset(token)
+        TRACING.reset(token)

@@ -17,7 +17,7 @@ from typing import Any
 from optiforge.trace.errors import GraphCycleError, SerializationError, TraceError
 from optiforge.trace.feedback import topological_order
 from optiforge.trace.nodes import ExceptionNode, MessageNode, Node, ParameterNode
-from optiforge.trace.render import _feedback_text, assign_names, format_value
+from optiforge.trace.render import assign_names, feedback_text, format_value
 
 __all__ = [
     "GRAPH_FORMAT",
@@ -90,7 +90,7 @@ def graph_to_dict(outputs: Node | Sequence[Node], max_value_chars: int | None = 
             d["traceback"] = n.traceback
             d["value"] = n.message
         if n.feedback is not None:
-            d["feedback"] = _feedback_text(n.feedback)
+            d["feedback"] = feedback_text(n.feedback)
         d["parents"] = [names[p] for p in n.parents]
         d["argnames"] = list(getattr(n, "argnames", ()))
         items.append(d)

@@ -18,7 +18,7 @@ import traceback as _traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from optiforge.trace.context import _TRACING
+from optiforge.trace.context import TRACING
 from optiforge.trace.errors import ExecutionError, TraceError, ValueTypeError
 
 __all__ = [
@@ -227,16 +227,16 @@ class Node:
             raise AttributeError(
                 f"node {self.name!r} holds a {_type_name(self._value)} without attribute {name!r}"
             ) from None
-        if not _TRACING.get():
+        if not TRACING.get():
             return Node(value)
-        return _message(value, _OPS["getattr"], (self, Node(name)), ("x", "name"))
+        return message_node(value, _OPS["getattr"], (self, Node(name)), ("x", "name"))
 
     def __iter__(self) -> Iterator[MessageNode]:
         it = iter(self._value)
         op = _OPS["iter"]
         for i, item in enumerate(it):
-            if _TRACING.get():
-                yield _message(item, op, (self, Node(i)), ("x", "index"))
+            if TRACING.get():
+                yield message_node(item, op, (self, Node(i)), ("x", "index"))
             else:
                 yield Node(item)
 
@@ -466,8 +466,8 @@ class ExceptionNode(MessageNode):
         n._value = exc
         n.name = op.name
         n.description = None
-        n.parents = parents if _TRACING.get() else _NO_PARENTS
-        n.argnames = argnames if _TRACING.get() else ()
+        n.parents = parents if TRACING.get() else _NO_PARENTS
+        n.argnames = argnames if TRACING.get() else ()
         n.feedback = None
         n.op = op
         detail = str(exc)
@@ -494,7 +494,9 @@ def format_user_traceback(exc: BaseException) -> str:
     return "".join(lines)
 
 
-def _message(value: Any, op: Op, parents: tuple, argnames: tuple) -> MessageNode:
+def message_node(value: Any, op: Op, parents: tuple, argnames: tuple) -> MessageNode:
+    """The recorded node of one call of ``op``: ``value`` computed from ``parents`` (named by
+    ``argnames``). Used by :mod:`optiforge.trace.bundle` and the node operators."""
     # Hot path of every recorded call: fill slots directly instead of running __init__.
     n = _new(MessageNode)
     n._value = value
@@ -512,9 +514,9 @@ def _apply(op: Op, fn: Callable, argnames: tuple, parents: tuple, values: tuple)
         value = fn(*values)
     except Exception as exc:
         raise ExecutionError(ExceptionNode.from_exception(exc, op, parents, argnames)) from exc
-    if not _TRACING.get():
+    if not TRACING.get():
         return Node(value)
-    return _message(value, op, parents, argnames)
+    return message_node(value, op, parents, argnames)
 
 
 def _as_node(x: Any) -> Node:
@@ -550,9 +552,9 @@ def _call_apply(op: Op, fn: Callable, first: Node, first_name: str, args: tuple,
         raise ExecutionError(
             ExceptionNode.from_exception(exc, op, tuple(parents), tuple(names))
         ) from exc
-    if not _TRACING.get():
+    if not TRACING.get():
         return Node(value)
-    return _message(value, op, tuple(parents), tuple(names))
+    return message_node(value, op, tuple(parents), tuple(names))
 
 
 _OPS: dict[str, Op] = {

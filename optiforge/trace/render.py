@@ -98,7 +98,8 @@ def _line(n: Node, names: dict[Node, str], max_chars: int | None) -> str:
     return f"({_type_label(n)}) {names[n]}={format_value(n._value, max_chars)}"
 
 
-def _feedback_text(fb: Any) -> str:
+def feedback_text(fb: Any) -> str:
+    """Feedback (a string, or a mapping or list of them) as one text for a prompt."""
     if isinstance(fb, str):
         return fb
     if isinstance(fb, (dict, list)):
@@ -205,9 +206,9 @@ def render_sections(
     var_lines = [_line(p, names, None) for p in params]
     con_lines = [f"({names[p]}) {p.constraint}" for p in params if p.constraint]
     if len(subs) == 1:
-        fb_text = _feedback_text(subs[0].feedback)
+        fb_text = feedback_text(subs[0].feedback)
     else:
-        fb_text = "\n".join(f"[{names[s.output]}] {_feedback_text(s.feedback)}" for s in subs)
+        fb_text = "\n".join(f"[{names[s.output]}] {feedback_text(s.feedback)}" for s in subs)
     return Sections(
         code="\n".join(code_lines),
         documentation="\n".join(doc_lines),

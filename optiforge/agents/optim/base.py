@@ -94,7 +94,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """``value`` if JSON can hold it, else its repr (state files must always write)."""
     try:
         json.dumps(value)
@@ -297,7 +297,7 @@ class Optimizer:
                 continue
             reason = report.detail.get("reasons", {}).get(name, reasoning)
             report.changes.append(
-                Change(name=name, old=_jsonable(old), new=_jsonable(new), reason=reason)
+                Change(name=name, old=jsonable(old), new=jsonable(new), reason=reason)
             )
 
     # -- talking to the LLM ---------------------------------------------------------------
@@ -429,7 +429,7 @@ class Optimizer:
             "version": STATE_VERSION,
             "optimizer": self.kind,
             "step_count": self.step_count,
-            "parameters": {k: _jsonable(v) for k, v in self.values().items()},
+            "parameters": {k: jsonable(v) for k, v in self.values().items()},
             "log": self.log,
         }
 

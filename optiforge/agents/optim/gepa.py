@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from optiforge.agents.optim import params as P
-from optiforge.agents.optim.base import Optimizer, StepReport, _jsonable
+from optiforge.agents.optim.base import Optimizer, StepReport, jsonable
 from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.rollouts import Evaluation, Rollouts, split_example, usage_total
@@ -307,7 +307,7 @@ class GEPA(Optimizer):
     def _add(
         self, values: dict[str, Any], parents: list[int], origin: str, scores: list[float]
     ) -> int:
-        self.candidates.append({k: _jsonable(v) for k, v in values.items()})
+        self.candidates.append({k: jsonable(v) for k, v in values.items()})
         self.parents.append(list(parents))
         self.origins.append(origin)
         self.val_scores.append(scores)

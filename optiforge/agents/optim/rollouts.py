@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from optiforge.agents.optim.base import _jsonable
+from optiforge.agents.optim.base import jsonable
 from optiforge.agents.optim.errors import OptimizerError
 from optiforge.llm import run_sync
 
@@ -118,7 +118,7 @@ class Rollouts:
 
     def _judge_result(self, index: int, output: Any, y: Any, judged: Any) -> Evaluation:
         score, text = parse_judgement(judged)
-        return Evaluation(index=index, output=_jsonable(unwrap(output)), score=score, feedback=text)
+        return Evaluation(index=index, output=jsonable(unwrap(output)), score=score, feedback=text)
 
     def _error(self, index: int, exc: Exception) -> Evaluation:
         return Evaluation(
