@@ -22,10 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "optiforge"
 
 # Who may import whom (besides itself). "optiforge" is the root package (its __init__ holds
-# only the version) and "errors" the shared exception base: every layer may use both.
-_BASE = {"optiforge", "errors"}
+# only the version), "errors" the shared exception base and "fileio" the atomic file write
+# (standard library only): every layer may use them.
+_BASE = {"optiforge", "errors", "fileio"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "fileio": set(),
     "trace": set(),
     "llm": set(),
     "solvers": set(),

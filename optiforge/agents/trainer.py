@@ -35,6 +35,7 @@ from optiforge.agents.optim.rollouts import (
     split_example,
     usage_total,
 )
+from optiforge.fileio import write_text_atomic
 
 log = logging.getLogger("optiforge.agents.trainer")
 
@@ -385,10 +386,7 @@ def _fingerprint(
 
 def _write_json(path: Path, doc: Any) -> None:
     """Write ``doc`` as JSON atomically (a temp file renamed over ``path``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=repr), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(doc, indent=2, default=repr))
 
 
 def _read_state(path: Path, optimizer: Optimizer, fingerprint: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from optiforge.evals.records import EvalError, ResultRecord, RunMeta
+from optiforge.fileio import write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -173,17 +174,6 @@ def read_meta(out_dir: str | Path) -> RunMeta | None:
 def write_meta(out_dir: str | Path, meta: RunMeta) -> None:
     """Write ``run.json`` atomically (temp file, fsync, rename)."""
     write_text_atomic(Path(out_dir) / RUN_FILE, meta.model_dump_json(indent=2))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_json(path: Path) -> dict:

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optiforge.evals.journal import read_journal, read_meta, write_text_atomic
+from optiforge.evals.journal import read_journal, read_meta
 from optiforge.evals.records import FAILURE_LABELS, EvalError, ResultRecord, RunMeta
 from optiforge.evals.scoring import DEFAULT_RULE, RULES
+from optiforge.fileio import write_text_atomic
 
 SUMMARY_FILE = "summary.json"
 REPORT_MD = "report.md"

@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from optiforge.fileio import write_text_atomic
 from optiforge.llm.errors import ModelStoreError
 
 Source = Literal["auto", "local", "hub", "pypi"]
@@ -294,9 +295,7 @@ class ModelStore:
         spec, path = get_spec(name), self.path(name)
         st = path.stat()
         note = {"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        tmp = self._note(name).with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(note))
-        os.replace(tmp, self._note(name))
+        write_text_atomic(self._note(name), json.dumps(note))
 
     def list(self) -> list[ModelStatus]:
         """Every known model with whether it is present and verified here."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optiforge.fileio import write_text_atomic
 from optiforge.trace.errors import GraphCycleError, SerializationError, TraceError
 from optiforge.trace.feedback import topological_order
 from optiforge.trace.nodes import ExceptionNode, MessageNode, Node, ParameterNode
@@ -160,11 +161,7 @@ def save_graph(outputs: Node | Sequence[Node], path: str | os.PathLike) -> Path:
     """Write the graph of ``outputs`` to ``path`` as JSON (see :func:`graph_to_dict`)."""
     target = Path(path)
     doc = graph_to_dict(outputs)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text_atomic(target, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
 def load_graph(path: str | os.PathLike) -> dict:

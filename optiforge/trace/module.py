@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from optiforge.fileio import write_text_atomic
 from optiforge.trace.bundle import Bundle
 from optiforge.trace.errors import SerializationError
 from optiforge.trace.nodes import ParameterNode
@@ -119,16 +119,7 @@ class Module:
         target = Path(path)
         doc = {"format": FORMAT, "class": _class_path(type(self)), "parameters": self.state_dict()}
         text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_text_atomic(target, text)
 
     def load(self, path: str | os.PathLike, strict: bool = True) -> None:
         """Read parameter values saved by :meth:`save` into this module."""

@@ -30,6 +30,7 @@ from optiforge.agents.optim.checks import coerce_value, same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
 from optiforge.errors import OptiforgeError
+from optiforge.fileio import write_text_atomic
 
 log = logging.getLogger("optiforge.agents.optim")
 
@@ -466,12 +467,7 @@ class Optimizer:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`state_dict` as JSON to ``path`` (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.state_dict(), indent=2, default=repr), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(self.state_dict(), indent=2, default=repr))
 
     def load(self, path: str | Path, *, restore_values: bool = True) -> None:
         """Read a file written by :meth:`save` and continue from it."""

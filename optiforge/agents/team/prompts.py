@@ -15,14 +15,13 @@ version, is refused at once with a message that says why. Version 1 files (``"fo
 from __future__ import annotations
 
 import json
-import os
 import string
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from optiforge.errors import OptiforgeError
+from optiforge.fileio import write_text_atomic
 from optiforge.prompts import load_prompt
 
 #: Prompts an optimizer may change (the roles' instructions).
@@ -180,16 +179,7 @@ def save_prompts(
     """Write tuned prompts atomically as a versioned prompts file (see the module doc)."""
     path = Path(path)
     doc = prompts_document(values, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def prompt_parameter(name: str, text: str) -> Any:
