@@ -20,7 +20,7 @@ from optiforge.llm._loop import iterate_sync, run_sync
 from optiforge.llm.cache import ResponseCache, cache_key
 from optiforge.llm.errors import LLMError, LLMResponseError, StructuredOutputError
 from optiforge.llm.types import Budget, ChatResult
-from optiforge.llm.usage import UsageTracker, current_scopes, in_scopes, usage_scope
+from optiforge.llm.usage import UsageTracker, current_scopes, usage_scope
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
@@ -176,20 +176,17 @@ class BaseLLM:
         tag: str | None = None,
     ) -> ChatResult:
         """Ask for ``n`` replies to ``messages`` and wait for them (see :meth:`achat`)."""
-        tag = self._resolve_tag(tag)  # read here: the background loop has its own context
+        # run_sync runs achat in a copy of this context: the tag and usage scopes carry over.
         return run_sync(
-            in_scopes(
-                self.achat(
-                    messages,
-                    n=n,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    seed=seed,
-                    stop=stop,
-                    response_format=response_format,
-                    tag=tag,
-                ),
-                current_scopes(),
+            self.achat(
+                messages,
+                n=n,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=seed,
+                stop=stop,
+                response_format=response_format,
+                tag=tag,
             )
         )
 

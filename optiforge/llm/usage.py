@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import threading
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -92,12 +92,6 @@ def scopes_active(scopes: tuple[UsageScope, ...]) -> Iterator[None]:
         yield
     finally:
         _scopes.reset(token)
-
-
-async def in_scopes(aw: Awaitable[T], scopes: tuple[UsageScope, ...]) -> T:
-    """Await ``aw`` with ``scopes`` active."""
-    with scopes_active(scopes):
-        return await aw
 
 
 def text_sha256(text: str) -> str:
