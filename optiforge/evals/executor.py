@@ -286,10 +286,6 @@ class RayExecutor:
         """The current actor handles (for tests and fault injection)."""
         return [s.actor for s in self._slots]
 
-    def busy_worker(self) -> Any:
-        """The actor with the most problems in flight (for fault-injection tests)."""
-        return max(self._slots, key=lambda s: s.in_flight).actor
-
     def close(self) -> None:
         """Collect the workers' usage, stop them, and stop Ray if this executor started it."""
         ray = self._ray

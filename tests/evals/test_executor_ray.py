@@ -84,7 +84,7 @@ async def test_ray_matches_the_local_executor(tmp_path, tiny_llm, ray_local):
     assert sorted(ray_recs) == sorted(local_recs) == IDS
     for pid in IDS:
         r, lo = ray_recs[pid], local_recs[pid]
-        assert r.failure_class is None or r.failure_class in ("formulation", "no_answer"), r
+        assert r.failure_class is None or r.failure_class in ("formulation", "no_answer"), r.error
         assert (r.prediction, r.prediction_kind, r.solve_status, r.correct) == (
             lo.prediction,
             lo.prediction_kind,
@@ -109,20 +109,25 @@ async def test_a_killed_worker_loses_nothing(tmp_path, tiny_llm, ray_local, monk
     ex = RayExecutor(
         functools.partial(build_agent, _spec(tiny_llm.base_url, tmp_path / "cache")),
         concurrency=4,
-        env={"EXEC_TEST_DELAY": "1.5", "EXEC_TEST_LOG": str(log)},
+        env={"EXEC_TEST_DELAY": "3", "EXEC_TEST_LOG": str(log)},
     ).start()
     killed = []
 
-    async def kill_a_busy_worker():
-        while not any(s.in_flight for s in ex._slots):
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # the problems are inside the agent now
-        victim = ex.busy_worker()
-        ray_local.kill(victim)
-        killed.append(victim)
+    async def kill_a_working_worker():
+        # Kill the worker whose process logged the first started problem: that problem is
+        # inside the agent (sleeping EXEC_TEST_DELAY), so it must be re-run, however loaded
+        # the machine is.
+        actors = ex.worker_actors()
+        pids = await asyncio.gather(*(a.info.remote() for a in actors))
+        by_pid = {i["pid"]: a for i, a in zip(pids, actors)}
+        while not (log.exists() and log.read_text().strip()):
+            await asyncio.sleep(0.02)
+        pid = int(log.read_text().splitlines()[0].split()[1])
+        ray_local.kill(by_pid[pid])
+        killed.append(pid)
 
     try:
-        killer = asyncio.create_task(kill_a_busy_worker())
+        killer = asyncio.create_task(kill_a_working_worker())
         out = await run_eval(
             problems, None, tmp_path / "run", executor=ex, concurrency=4, usage=ex.usage
         )
@@ -133,13 +138,16 @@ async def test_a_killed_worker_loses_nothing(tmp_path, tiny_llm, ray_local, monk
     lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["id"] for x in lines) == IDS  # each exactly once
     recs = _latest(tmp_path / "run")
-    assert all(r.failure_class not in ("agent_crash", "llm_error") for r in recs.values())
+    bad = {i: (r.failure_class, r.error) for i, r in recs.items() if r.failure_class}
+    assert all(c not in ("agent_crash", "llm_error") for c, _ in bad.values()), bad
     started = Counter(line.split()[0] for line in log.read_text().splitlines())
     retried = [pid for pid, n in started.items() if n > 1]
     assert retried and all(started[p] == 2 for p in retried)  # re-run once, on a new worker
     usage = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"][0]["usage"]
     assert usage["executor"]["worker_deaths"] >= 1
-    assert usage["executor"]["retried_problems"] == len(retried)
+    # A problem queued on the dead worker but not yet started is retried too, without a
+    # second line in the log; so the count is at least the problems seen starting twice.
+    assert usage["executor"]["retried_problems"] >= len(retried)
 
 
 async def test_a_worker_that_keeps_dying_is_retried_once_then_journalled(
@@ -159,7 +167,7 @@ async def test_a_worker_that_keeps_dying_is_retried_once_then_journalled(
     assert out.finished == 3
     recs = _latest(tmp_path / "run")
     bad = recs[IDS[1]]
-    assert bad.failure_class == "agent_crash" and "died 2 time(s)" in (bad.error or "")
+    assert bad.failure_class == "agent_crash" and "died 2 time(s)" in (bad.error or ""), bad.error
     assert "--retry-failed" in bad.error
     assert all(recs[i].failure_class != "agent_crash" for i in (IDS[0], IDS[2]))
     started = Counter(line.split()[0] for line in log.read_text().splitlines())
