@@ -119,7 +119,7 @@ async def test_a_killed_worker_loses_nothing(tmp_path, tiny_llm, ray_local, monk
         # the machine is.
         actors = ex.worker_actors()
         pids = await asyncio.gather(*(a.info.remote() for a in actors))
-        by_pid = {i["pid"]: a for i, a in zip(pids, actors)}
+        by_pid = {i["pid"]: a for i, a in zip(pids, actors, strict=True)}
         while not (log.exists() and log.read_text().strip()):
             await asyncio.sleep(0.02)
         pid = int(log.read_text().splitlines()[0].split()[1])
