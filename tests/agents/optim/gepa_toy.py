@@ -11,6 +11,7 @@ the kill -9 test.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -80,6 +81,10 @@ def reflector(messages, **kw):
         if m and e:
             added.append(f"{m.group(1)}: {e.group(1)}")
     new = "\n".join([current, *added])
+    if kw.get("response_format") is not None:  # structured reflection: answer the schema
+        return json.dumps(
+            {"analysis": "The rules miss some items.", "requirements": added, "new_value": new}
+        )
     return f"The rules miss some items.\n```\n{new}\n```"
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from optiforge.agents.optim import GEPA, OptimizerError, OptoPrime
-from optiforge.agents.optim.gepa import extract_block
+from optiforge.agents.optim.base import StepReport
+from optiforge.agents.optim.errors import ReplyError
+from optiforge.agents.optim.gepa import extract_block, reflection_schema
 from optiforge.agents.trainer import train
 from optiforge.llm.testing import ScriptedLLM
 
@@ -65,7 +67,9 @@ def test_search_improves_and_accepts_only_strict_minibatch_gains():
         if calls["n"] % 2:
             return good
         # Every other reply breaks the rules: its child must be rejected.
-        return "```\n" + good.split("```\n")[1].replace(": fruit", ": vegetable") + "```"
+        reply = json.loads(good)
+        reply["new_value"] = reply["new_value"].replace(": fruit", ": vegetable")
+        return json.dumps(reply)
 
     module = T.Lookup()
     opt = GEPA(module, ScriptedLLM(sometimes_wrong), max_metric_calls=200, workers=1)
@@ -196,3 +200,63 @@ def test_train_runs_the_gepa_search(tmp_path):
     assert result.initial_val_score == 0.0 and result.best_val_score > 0.5
     assert result.search["metric_calls"] >= 80 and result.steps
     assert json.loads((tmp_path / "state.json").read_text())["optimizer"] == "gepa"
+
+
+def test_structured_reflection_sends_a_schema_and_a_worked_example():
+    module = T.Lookup()
+    seen = []
+
+    def reply(messages, **kw):
+        seen.append((messages, kw.get("response_format")))
+        return T.reflector(messages, **kw)
+
+    opt = GEPA(module, ScriptedLLM(reply), max_metric_calls=20, workers=1)
+    opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    messages, schema = seen[0]
+    assert schema["json_schema"]["schema"]["required"] == ["analysis", "requirements", "new_value"]
+    assert '"new_value"' in messages[0]["content"]  # the worked example
+    assert "JSON object" in messages[1]["content"] and "```" not in messages[1]["content"]
+    # The requirements the model listed are kept with its analysis in the history.
+    accepted = [h for h in opt.history if h.get("accepted")]
+    assert accepted and "Requirements:" in accepted[0]["analysis"]
+
+
+def test_free_text_reflection_reads_the_last_block_without_a_schema():
+    module = T.Lookup()
+    schemas = []
+
+    def reply(messages, **kw):
+        schemas.append(kw.get("response_format"))
+        return T.reflector(messages, **kw)
+
+    opt = GEPA(module, ScriptedLLM(reply), max_metric_calls=30, workers=1, structured=False)
+    res = opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    assert schemas and all(s is None for s in schemas)
+    assert res.best_val_score > res.initial_val_score
+
+
+def test_a_reply_that_misses_the_schema_is_parsed_leniently_or_re_asked():
+    module = T.Lookup()
+    replies = iter(
+        [
+            # The grammar was not enforced: JSON with a stray prefix and a trailing comma.
+            'Here: {"analysis": "x", "requirements": [], "new_value": "# fruits\\napple: fruit",}',
+            "still not JSON",  # the client's own re-ask of the invalid structured reply
+        ]
+    )
+    opt = GEPA(module, ScriptedLLM(lambda m, **kw: next(replies)), workers=1)
+    report = StepReport(step=0, optimizer="gepa")
+    analysis, value = opt._reflect("fruit_rules", "# fruits", "## Example 1", report)
+    assert value == "# fruits\napple: fruit" and analysis == "x"
+    same = iter(['{"analysis": "", "requirements": [], "new_value": "# fruits"}'] * 2)
+    opt = GEPA(T.Lookup(), ScriptedLLM(lambda m, **kw: next(same)), workers=1, max_attempts=1)
+    with pytest.raises(ReplyError, match="no usable reflection"):
+        opt._reflect("fruit_rules", "# fruits", "## Example 1", report)
+    assert "repeats the current value" in report.errors[-1]
+
+
+def test_a_numeric_parameter_gets_a_numeric_new_value_field():
+
+    assert reflection_schema(3.5).model_fields["new_value"].annotation is float
+    assert reflection_schema(True).model_fields["new_value"].annotation is bool
+    assert reflection_schema("text").model_fields["new_value"].annotation is str
