@@ -26,10 +26,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from optiforge.agents.optim import params as P
-from optiforge.agents.optim.checks import coerce_value, same_value
+from optiforge.agents.optim.checks import same_value, validate
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
-from optiforge.errors import OptiforgeError
 from optiforge.fileio import write_text_atomic
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -277,7 +276,7 @@ class Optimizer:
         for name, raw in values.items():
             p = self.parameter(name)
             try:
-                ok[name] = coerce_value(raw, P.value(p), is_code=P.is_code(p))
+                ok[name] = validate(p, raw)
             except ReplyError as exc:
                 errors.append(f"{name}: {exc}")
         return ok, errors
@@ -288,14 +287,7 @@ class Optimizer:
             old = P.value(p)
             if same_value(old, new):
                 continue
-            try:
-                P.set_value(p, new)
-            except OptiforgeError as exc:  # the trace engine refused it (e.g. code recompile)
-                report.errors.append(f"{name}: {exc}")
-                log.warning(
-                    "%s step %d: could not set %s: %s", self.kind, self.step_count, name, exc
-                )
-                continue
+            p.set(new, validate=False)  # check() validated it (code: compiled) already
             reason = report.detail.get("reasons", {}).get(name, reasoning)
             report.changes.append(
                 Change(name=name, old=jsonable(old), new=jsonable(new), reason=reason)
@@ -457,11 +449,11 @@ class Optimizer:
             for name, value in values.items():
                 p = self.parameter(name)
                 try:
-                    checked[name] = coerce_value(value, P.value(p), is_code=P.is_code(p))
+                    checked[name] = validate(p, value)
                 except ReplyError as exc:
                     raise OptimizerError(f"state value for {name!r} is invalid: {exc}") from None
             for name, value in checked.items():
-                P.set_value(self.parameter(name), value)
+                self.parameter(name).set(value, validate=False)
         self.step_count = int(state.get("step_count", 0))
         self.log = list(state.get("log", []))
 

@@ -79,7 +79,7 @@ def test_malformed_then_wrong_type_then_good_reply():
     report = opt.step()
     assert report.ok and report.attempts == 3 and offset.value == 7
     assert "no JSON object" in report.errors[0]
-    assert "expected a number" in report.errors[1]
+    assert "is not a number" in report.errors[1]
     # The retry tells the model what was wrong, and samples instead of repeating itself.
     assert "could not be used" in llm.requests[1].messages[-1]["content"]
     assert [r.temperature for r in llm.requests] == [0.0, 0.7, 0.7]
