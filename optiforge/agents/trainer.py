@@ -25,7 +25,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, jsonable
 from optiforge.agents.optim.errors import OptimizerError
 from optiforge.agents.optim.rollouts import (
@@ -355,7 +354,7 @@ def train(
                 result.best_parameters = {k: jsonable(v) for k, v in best_values.items()}
         if keep_best and result.best_val_score is not None:
             for name, value in best_values.items():
-                P.set_value(optimizer.parameter(name), value)
+                optimizer.parameter(name).set(value)
         result.final_val_score = (
             result.best_val_score
             if keep_best

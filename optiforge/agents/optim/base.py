@@ -25,11 +25,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.checks import same_value, validate
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
+from optiforge.agents.optim.params import backward, collect, unique_names
 from optiforge.agents.optim.parsing import parse_suggestion
 from optiforge.fileio import write_text_atomic
+from optiforge.trace import Module, ParameterNode
 
 log = logging.getLogger("optiforge.agents.optim")
 
@@ -118,7 +119,7 @@ def _field_type(value: Any) -> Any:
 
 
 def suggestion_schema(
-    params: Mapping[str, Any], *, reasoning: bool = True, reasoning_chars: int = 800
+    params: Mapping[str, ParameterNode], *, reasoning: bool = True, reasoning_chars: int = 800
 ) -> type[BaseModel]:
     """A pydantic reply model with one typed field per parameter (under ``suggestion``).
 
@@ -129,7 +130,7 @@ def suggestion_schema(
     """
     fields: dict[str, Any] = {}
     for i, (name, p) in enumerate(params.items()):
-        fields[f"v{i}"] = (_field_type(P.value(p)), Field(alias=name))
+        fields[f"v{i}"] = (_field_type(p.value), Field(alias=name))
     Suggestion = create_model("Suggestion", __config__=ConfigDict(populate_by_name=True), **fields)
     top: dict[str, Any] = {}
     if reasoning:
@@ -149,7 +150,7 @@ class Optimizer:
 
     def __init__(
         self,
-        parameters: Iterable[Any],
+        parameters: Iterable[ParameterNode] | Module,
         llm: Any,
         *,
         max_attempts: int = 3,
@@ -160,7 +161,7 @@ class Optimizer:
         tag: str | None = None,
         retry_temperature: float = 0.7,
     ) -> None:
-        params = P.collect(parameters)
+        params = collect(parameters)
         if not params:
             raise OptimizerError(
                 "no trainable parameters: create them with node(value, trainable=True) or "
@@ -168,10 +169,10 @@ class Optimizer:
             )
         if max_attempts < 1:
             raise OptimizerError("max_attempts must be at least 1")
-        self.parameters: list[Any] = params
+        self.parameters: list[ParameterNode] = params
         # The same unique names the trace renderer shows in #Variables (``offset``,
         # ``__code_scale``; ``param0``, ``param1`` when two share a name).
-        self._name_of: dict[Any, str] = P.unique_names(params)
+        self._name_of: dict[ParameterNode, str] = unique_names(params)
         self.llm = llm
         self.max_attempts = max_attempts
         self.temperature = temperature
@@ -193,16 +194,16 @@ class Optimizer:
         """Parameter names, in order."""
         return [self._name_of[p] for p in self.parameters]
 
-    def name_of(self, p: Any) -> str:
+    def name_of(self, p: ParameterNode) -> str:
         """The unique name this optimizer (and its prompts) use for parameter ``p``."""
         return self._name_of[p]
 
     @property
-    def named_parameters(self) -> dict[str, Any]:
+    def named_parameters(self) -> dict[str, ParameterNode]:
         """``{name: parameter}`` in order."""
         return {self._name_of[p]: p for p in self.parameters}
 
-    def parameter(self, name: str) -> Any:
+    def parameter(self, name: str) -> ParameterNode:
         """The parameter called ``name``; OptimizerError if unknown."""
         for p in self.parameters:
             if self._name_of[p] == name:
@@ -211,12 +212,12 @@ class Optimizer:
 
     def values(self) -> dict[str, Any]:
         """Current ``{name: value}`` of every parameter."""
-        return {self._name_of[p]: P.value(p) for p in self.parameters}
+        return {self._name_of[p]: p.value for p in self.parameters}
 
     def zero_feedback(self) -> None:
         """Forget the feedback collected since the last step."""
         for p in self.parameters:
-            P.zero_feedback(p)
+            p.zero_feedback()
 
     def propagator(self) -> Any:
         """The propagator used by :meth:`backward` (None: the trace default)."""
@@ -225,7 +226,7 @@ class Optimizer:
     def backward(self, output: Any, feedback: Any, **kwargs: Any) -> Any:
         """Send ``feedback`` (text, or anything ``str()`` makes readable) from ``output``
         back through its graph to the parameters."""
-        return P.backward(output, feedback, propagator=self.propagator(), **kwargs)
+        return backward(output, feedback, propagator=self.propagator(), **kwargs)
 
     # -- the step ------------------------------------------------------------------------
     def _propose(self, report: StepReport) -> tuple[str, dict[str, Any]]:  # pragma: no cover
@@ -284,7 +285,7 @@ class Optimizer:
     def _apply(self, values: Mapping[str, Any], reasoning: str, report: StepReport) -> None:
         for name, new in values.items():
             p = self.parameter(name)
-            old = P.value(p)
+            old = p.value
             if same_value(old, new):
                 continue
             p.set(new, validate=False)  # check() validated it (code: compiled) already

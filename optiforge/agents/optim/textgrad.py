@@ -15,7 +15,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, StepReport, suggestion_schema
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.prompts import render_prompt
@@ -164,8 +163,8 @@ class TextGrad(Optimizer):
 
     # -- the step ----------------------------------------------------------------------------
     def _step_messages(self, p: Any, name: str, gradient: str) -> list[dict[str, str]]:
-        value = P.value(p)
-        kind = "code" if P.is_code(p) else type(value).__name__
+        value = p.value
+        kind = "code" if p.kind == "code" else type(value).__name__
         past = self.gradient_memory.get(name, [])[-self.memory :] if self.memory else []
         memory = ""
         if past:
@@ -174,12 +173,12 @@ class TextGrad(Optimizer):
                 + "\n".join(f"- {_clip(g, 600)}" for g in past)
                 + "\n"
             )
-        constraint = P.constraint(p)
+        constraint = p.constraint or ""
         content = render_prompt(
             "optimizers/textgrad_step",
             name=name,
             kind=kind,
-            description=f"\n{P.description(p)}" if P.description(p) else "",
+            description=f"\n{p.description}" if p.description else "",
             value=_clip(value if isinstance(value, str) else repr(value), self.value_chars * 2),
             constraints=f"\n# Constraints\n{constraint}\n" if constraint else "",
             gradients=_clip(gradient, self.value_chars * 2),
@@ -196,7 +195,7 @@ class TextGrad(Optimizer):
         reasons: dict[str, str] = {}
         failures = 0
         for p in self.parameters:
-            fb = P.feedback(p)
+            fb = p.feedback
             if fb is None or (isinstance(fb, str) and not fb.strip()):
                 continue
             name = self.name_of(p)

@@ -199,3 +199,27 @@ def test_same_value():
     assert not same_value(1.0, 1.1)
     assert same_value("a  b\n", "a b")
     assert not same_value(True, 1)
+
+
+def test_collect_takes_trace_parameters_only():
+    from optiforge.agents.optim.errors import OptimizerError
+    from optiforge.agents.optim.params import backward, collect
+    from optiforge.trace import Module, node
+
+    a = node(1, name="a", trainable=True)
+    frozen = node(2, name="f", trainable=True)
+    frozen.trainable = False
+    plain = node(3, name="plain")
+
+    class M(Module):
+        def __init__(self):
+            self.a = a
+
+    assert collect([a, plain, frozen, a]) == [a]
+    assert collect(M()) == [a]
+    with pytest.raises(OptimizerError, match="is not a trace node"):
+        collect([a, 3])
+    with pytest.raises(OptimizerError, match="list of trainable nodes"):
+        collect("a")
+    with pytest.raises(OptimizerError, match="cannot send feedback from int"):
+        backward(3, "bigger")
