@@ -30,6 +30,7 @@ from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.params import backward, collect, unique_names
 from optiforge.agents.optim.parsing import parse_suggestion
 from optiforge.fileio import write_text_atomic
+from optiforge.llm.protocol import ChatClient
 from optiforge.trace import Module, ParameterNode
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -151,7 +152,7 @@ class Optimizer:
     def __init__(
         self,
         parameters: Iterable[ParameterNode] | Module,
-        llm: Any,
+        llm: ChatClient,
         *,
         max_attempts: int = 3,
         temperature: float = 0.0,
@@ -173,7 +174,7 @@ class Optimizer:
         # The same unique names the trace renderer shows in #Variables (``offset``,
         # ``__code_scale``; ``param0``, ``param1`` when two share a name).
         self._name_of: dict[ParameterNode, str] = unique_names(params)
-        self.llm = llm
+        self.llm: ChatClient = llm
         self.max_attempts = max_attempts
         self.temperature = temperature
         self.max_tokens = max_tokens

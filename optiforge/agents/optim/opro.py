@@ -26,6 +26,7 @@ from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
 from optiforge.llm import run_sync
+from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -74,7 +75,7 @@ class OPRO(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Any],
-        llm: Any,
+        llm: ChatClient,
         *,
         objective: Objective | None = None,
         maximize: bool = True,

@@ -15,6 +15,7 @@ from typing import Any
 
 from optiforge.agents.optim.base import Optimizer, StepReport, jsonable, suggestion_schema
 from optiforge.agents.optim.errors import OptimizerError
+from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -43,7 +44,7 @@ class OptoPrime(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Any],
-        llm: Any,
+        llm: ChatClient,
         *,
         memory: int = 0,
         instruction: str = DEFAULT_INSTRUCTION,

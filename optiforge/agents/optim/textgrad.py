@@ -17,6 +17,7 @@ from typing import Any
 
 from optiforge.agents.optim.base import Optimizer, StepReport, suggestion_schema
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
+from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 from optiforge.trace.feedback import Propagator, topological_order
 
@@ -89,7 +90,7 @@ class TextGrad(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Any],
-        llm: Any,
+        llm: ChatClient,
         *,
         memory: int = 3,
         gradient_tokens: int = 160,
