@@ -31,11 +31,13 @@ from optiforge.agents.optim.params import backward, collect, unique_names
 from optiforge.agents.optim.parsing import parse_suggestion
 from optiforge.fileio import write_text_atomic
 from optiforge.llm.protocol import ChatClient
-from optiforge.trace import Module, ParameterNode
+from optiforge.trace import Module, ParameterNode, SerializationError
+from optiforge.trace.state import STATE_FORMAT, STATE_VERSION, check_state, state_document
 
 log = logging.getLogger("optiforge.agents.optim")
 
-STATE_VERSION = 1
+#: The version of optimizer state files before :mod:`optiforge.trace.state` (still read).
+LEGACY_STATE_VERSION = 1
 
 
 class Change(BaseModel):
@@ -419,26 +421,30 @@ class Optimizer:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run later, as JSON-ready data."""
-        return {
-            "version": STATE_VERSION,
-            "optimizer": self.kind,
-            "step_count": self.step_count,
-            "parameters": {k: jsonable(v) for k, v in self.values().items()},
-            "log": self.log,
-        }
+        """Everything needed to continue this run later, as JSON-ready data: a state
+        document (:mod:`optiforge.trace.state`, kind ``"optimizer"``) with the parameter
+        values, ``optimizer`` (the class's kind), ``step_count`` and ``log``; subclasses
+        add their memory."""
+        return state_document(
+            "optimizer",
+            {k: jsonable(v) for k, v in self.values().items()},
+            optimizer=self.kind,
+            step_count=self.step_count,
+            log=self.log,
+        )
 
     def load_state_dict(self, state: Mapping[str, Any], *, restore_values: bool = True) -> None:
-        """Restore :meth:`state_dict` output. Parameter values are set by name (unknown names
-        raise OptimizerError, so a state file from another program is not half-applied)."""
+        """Restore :meth:`state_dict` output (or a version-1 optimizer state from before the
+        shared format). Parameter values are set by name (unknown names raise
+        OptimizerError, so a state file from another program is not half-applied)."""
+        try:
+            state = check_state(state, "optimizer", "the optimizer state", legacy=_legacy_state)
+        except SerializationError as exc:
+            raise OptimizerError(str(exc)) from None
         if state.get("optimizer") != self.kind:
             raise OptimizerError(
                 f"state is for optimizer {state.get('optimizer')!r}, not {self.kind!r}; "
                 "load it into the same optimizer class"
-            )
-        if state.get("version") != STATE_VERSION:
-            raise OptimizerError(
-                f"unsupported state version {state.get('version')!r} (expected {STATE_VERSION})"
             )
         values = dict(state.get("parameters", {}))
         unknown = [n for n in values if n not in self.names]
@@ -478,6 +484,19 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(parameters={self.names}, steps={self.step_count})"
+
+
+def _legacy_state(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An optimizer state written before the shared state format: ``{"version": 1,
+    "optimizer": kind, ...}`` with the same fields and no ``format``."""
+    if "format" in doc or "optimizer" not in doc:
+        return None
+    if doc.get("version") != LEGACY_STATE_VERSION:
+        raise SerializationError(
+            f"unsupported optimizer state version {doc.get('version')!r} (this optiforge "
+            f"reads version {LEGACY_STATE_VERSION} and the {STATE_FORMAT!r} format)"
+        )
+    return {**doc, "format": STATE_FORMAT, "version": STATE_VERSION, "kind": "optimizer"}
 
 
 def _as_dict(item: Any) -> Any:
