@@ -51,8 +51,8 @@ KNOWN_DEBT: set[str] = {
     "layer: optiforge.llm.vllm -> optiforge.config",
     "layer: optiforge.solvers.sandbox -> optiforge.config",  # sandbox_require, hidden dirs
     "cycle: optiforge.solvers.compile <> optiforge.solvers.ir",
-    "cycle: optiforge.trace.bundle <> optiforge.trace.errors <> optiforge.trace.feedback <> "
-    "optiforge.trace.nodes <> optiforge.trace.render",
+    "cycle: optiforge.trace.bundle <> optiforge.trace.feedback <> optiforge.trace.nodes <> "
+    "optiforge.trace.render",
 }
 
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, jsonable
 from optiforge.agents.optim.errors import OptimizerError
 from optiforge.agents.optim.rollouts import (
@@ -36,6 +35,8 @@ from optiforge.agents.optim.rollouts import (
     usage_total,
 )
 from optiforge.fileio import write_text_atomic
+from optiforge.trace import SerializationError
+from optiforge.trace.state import check_state, state_document
 
 log = logging.getLogger("optiforge.agents.trainer")
 
@@ -81,8 +82,9 @@ class TrainResult(BaseModel):
     search: dict[str, Any] | None = None
 
 
-#: Format tag of the file :func:`train` writes to ``state_path``.
-STATE_FORMAT = "optiforge.train-state/1"
+#: Format tag of the training state files written before :mod:`optiforge.trace.state`
+#: (still read; :func:`train` now writes a state document of kind ``"training"``).
+LEGACY_STATE_FORMAT = "optiforge.train-state/1"
 
 
 def evaluate(
@@ -178,57 +180,62 @@ def train(
         return _train_gepa(
             module, data, loss_or_feedback_fn, optimizer, epochs, val, llms, state_path, log_path
         )
-    wants_score = getattr(optimizer, "kind", "") == "opro"
-    runner = Rollouts(module, loss_or_feedback_fn, workers, error_score)
-    clients = [optimizer.llm, *llms]
-    base_calls, base_tokens = usage_total(clients)
-    start = time.perf_counter()
-    rng = random.Random(seed)
-    better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
-    path = Path(log_path) if log_path is not None else None
-    result = TrainResult(log_path=str(path) if path else None)
-    spath = Path(state_path) if state_path is not None else None
-    fingerprint = _fingerprint(data, val, epochs, batch_size, seed, shuffle)
-    resume = _read_state(spath, optimizer, fingerprint) if spath is not None else None
-
-    def validate() -> float | None:
-        if not val:
-            return None
-        evals = runner.run(list(enumerate(val)), record=False)
-        score = mean([e.score for e, _ in evals])
-        if score is None:
-            raise OptimizerError(
-                "validation needs scores: make the feedback function return a number or "
-                "(score, feedback)"
-            )
-        return score
-
-    def write_log() -> None:
-        if path is not None:
-            _write_json(path, result.model_dump())
-
-    def write_state(step_no: int, since_best: int, best_values: dict[str, Any]) -> None:
-        if spath is not None:
-            _write_json(
-                spath,
-                {
-                    "format": STATE_FORMAT,
-                    "fingerprint": fingerprint,
-                    "step": step_no,
-                    "since_best": since_best,
-                    "best_values": {k: jsonable(v) for k, v in best_values.items()},
-                    "result": result.model_dump(),
-                    "optimizer": optimizer.state_dict(),
-                },
-            )
-
     steps_per_epoch = math.ceil(len(data) / batch_size)
-    total_steps = (
-        epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    total_steps = epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = min(max_steps, total_steps)
+    loop = _Loop(
+        Rollouts(module, loss_or_feedback_fn, workers, error_score),
+        optimizer,
+        data,
+        val,
+        clients=[optimizer.llm, *llms],
+        maximize=maximize,
+        log_path=Path(log_path) if log_path is not None else None,
+        state_path=Path(state_path) if state_path is not None else None,
+        fingerprint=_fingerprint(data, val, epochs, batch_size, seed, shuffle),
     )
+    try:
+        done = loop.start()
+        with _progress_bar(progress) as bar:
+            task = bar.add_task(
+                "train", total=total_steps, status=f"val={loop.best}", completed=done
+            )
+            for epoch, step_no, batch in _batches(len(data), batch_size, epochs, shuffle, seed):
+                if step_no <= done:
+                    continue  # finished before the run was resumed
+                val_score = loop.step(epoch, step_no, batch)
+                bar.update(
+                    task, advance=1, status=f"val={val_score} best={loop.result.best_val_score}"
+                )
+                if (patience is not None and loop.since_best >= patience) or (
+                    max_steps is not None and step_no >= max_steps
+                ):
+                    loop.result.stopped_early = True
+                    break
+        return loop.finish(keep_best)
+    finally:
+        loop.runner.close()
+
+
+def _batches(n: int, batch_size: int, epochs: int, shuffle: bool, seed: int):
+    """``(epoch, step number, example indices)`` of every step, in order; the same seed
+    gives the same batches, so a resumed run can skip the steps it already took."""
+    rng = random.Random(seed)
+    step_no = 0
+    for epoch in range(1, epochs + 1):
+        order = list(range(n))
+        if shuffle:
+            rng.shuffle(order)
+        for b in range(math.ceil(n / batch_size)):
+            step_no += 1
+            yield epoch, step_no, order[b * batch_size : (b + 1) * batch_size]
+
+
+def _progress_bar(progress: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(
+    return Progress(
         TextColumn("[bold]train"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -237,138 +244,208 @@ def train(
         disable=not progress,
         transient=False,
     )
-    try:
-        done = 0
-        if resume is not None:
-            result = TrainResult.model_validate(
-                {**resume["result"], "log_path": result.log_path, "stopped_early": False}
+
+
+class _Loop:
+    """The state of one :func:`train` run: scoring, one optimizer step, the best values
+    seen, and the log and state files. ``train`` drives it over the batches."""
+
+    def __init__(
+        self,
+        runner: Rollouts,
+        optimizer: Optimizer,
+        data: list[Any],
+        val: list[Any] | None,
+        *,
+        clients: list[Any],
+        maximize: bool,
+        log_path: Path | None,
+        state_path: Path | None,
+        fingerprint: str,
+    ) -> None:
+        self.runner = runner
+        self.optimizer = optimizer
+        self.data = data
+        self.val = val
+        self.clients = clients
+        self.maximize = maximize
+        self.log_path = log_path
+        self.state_path = state_path
+        self.fingerprint = fingerprint
+        #: OPRO is given the batch's mean score instead of per-output feedback.
+        self.wants_score = getattr(optimizer, "kind", "") == "opro"
+        self.base_calls, self.base_tokens = usage_total(clients)
+        self.started = time.perf_counter()
+        self.result = TrainResult(log_path=str(log_path) if log_path else None)
+        self.best: float | None = None  # the validation score before the first step
+        self.best_values: dict[str, Any] = {}
+        self.since_best = 0
+
+    def better(self, a: float, b: float) -> bool:
+        """True if score ``a`` beats ``b``."""
+        return a > b if self.maximize else a < b
+
+    def validate(self) -> float | None:
+        """The mean validation score (None without a validation set)."""
+        if not self.val:
+            return None
+        evals = self.runner.run(list(enumerate(self.val)), record=False)
+        score = mean([e.score for e, _ in evals])
+        if score is None:
+            raise OptimizerError(
+                "validation needs scores: make the feedback function return a number or "
+                "(score, feedback)"
             )
-            best = result.best_val_score
-            best_values = dict(resume["best_values"])
-            since_best = int(resume["since_best"])
-            done = result.resumed_steps = int(resume["step"])
-            log.info("resumed training from %s after step %d", spath, done)
+        return score
+
+    def start(self) -> int:
+        """Resume from the state file, or score the starting values; returns the number of
+        steps already done."""
+        resume = (
+            _read_state(self.state_path, self.optimizer, self.fingerprint)
+            if self.state_path is not None
+            else None
+        )
+        if resume is not None:
+            self.result = TrainResult.model_validate(
+                {**resume["result"], "log_path": self.result.log_path, "stopped_early": False}
+            )
+            self.best = self.result.best_val_score
+            self.best_values = dict(resume["parameters"])
+            self.since_best = int(resume["since_best"])
+            self.result.resumed_steps = int(resume["step"])
+            log.info("resumed training from %s after step %d", self.state_path, resume["step"])
+            return self.result.resumed_steps
+        self.best = self.validate()
+        self.result.initial_val_score = self.best
+        self.result.best_val_score = self.best
+        self.best_values = self.optimizer.values()
+        self.result.best_parameters = {k: jsonable(v) for k, v in self.best_values.items()}
+        self.since_best = 0
+        return 0
+
+    def _feedback(self, batch: list[int]) -> tuple[list[tuple[Evaluation, Any]], float | None]:
+        """Run the batch and send its feedback to the optimizer; returns the evaluations
+        and the batch's mean score."""
+        opt = self.optimizer
+        opt.zero_feedback()
+        evals = self.runner.run([(i, self.data[i]) for i in batch], record=not self.wants_score)
+        train_score = mean([e.score for e, _ in evals])
+        if self.wants_score:
+            if train_score is None:
+                raise OptimizerError("OPRO needs scores: the feedback function returned none")
+            opt.backward(None, train_score)
         else:
-            best = validate()
-            result.initial_val_score = best
-            result.best_val_score = best
-            result.best_parameters = {k: jsonable(v) for k, v in optimizer.values().items()}
-            best_values = optimizer.values()
-            since_best = 0
-        step_no = 0
-        with bar:
-            task = bar.add_task("train", total=total_steps, status=f"val={best}", completed=done)
-            for epoch in range(1, epochs + 1):
-                order = list(range(len(data)))
-                if shuffle:
-                    rng.shuffle(order)
-                for b in range(steps_per_epoch):
-                    batch = order[b * batch_size : (b + 1) * batch_size]
-                    step_no += 1
-                    if step_no <= done:
-                        continue  # finished before the run was resumed
-                    t0 = time.perf_counter()
-                    optimizer.zero_feedback()
-                    evals = runner.run([(i, data[i]) for i in batch], record=not wants_score)
-                    train_score = mean([e.score for e, _ in evals])
-                    if wants_score:
-                        if train_score is None:
-                            raise OptimizerError(
-                                "OPRO needs scores: the feedback function returned none"
-                            )
-                        optimizer.backward(None, train_score)
-                    else:
-                        for e, output in evals:
-                            if output is None or not hasattr(output, "backward"):
-                                continue
-                            optimizer.backward(output, e.feedback)
-                    before_step = optimizer.values()
-                    report = optimizer.step()
-                    val_score = validate()
-                    # Without a validation set the batch score is the best signal there is; it
-                    # measures the values *before* this step.
-                    current = val_score if val is not None else train_score
-                    scored_values = optimizer.values() if val is not None else before_step
-                    improved = False
-                    if current is not None and (
-                        result.best_val_score is None or better(current, result.best_val_score)
-                    ):
-                        improved = True
-                        result.best_val_score = current
-                        best_values = scored_values
-                        result.best_parameters = {k: jsonable(v) for k, v in best_values.items()}
-                        since_best = 0
-                    else:
-                        since_best += 1
-                    calls, tokens = usage_total(clients)
-                    result.steps.append(
-                        StepLog(
-                            epoch=epoch,
-                            step=step_no,
-                            batch=batch,
-                            train_score=train_score,
-                            val_score=val_score,
-                            best_val_score=result.best_val_score,
-                            improved=improved,
-                            feedback=[e.feedback for e, _ in evals],
-                            changes=[c.model_dump() for c in report.changes],
-                            errors=list(report.errors),
-                            parameters={k: jsonable(v) for k, v in optimizer.values().items()},
-                            optimizer_calls=report.calls,
-                            optimizer_tokens=report.prompt_tokens + report.completion_tokens,
-                            total_calls=calls - base_calls,
-                            total_tokens=tokens - base_tokens,
-                            elapsed_s=round(time.perf_counter() - t0, 3),
-                        )
-                    )
-                    write_log()
-                    write_state(step_no, since_best, best_values)
-                    log.info(
-                        "step %d: train=%s val=%s best=%s changes=%d",
-                        step_no,
-                        train_score,
-                        val_score,
-                        result.best_val_score,
-                        len(report.changes),
-                    )
-                    bar.update(
-                        task, advance=1, status=f"val={val_score} best={result.best_val_score}"
-                    )
-                    if (patience is not None and since_best >= patience) or (
-                        max_steps is not None and step_no >= max_steps
-                    ):
-                        result.stopped_early = True
-                        break
-                if result.stopped_early:
-                    break
-        if val is None and result.steps and not wants_score:
+            for e, output in evals:
+                if output is None or not hasattr(output, "backward"):
+                    continue
+                opt.backward(output, e.feedback)
+        return evals, train_score
+
+    def _keep_if_better(self, score: float | None, values: dict[str, Any]) -> bool:
+        """Record ``values`` as the best if ``score`` beats the best so far."""
+        best = self.result.best_val_score
+        if score is None or (best is not None and not self.better(score, best)):
+            return False
+        self.result.best_val_score = score
+        self.best_values = values
+        self.result.best_parameters = {k: jsonable(v) for k, v in values.items()}
+        return True
+
+    def step(self, epoch: int, step_no: int, batch: list[int]) -> float | None:
+        """One optimizer step on ``batch``: feedback, step, validation, log and state files.
+        Returns the validation score."""
+        opt = self.optimizer
+        t0 = time.perf_counter()
+        evals, train_score = self._feedback(batch)
+        before_step = opt.values()
+        report = opt.step()
+        val_score = self.validate()
+        # Without a validation set the batch score is the best signal there is; it measures
+        # the values *before* this step.
+        if self.val is not None:
+            improved = self._keep_if_better(val_score, opt.values())
+        else:
+            improved = self._keep_if_better(train_score, before_step)
+        self.since_best = 0 if improved else self.since_best + 1
+        calls, tokens = usage_total(self.clients)
+        self.result.steps.append(
+            StepLog(
+                epoch=epoch,
+                step=step_no,
+                batch=batch,
+                train_score=train_score,
+                val_score=val_score,
+                best_val_score=self.result.best_val_score,
+                improved=improved,
+                feedback=[e.feedback for e, _ in evals],
+                changes=[c.model_dump() for c in report.changes],
+                errors=list(report.errors),
+                parameters={k: jsonable(v) for k, v in opt.values().items()},
+                optimizer_calls=report.calls,
+                optimizer_tokens=report.prompt_tokens + report.completion_tokens,
+                total_calls=calls - self.base_calls,
+                total_tokens=tokens - self.base_tokens,
+                elapsed_s=round(time.perf_counter() - t0, 3),
+            )
+        )
+        self.write_log()
+        self.write_state(step_no)
+        log.info(
+            "step %d: train=%s val=%s best=%s changes=%d",
+            step_no,
+            train_score,
+            val_score,
+            self.result.best_val_score,
+            len(report.changes),
+        )
+        return val_score
+
+    def finish(self, keep_best: bool) -> TrainResult:
+        """Score unscored last values, restore the best ones (``keep_best``), total the
+        usage and write the log; returns the result."""
+        result = self.result
+        if self.val is None and result.steps and not self.wants_score:
             # The last step's values were never scored: score them on the last batch so that
             # keep_best compares like with like instead of discarding them unseen.
             last = result.steps[-1]
-            evals = runner.run([(i, data[i]) for i in last.batch], record=False)
-            final = mean([e.score for e, _ in evals])
-            if final is not None and (
-                result.best_val_score is None or better(final, result.best_val_score)
-            ):
-                result.best_val_score = final
-                best_values = optimizer.values()
-                result.best_parameters = {k: jsonable(v) for k, v in best_values.items()}
+            evals = self.runner.run([(i, self.data[i]) for i in last.batch], record=False)
+            self._keep_if_better(mean([e.score for e, _ in evals]), self.optimizer.values())
         if keep_best and result.best_val_score is not None:
-            for name, value in best_values.items():
-                P.set_value(optimizer.parameter(name), value)
+            for name, value in self.best_values.items():
+                self.optimizer.parameter(name).set(value)
         result.final_val_score = (
             result.best_val_score
             if keep_best
-            else (result.steps[-1].val_score if result.steps else best)
+            else (result.steps[-1].val_score if result.steps else self.best)
         )
-        calls, tokens = usage_total(clients)
-        result.calls = calls - base_calls
-        result.tokens = tokens - base_tokens
-        result.elapsed_s = round(time.perf_counter() - start, 3)
-        write_log()
-    finally:
-        runner.close()
-    return result
+        calls, tokens = usage_total(self.clients)
+        result.calls = calls - self.base_calls
+        result.tokens = tokens - self.base_tokens
+        result.elapsed_s = round(time.perf_counter() - self.started, 3)
+        self.write_log()
+        return result
+
+    def write_log(self) -> None:
+        """Rewrite the JSON log (when there is a log path)."""
+        if self.log_path is not None:
+            _write_json(self.log_path, self.result.model_dump())
+
+    def write_state(self, step_no: int) -> None:
+        """Rewrite the training state after step ``step_no`` (when there is a state path):
+        a state document of kind ``"training"`` whose parameters are the best values."""
+        if self.state_path is None:
+            return
+        doc = state_document(
+            "training",
+            {k: jsonable(v) for k, v in self.best_values.items()},
+            fingerprint=self.fingerprint,
+            step=step_no,
+            since_best=self.since_best,
+            result=self.result.model_dump(),
+            optimizer=self.optimizer.state_dict(),
+        )
+        _write_json(self.state_path, doc)
 
 
 def _fingerprint(
@@ -397,8 +474,10 @@ def _read_state(path: Path, optimizer: Optimizer, fingerprint: str) -> dict[str,
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise OptimizerError(f"cannot read the training state {path}: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise OptimizerError(f"{path} is not a training state file ({STATE_FORMAT})")
+    try:
+        state = check_state(state, "training", str(path), legacy=_legacy_training_state)
+    except SerializationError as exc:
+        raise OptimizerError(f"{path} is not a training state file: {exc}") from None
     if state.get("fingerprint") != fingerprint:
         raise OptimizerError(
             f"the training state {path} was written for other data or settings (epochs, "
@@ -406,6 +485,15 @@ def _read_state(path: Path, optimizer: Optimizer, fingerprint: str) -> dict[str,
         )
     optimizer.load_state_dict(state["optimizer"])
     return state
+
+
+def _legacy_training_state(doc: Any) -> dict[str, Any] | None:
+    """A training state written before the shared format (``optiforge.train-state/1``,
+    the best values under ``best_values``)."""
+    if doc.get("format") != LEGACY_STATE_FORMAT:
+        return None
+    rest = {k: v for k, v in doc.items() if k not in ("format", "best_values")}
+    return state_document("training", doc.get("best_values") or {}, **rest)
 
 
 def _train_gepa(

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import shlex
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +16,54 @@ import typer
 from optiforge.cli.app import app
 
 
-def _resume_command(out_dir: Path) -> str:
-    argv = list(sys.argv[1:]) or ["eval"]
-    cleaned: list[str] = []
-    skip = False
-    for i, a in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if a in ("--out", "-o"):
-            skip = i + 1 < len(argv)
-            continue
-        if a.startswith("--out=") or a == "--resume":
-            continue
-        cleaned.append(a)
-    return shlex.join(["optiforge", *cleaned, "--out", str(out_dir), "--resume"])
+def _start(plan: Any, spec: Any, settings: Any, console: Any) -> tuple[Any, Any, Any, Any]:
+    """Wire the plan to an agent: the executor, the LLM client (None when no problem runs or
+    a custom agent takes none), its provenance and the per-problem usage scope."""
+    from optiforge.agents.spec import BuiltAgent, build_agent, load_agent_fn, wants_llm
+    from optiforge.evals.executor import LocalExecutor, RayExecutor
+
+    request = plan.request
+    llm = None
+    runner_exec: Any
+    if plan.pending == 0:
+        # Nothing left to run: do not start (or pull) a model, or Ray, to refresh reports.
+        async def nothing(problem: Any) -> Any:
+            raise AssertionError("no problem should run")
+
+        runner_exec = LocalExecutor(nothing)
+    else:
+        if not request.agent_fn or wants_llm(load_agent_fn(request.agent_fn)):
+            from optiforge.cli.common import connect_llm
+
+            llm = connect_llm(settings, no_cache=spec.no_cache, concurrency=plan.concurrency)
+            llm.ensure_server()  # start (and pull) the embedded model before the bar shows
+        if request.executor == "local":
+            runner_exec = LocalExecutor(BuiltAgent(spec, llm=llm))
+        else:
+            if llm is not None and llm.route == "local":
+                # Workers on this host share the driver's embedded server instead of each
+                # loading the model (a remote cluster needs --base-url it can reach).
+                spec = dataclasses.replace(spec, base_url=llm.ensure_server())
+            with console.status("starting Ray workers"):
+                runner_exec = RayExecutor(
+                    functools.partial(build_agent, spec),
+                    address=request.ray_address,
+                    workers=request.ray_workers,
+                    concurrency=plan.concurrency,
+                ).start()
+            console.print(
+                f"ray: {runner_exec.worker_count} workers ready in {runner_exec.startup_s:.1f} s"
+            )
+    provenance = usage_scope = None
+    if llm is not None:
+        from optiforge.cli.common import llm_provenance
+
+        provenance = llm_provenance(llm, settings)
+        if request.executor == "local":
+            # Per-problem costs in the journal; on Ray the client is in the workers and
+            # each line keeps the agent's own counts.
+            from optiforge.llm.usage import usage_scope
+    return runner_exec, llm, provenance, usage_scope
 
 
 @app.command("eval")
@@ -138,100 +169,49 @@ def eval_command(
     from rich.console import Console
 
     from optiforge.config import load_settings
-    from optiforge.datasets import DatasetError, count_unscorable, load_dataset
-    from optiforge.evals.records import EvalError, RunMeta
+    from optiforge.evals.plan import EvalRequest, plan_eval, resume_command
     from optiforge.evals.runner import run_eval
-    from optiforge.evals.sample import load_sample
     from optiforge.evals.scoring import DEFAULT_RULE
 
     console = Console(stderr=True)
-    if agent not in ("team", "direct") and agent_fn is None:
-        raise EvalError(f"--agent must be team or direct, got {agent!r}")
-    if samples is not None and samples < 1:
-        raise EvalError(f"--samples must be >= 1, got {samples}")
-    if budget is not None and budget < 1:
-        raise EvalError(f"--budget must be >= 1, got {budget}")
-    if retry_failed and not resume:
-        raise EvalError("--retry-failed needs --resume")
-    if executor not in ("local", "ray"):
-        raise EvalError(f"--executor must be local or ray, got {executor!r}")
-    if executor != "ray" and (ray_address or ray_workers is not None):
-        raise EvalError("--ray-address and --ray-workers need --executor ray")
-    if ray_workers is not None and ray_workers < 1:
-        raise EvalError(f"--ray-workers must be >= 1, got {ray_workers}")
+    request = EvalRequest(
+        dataset=dataset,
+        agent=agent,
+        agent_fn=agent_fn,
+        samples=samples,
+        budget=budget,
+        limit=limit,
+        ids=ids,
+        sample=sample,
+        category=category or None,
+        answer_field=answer_field,
+        columns=column or None,
+        include_unscored=include_unscored,
+        out=out,
+        resume=resume,
+        retry_failed=retry_failed,
+        executor=executor,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+    )
     prompt_values = None
     if prompts is not None:
         from optiforge.agents.team.prompts import load_prompt_values
 
         prompt_values = load_prompt_values(prompts)  # a bad file fails now, not per problem
     settings = load_settings(model=model, base_url=base_url, concurrency=concurrency)
-    conc = settings.concurrency
-    if conc < 1:
-        raise EvalError(f"--concurrency must be >= 1, got {conc}")
-
-    id_list: list[str] | None = None
-    if ids:
-        id_list = [i.strip() for i in ids.split(",") if i.strip()]
-    if sample:
-        sample_ids = load_sample(sample)
-        id_list = sample_ids if id_list is None else [i for i in id_list if i in set(sample_ids)]
-    problems = load_dataset(
-        dataset,
-        answer_field=answer_field,
-        ids=id_list,
-        category=category or None,
-        columns=column or None,
+    plan = plan_eval(
+        request,
+        concurrency=settings.concurrency,
+        model=settings.model,
+        base_url=settings.base_url,
+        argv=sys.argv[1:],
+        note=lambda text: console.print(f"[yellow]note:[/] {text}"),
     )
-    unscorable = count_unscorable(problems)
-    if unscorable and not include_unscored:
-        selected = len(problems)
-        problems = [p for p in problems if p.scorable]
-        field = problems[0].answer_field if problems else (answer_field or "answer")
-        console.print(
-            f"[yellow]note:[/] {unscorable} of {selected} selected problems have no usable "
-            f"ground truth under answer field {field!r}; they are left out (pass "
-            "--include-unscored to run them)."
-        )
-    if limit is not None:
-        problems = problems[: max(limit, 0)]
-    if not problems:
-        raise DatasetError("no problems left to run after the filters")
+    conc, out_dir, meta = plan.concurrency, plan.out_dir, plan.meta
 
-    name = Path(dataset).stem if Path(dataset).suffix else dataset.lower()
-    agent_name = "custom" if agent_fn else agent
-    out_dir = out or Path("runs") / f"eval-{name}-{agent_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    meta = RunMeta(
-        dataset=name,
-        answer_field=problems[0].answer_field,
-        agent=agent_name if not agent_fn else f"custom:{agent_fn}",
-        model=None if agent_fn else settings.model,
-        base_url=None if agent_fn else settings.base_url,
-        samples=samples,
-        budget={"llm_samples": budget} if budget else None,
-        filters={
-            "ids": id_list,
-            "sample": sample,
-            "limit": limit,
-            "category": category or None,
-            "include_unscored": include_unscored,
-        },
-        command=shlex.join(["optiforge", *sys.argv[1:]]),
-    )
+    from optiforge.agents.spec import AgentSpec
 
-    from optiforge.agents.spec import AgentSpec, BuiltAgent, build_agent, load_agent_fn, wants_llm
-    from optiforge.evals.executor import LocalExecutor, RayExecutor
-
-    llm = None
-    provenance = None
-    pending = len(problems)
-    if resume:
-        from optiforge.evals.journal import read_journal
-        from optiforge.evals.records import INFRA_FAILURES
-
-        done = read_journal(out_dir).latest()
-        if retry_failed:
-            done = {k: r for k, r in done.items() if r.failure_class not in INFRA_FAILURES}
-        pending = sum(1 for p in problems if p.id not in done)
     spec = AgentSpec(
         agent=agent,
         agent_fn=agent_fn,
@@ -242,49 +222,9 @@ def eval_command(
         samples=samples,
         prompts=prompt_values,
     )
-    runner_exec: Any
-    if pending == 0:
-        # Nothing left to run: do not start (or pull) a model, or Ray, to refresh reports.
-        async def nothing(problem: Any) -> Any:
-            raise AssertionError("no problem should run")
-
-        runner_exec = LocalExecutor(nothing)
-    else:
-        if not agent_fn or wants_llm(load_agent_fn(agent_fn)):
-            from optiforge.cli.common import connect_llm
-
-            llm = connect_llm(settings, no_cache=no_cache, concurrency=conc)
-            llm.ensure_server()  # start (and pull) the embedded model before the bar shows
-        if executor == "local":
-            runner_exec = LocalExecutor(BuiltAgent(spec, llm=llm))
-        else:
-            if llm is not None and llm.route == "local":
-                # Workers on this host share the driver's embedded server instead of each
-                # loading the model (a remote cluster needs --base-url it can reach).
-                spec = dataclasses.replace(spec, base_url=llm.ensure_server())
-            with console.status("starting Ray workers"):
-                runner_exec = RayExecutor(
-                    functools.partial(build_agent, spec),
-                    address=ray_address,
-                    workers=ray_workers,
-                    concurrency=conc,
-                ).start()
-            console.print(
-                f"ray: {runner_exec.worker_count} workers ready in {runner_exec.startup_s:.1f} s"
-            )
-
-    usage_scope = None
-    if llm is not None:
-        from optiforge.cli.common import llm_provenance
-
-        provenance = llm_provenance(llm, settings)
-        if executor == "local":
-            # Per-problem costs in the journal; on Ray the client is in the workers and
-            # each line keeps the agent's own counts.
-            from optiforge.llm.usage import usage_scope
-
+    runner_exec, llm, provenance, usage_scope = _start(plan, spec, settings, console)
     console.print(
-        f"eval [bold]{name}[/]: {len(problems)} problems, agent {meta.agent}"
+        f"eval [bold]{meta.dataset}[/]: {len(plan.problems)} problems, agent {meta.agent}"
         f"{', model ' + str(meta.model) if meta.model else ''}, concurrency {conc} -> {out_dir}"
     )
 
@@ -294,7 +234,7 @@ def eval_command(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         return await run_eval(
-            problems,
+            plan.problems,
             None,
             out_dir,
             meta=meta,
@@ -318,7 +258,7 @@ def eval_command(
         done = len(read_journal(out_dir).latest())
         console.print(
             f"\n[yellow]Interrupted.[/] {done} finished problem(s) are saved in "
-            f"{out_dir / 'results.jsonl'}.\nResume with:\n  {_resume_command(out_dir)}"
+            f"{out_dir / 'results.jsonl'}.\nResume with:\n  {resume_command(sys.argv[1:], out_dir)}"
         )
         raise typer.Exit(130) from None
     finally:

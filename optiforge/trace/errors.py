@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from optiforge.errors import OptiforgeError
-
-if TYPE_CHECKING:
-    from optiforge.trace.nodes import ExceptionNode
 
 
 class TraceError(OptiforgeError):
@@ -48,6 +45,8 @@ class ExecutionError(TraceError):
     and ``err.exception_node.value``.
     """
 
-    def __init__(self, exception_node: ExceptionNode) -> None:
+    # ``Any``, not ExceptionNode: importing nodes here (even for typing) would put errors.py,
+    # which every trace module imports, into a cycle with them.
+    def __init__(self, exception_node: Any) -> None:
         self.exception_node = exception_node
         super().__init__(exception_node.message)

@@ -2,26 +2,33 @@
 
 Parameters are the :class:`~optiforge.trace.nodes.ParameterNode` attributes of the instance
 (also inside lists, tuples and dicts), those of sub-modules, and the code parameters of
-trainable ``@bundle`` methods. ``save``/``load`` write and read a readable JSON file.
+trainable ``@bundle`` methods. ``save``/``load`` write and read a readable JSON state file
+(:mod:`optiforge.trace.state`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from optiforge.fileio import write_text_atomic
 from optiforge.trace.bundle import Bundle
 from optiforge.trace.errors import SerializationError
 from optiforge.trace.nodes import ParameterNode
+from optiforge.trace.state import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    read_state,
+    state_document,
+    write_state,
+)
 
 __all__ = ["Module", "check_json_value"]
 
-FORMAT = "optiforge.module/1"
+#: The module file format before :mod:`optiforge.trace.state` (still read).
+LEGACY_FORMAT = "optiforge.module/1"
 
 
 class Module:
@@ -115,31 +122,24 @@ class Module:
             params[path]._value = value
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the parameter values to ``path`` as readable JSON (atomically)."""
-        target = Path(path)
-        doc = {"format": FORMAT, "class": _class_path(type(self)), "parameters": self.state_dict()}
-        text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        return write_text_atomic(target, text)
+        """Write the parameter values to ``path`` (atomically) as a readable state file
+        (:mod:`optiforge.trace.state`, kind ``"module"``)."""
+        doc = state_document("module", self.state_dict(), **{"class": _class_path(type(self))})
+        return write_state(path, doc)
 
     def load(self, path: str | os.PathLike, strict: bool = True) -> None:
-        """Read parameter values saved by :meth:`save` into this module."""
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SerializationError(f"no such parameter file: {p}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SerializationError(f"cannot read {p}: {exc}") from None
-        except ValueError as exc:
-            raise SerializationError(f"{p} is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise SerializationError(
-                f'{p} is not an optiforge module file (expected "format": "{FORMAT}")'
-            )
-        state = doc.get("parameters")
-        if not isinstance(state, dict):
-            raise SerializationError(f'{p} has no "parameters" object')
-        self.load_state_dict(state, strict=strict)
+        """Read parameter values saved by :meth:`save` into this module (files in the
+        older ``optiforge.module/1`` format too)."""
+        doc = read_state(path, "module", legacy=_legacy_module_file)
+        self.load_state_dict(doc["parameters"], strict=strict)
+
+
+def _legacy_module_file(doc: Any) -> dict[str, Any] | None:
+    """A module file written before the shared state format (``optiforge.module/1``)."""
+    if doc.get("format") != LEGACY_FORMAT:
+        return None
+    rest = {k: v for k, v in doc.items() if k != "format"}
+    return {"format": STATE_FORMAT, "version": STATE_VERSION, "kind": "module", **rest}
 
 
 def _class_path(cls: type) -> str:

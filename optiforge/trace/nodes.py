@@ -9,15 +9,13 @@ identity: ``a == b`` is ``a is b``. Comparing values is an explicit, recorded op
 
 from __future__ import annotations
 
-import ast
-import json
-import math
 import operator
 import os
 import traceback as _traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from optiforge.trace import values as _values
 from optiforge.trace.context import TRACING
 from optiforge.trace.errors import ExecutionError, TraceError, ValueTypeError
 
@@ -321,9 +319,10 @@ class ParameterNode(Node):
     def validate(self, raw: Any) -> Any:
         """Return ``raw`` converted to this parameter's type, or raise :class:`ValueTypeError`.
 
-        A number stays a number ("3" -> 3 for an int parameter), a bool a bool, a list a list
-        (JSON or Python literal text is parsed), text stays text. A parameter whose value is
-        None accepts anything.
+        A number stays a number ("3" -> 3 for an int parameter), a bool a bool ("yes" ->
+        True), a list a list (JSON or Python literal text is parsed), text stays text, and
+        text holding a def stays a def with the same signature. A parameter whose value is
+        None accepts anything. The full rule: :mod:`optiforge.trace.values`.
         """
         return coerce_value(self._value, raw, self.name)
 
@@ -334,79 +333,16 @@ class ParameterNode(Node):
         return new
 
 
-def _parse_literal(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise ValueError(text) from None
-
-
-def coerce_value(current: Any, raw: Any, name: str = "parameter") -> Any:
-    """Convert ``raw`` (often text from an LLM) to the type of ``current``; see
-    :meth:`ParameterNode.validate`."""
+def coerce_value(
+    current: Any, raw: Any, name: str = "parameter", *, is_code: bool | None = None
+) -> Any:
+    """Convert ``raw`` (often text from an LLM; a node counts as its value) to the type of
+    ``current``, or raise :class:`ValueTypeError`. The rule is written down in
+    :mod:`optiforge.trace.values`, its one owner; :meth:`ParameterNode.validate` and the
+    optimizers use it."""
     if isinstance(raw, Node):
         raw = raw._value
-    if current is None:
-        return raw
-    t = type(current)
-
-    def fail(why: str) -> ValueTypeError:
-        shown = repr(raw)
-        if len(shown) > 120:
-            shown = shown[:117] + "..."
-        return ValueTypeError(f"parameter {name!r} holds a {t.__name__}; {shown} {why}")
-
-    if t is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
-            return raw.strip().lower() == "true"
-        raise fail("is not true or false")
-    if t is int or t is float:
-        if isinstance(raw, bool):
-            raise fail("is a bool, not a number")
-        if isinstance(raw, str):
-            text = raw.strip()
-            try:
-                raw = int(text)
-            except ValueError:
-                try:
-                    raw = float(text)
-                except ValueError:
-                    raise fail("is not a number") from None
-        if not isinstance(raw, (int, float)):
-            raise fail("is not a number")
-        if t is int:
-            if isinstance(raw, float):
-                if not math.isfinite(raw) or raw != int(raw):
-                    raise fail("is not a whole number")
-                return int(raw)
-            return raw
-        return float(raw)
-    if t is str:
-        if isinstance(raw, str):
-            return raw
-        if isinstance(raw, (int, float, bool)):
-            return str(raw)
-        raise fail("is not text")
-    if t in (list, tuple, dict, set):
-        if isinstance(raw, str):
-            try:
-                raw = _parse_literal(raw)
-            except ValueError:
-                raise fail(f"is not a {t.__name__} literal") from None
-        if isinstance(raw, t):
-            return raw
-        if t in (tuple, set) and isinstance(raw, (list, tuple, set)):
-            return t(raw)
-        raise fail(f"is not a {t.__name__}")
-    if isinstance(raw, t):
-        return raw
-    raise fail(f"is not a {t.__name__}")
+    return _values.coerce_value(current, raw, name, is_code=is_code)
 
 
 class MessageNode(Node):

@@ -77,7 +77,7 @@ def test_save_and_load_round_trip(tmp_path):
     m.table["a"].value = {"k": [3]}
     path = m.save(tmp_path / "sub" / "outer.json")
     doc = json.loads(path.read_text())
-    assert doc["format"] == "optiforge.module/1"
+    assert (doc["format"], doc["version"], doc["kind"]) == ("optiforge.state", 1, "module")
     assert doc["class"].endswith("Outer")
     assert doc["parameters"]["inner.prompt"] == "Be very brief."
     assert doc["parameters"]["inner.frozen"] == 0.5
@@ -170,3 +170,26 @@ def test_deepcopy_keeps_optimized_code_and_is_independent():
     assert best(node(1)).value == 11 and best.prompt.value == "tuned"
     assert best.step.code is not m.step.code
     assert list(best.named_parameters()) == list(m.named_parameters())
+
+
+def test_module_files_of_the_old_format_still_load(tmp_path):
+    m = Outer()
+    new = m.state_dict()
+    new["inner.prompt"] = "old file"
+    old = tmp_path / "old.json"
+    old.write_text(
+        json.dumps({"format": "optiforge.module/1", "class": "x.Outer", "parameters": new})
+    )
+    m.load(old)
+    assert m.inner.prompt.value == "old file"
+
+
+def test_newer_versions_and_other_kinds_are_refused_by_name(tmp_path):
+    m = Outer()
+    doc = json.loads(m.save(tmp_path / "m.json").read_text())
+    (tmp_path / "v9.json").write_text(json.dumps({**doc, "version": 9}))
+    with pytest.raises(SerializationError, match="is version 9 of the optiforge state format"):
+        m.load(tmp_path / "v9.json")
+    (tmp_path / "opt.json").write_text(json.dumps({**doc, "kind": "optimizer"}))
+    with pytest.raises(SerializationError, match="state of kind 'optimizer', not 'module'"):
+        m.load(tmp_path / "opt.json")

@@ -25,16 +25,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from optiforge.agents.optim import params as P
-from optiforge.agents.optim.checks import coerce_value, same_value
+from optiforge.agents.optim.checks import same_value, validate
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
+from optiforge.agents.optim.params import backward, collect, unique_names
 from optiforge.agents.optim.parsing import parse_suggestion
-from optiforge.errors import OptiforgeError
 from optiforge.fileio import write_text_atomic
+from optiforge.llm.protocol import ChatClient
+from optiforge.trace import Module, ParameterNode, SerializationError
+from optiforge.trace.state import STATE_FORMAT, STATE_VERSION, check_state, state_document
 
 log = logging.getLogger("optiforge.agents.optim")
 
-STATE_VERSION = 1
+#: The version of optimizer state files before :mod:`optiforge.trace.state` (still read).
+LEGACY_STATE_VERSION = 1
 
 
 class Change(BaseModel):
@@ -119,7 +122,7 @@ def _field_type(value: Any) -> Any:
 
 
 def suggestion_schema(
-    params: Mapping[str, Any], *, reasoning: bool = True, reasoning_chars: int = 800
+    params: Mapping[str, ParameterNode], *, reasoning: bool = True, reasoning_chars: int = 800
 ) -> type[BaseModel]:
     """A pydantic reply model with one typed field per parameter (under ``suggestion``).
 
@@ -130,7 +133,7 @@ def suggestion_schema(
     """
     fields: dict[str, Any] = {}
     for i, (name, p) in enumerate(params.items()):
-        fields[f"v{i}"] = (_field_type(P.value(p)), Field(alias=name))
+        fields[f"v{i}"] = (_field_type(p.value), Field(alias=name))
     Suggestion = create_model("Suggestion", __config__=ConfigDict(populate_by_name=True), **fields)
     top: dict[str, Any] = {}
     if reasoning:
@@ -150,8 +153,8 @@ class Optimizer:
 
     def __init__(
         self,
-        parameters: Iterable[Any],
-        llm: Any,
+        parameters: Iterable[ParameterNode] | Module,
+        llm: ChatClient,
         *,
         max_attempts: int = 3,
         temperature: float = 0.0,
@@ -161,7 +164,7 @@ class Optimizer:
         tag: str | None = None,
         retry_temperature: float = 0.7,
     ) -> None:
-        params = P.collect(parameters)
+        params = collect(parameters)
         if not params:
             raise OptimizerError(
                 "no trainable parameters: create them with node(value, trainable=True) or "
@@ -169,11 +172,11 @@ class Optimizer:
             )
         if max_attempts < 1:
             raise OptimizerError("max_attempts must be at least 1")
-        self.parameters: list[Any] = params
+        self.parameters: list[ParameterNode] = params
         # The same unique names the trace renderer shows in #Variables (``offset``,
         # ``__code_scale``; ``param0``, ``param1`` when two share a name).
-        self._name_of: dict[Any, str] = P.unique_names(params)
-        self.llm = llm
+        self._name_of: dict[ParameterNode, str] = unique_names(params)
+        self.llm: ChatClient = llm
         self.max_attempts = max_attempts
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -194,16 +197,16 @@ class Optimizer:
         """Parameter names, in order."""
         return [self._name_of[p] for p in self.parameters]
 
-    def name_of(self, p: Any) -> str:
+    def name_of(self, p: ParameterNode) -> str:
         """The unique name this optimizer (and its prompts) use for parameter ``p``."""
         return self._name_of[p]
 
     @property
-    def named_parameters(self) -> dict[str, Any]:
+    def named_parameters(self) -> dict[str, ParameterNode]:
         """``{name: parameter}`` in order."""
         return {self._name_of[p]: p for p in self.parameters}
 
-    def parameter(self, name: str) -> Any:
+    def parameter(self, name: str) -> ParameterNode:
         """The parameter called ``name``; OptimizerError if unknown."""
         for p in self.parameters:
             if self._name_of[p] == name:
@@ -212,12 +215,12 @@ class Optimizer:
 
     def values(self) -> dict[str, Any]:
         """Current ``{name: value}`` of every parameter."""
-        return {self._name_of[p]: P.value(p) for p in self.parameters}
+        return {self._name_of[p]: p.value for p in self.parameters}
 
     def zero_feedback(self) -> None:
         """Forget the feedback collected since the last step."""
         for p in self.parameters:
-            P.zero_feedback(p)
+            p.zero_feedback()
 
     def propagator(self) -> Any:
         """The propagator used by :meth:`backward` (None: the trace default)."""
@@ -226,7 +229,7 @@ class Optimizer:
     def backward(self, output: Any, feedback: Any, **kwargs: Any) -> Any:
         """Send ``feedback`` (text, or anything ``str()`` makes readable) from ``output``
         back through its graph to the parameters."""
-        return P.backward(output, feedback, propagator=self.propagator(), **kwargs)
+        return backward(output, feedback, propagator=self.propagator(), **kwargs)
 
     # -- the step ------------------------------------------------------------------------
     def _propose(self, report: StepReport) -> tuple[str, dict[str, Any]]:  # pragma: no cover
@@ -277,7 +280,7 @@ class Optimizer:
         for name, raw in values.items():
             p = self.parameter(name)
             try:
-                ok[name] = coerce_value(raw, P.value(p), is_code=P.is_code(p))
+                ok[name] = validate(p, raw)
             except ReplyError as exc:
                 errors.append(f"{name}: {exc}")
         return ok, errors
@@ -285,17 +288,10 @@ class Optimizer:
     def _apply(self, values: Mapping[str, Any], reasoning: str, report: StepReport) -> None:
         for name, new in values.items():
             p = self.parameter(name)
-            old = P.value(p)
+            old = p.value
             if same_value(old, new):
                 continue
-            try:
-                P.set_value(p, new)
-            except OptiforgeError as exc:  # the trace engine refused it (e.g. code recompile)
-                report.errors.append(f"{name}: {exc}")
-                log.warning(
-                    "%s step %d: could not set %s: %s", self.kind, self.step_count, name, exc
-                )
-                continue
+            p.set(new, validate=False)  # check() validated it (code: compiled) already
             reason = report.detail.get("reasons", {}).get(name, reasoning)
             report.changes.append(
                 Change(name=name, old=jsonable(old), new=jsonable(new), reason=reason)
@@ -425,26 +421,30 @@ class Optimizer:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run later, as JSON-ready data."""
-        return {
-            "version": STATE_VERSION,
-            "optimizer": self.kind,
-            "step_count": self.step_count,
-            "parameters": {k: jsonable(v) for k, v in self.values().items()},
-            "log": self.log,
-        }
+        """Everything needed to continue this run later, as JSON-ready data: a state
+        document (:mod:`optiforge.trace.state`, kind ``"optimizer"``) with the parameter
+        values, ``optimizer`` (the class's kind), ``step_count`` and ``log``; subclasses
+        add their memory."""
+        return state_document(
+            "optimizer",
+            {k: jsonable(v) for k, v in self.values().items()},
+            optimizer=self.kind,
+            step_count=self.step_count,
+            log=self.log,
+        )
 
     def load_state_dict(self, state: Mapping[str, Any], *, restore_values: bool = True) -> None:
-        """Restore :meth:`state_dict` output. Parameter values are set by name (unknown names
-        raise OptimizerError, so a state file from another program is not half-applied)."""
+        """Restore :meth:`state_dict` output (or a version-1 optimizer state from before the
+        shared format). Parameter values are set by name (unknown names raise
+        OptimizerError, so a state file from another program is not half-applied)."""
+        try:
+            state = check_state(state, "optimizer", "the optimizer state", legacy=_legacy_state)
+        except SerializationError as exc:
+            raise OptimizerError(str(exc)) from None
         if state.get("optimizer") != self.kind:
             raise OptimizerError(
                 f"state is for optimizer {state.get('optimizer')!r}, not {self.kind!r}; "
                 "load it into the same optimizer class"
-            )
-        if state.get("version") != STATE_VERSION:
-            raise OptimizerError(
-                f"unsupported state version {state.get('version')!r} (expected {STATE_VERSION})"
             )
         values = dict(state.get("parameters", {}))
         unknown = [n for n in values if n not in self.names]
@@ -457,11 +457,11 @@ class Optimizer:
             for name, value in values.items():
                 p = self.parameter(name)
                 try:
-                    checked[name] = coerce_value(value, P.value(p), is_code=P.is_code(p))
+                    checked[name] = validate(p, value)
                 except ReplyError as exc:
                     raise OptimizerError(f"state value for {name!r} is invalid: {exc}") from None
             for name, value in checked.items():
-                P.set_value(self.parameter(name), value)
+                self.parameter(name).set(value, validate=False)
         self.step_count = int(state.get("step_count", 0))
         self.log = list(state.get("log", []))
 
@@ -484,6 +484,19 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(parameters={self.names}, steps={self.step_count})"
+
+
+def _legacy_state(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An optimizer state written before the shared state format: ``{"version": 1,
+    "optimizer": kind, ...}`` with the same fields and no ``format``."""
+    if "format" in doc or "optimizer" not in doc:
+        return None
+    if doc.get("version") != LEGACY_STATE_VERSION:
+        raise SerializationError(
+            f"unsupported optimizer state version {doc.get('version')!r} (this optiforge "
+            f"reads version {LEGACY_STATE_VERSION} and the {STATE_FORMAT!r} format)"
+        )
+    return {**doc, "format": STATE_FORMAT, "version": STATE_VERSION, "kind": "optimizer"}
 
 
 def _as_dict(item: Any) -> Any:

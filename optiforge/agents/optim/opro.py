@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, StepReport, suggestion_schema
 from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
 from optiforge.llm import run_sync
+from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -75,7 +75,7 @@ class OPRO(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Any],
-        llm: Any,
+        llm: ChatClient,
         *,
         objective: Objective | None = None,
         maximize: bool = True,
@@ -196,13 +196,13 @@ class OPRO(Optimizer):
     def _render_variables(self) -> str:
         lines = []
         for p in self.parameters:
-            v = P.value(p)
-            kind = "code" if P.is_code(p) else type(v).__name__
+            v = p.value
+            kind = "code" if p.kind == "code" else type(v).__name__
             line = f"- {self.name_of(p)} ({kind})"
-            if P.description(p):
-                line += f": {P.description(p)}"
-            if P.constraint(p):
-                line += f" Constraint: {P.constraint(p)}"
+            if p.description:
+                line += f": {p.description}"
+            if p.constraint:
+                line += f" Constraint: {p.constraint}"
             lines.append(line)
         return "\n".join(lines)
 
@@ -236,7 +236,7 @@ class OPRO(Optimizer):
                     rendered.append(str(ex))
             examples = "\n# Examples of the task\n" + "\n\n".join(rendered) + "\n"
         fields = ", ".join(
-            f'"{self.name_of(p)}": {_example_json(P.value(p))}' for p in self.parameters
+            f'"{self.name_of(p)}": {_example_json(p.value)}' for p in self.parameters
         )
         content = render_prompt(
             "optimizers/opro",

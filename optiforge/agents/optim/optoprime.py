@@ -13,9 +13,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, StepReport, jsonable, suggestion_schema
 from optiforge.agents.optim.errors import OptimizerError
+from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -44,7 +44,7 @@ class OptoPrime(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Any],
-        llm: Any,
+        llm: ChatClient,
         *,
         memory: int = 0,
         instruction: str = DEFAULT_INSTRUCTION,
@@ -122,7 +122,7 @@ class OptoPrime(Optimizer):
         canonical = {rendered: self.name_of(p) for rendered, p in shown.items()}
         report.detail["feedback"] = sections.feedback
         self._pending_memory = {
-            "variables": {canonical[k]: jsonable(P.value(p)) for k, p in shown.items()},
+            "variables": {canonical[k]: jsonable(p.value) for k, p in shown.items()},
             "feedback": sections.feedback,
         }
         schema = suggestion_schema(shown, reasoning_chars=self.reasoning_chars)

@@ -1,7 +1,12 @@
-"""How the optimizers read and write trace parameter nodes.
+"""Which trace parameters an optimizer holds.
 
-Kept in one place so the optimizers depend on a handful of operations only: a parameter's
-name, value, description, whether it holds code, and setting a new value.
+Optimizers work on :class:`~optiforge.trace.nodes.ParameterNode` directly (``p.value``,
+``p.description``, ``p.constraint``, ``p.kind == "code"``, ``p.validate``/``p.set``);
+this module only gathers them from what the user passed.
+
+The small helpers at the end (:func:`value`, :func:`set_value`, :func:`description`,
+:func:`constraint`, :func:`backward`) are the typed remainder of an older attribute-lookup
+layer, kept while ``gepa.py`` still calls them; new code uses the node's attributes.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from optiforge.agents.optim.errors import OptimizerError
+from optiforge.trace import Module, Node, ParameterNode, assign_names
 
 
-def collect(parameters: Any) -> list[Any]:
+def collect(parameters: Module | Iterable[Node] | Any) -> list[ParameterNode]:
     """Trainable parameters from a list of nodes, a Module, or anything with
-    ``parameters()``; order kept, duplicates (same object) dropped."""
+    ``parameters()``; order kept, duplicates (same object) and frozen or plain (not
+    trainable) nodes dropped."""
     if hasattr(parameters, "parameters") and callable(parameters.parameters):
         parameters = parameters.parameters()
     if not isinstance(parameters, Iterable) or isinstance(parameters, str | bytes):
@@ -22,13 +29,13 @@ def collect(parameters: Any) -> list[Any]:
             f"parameters must be a list of trainable nodes or a Module, got {type(parameters).__name__}"
         )
     seen: set[int] = set()
-    out: list[Any] = []
+    out: list[ParameterNode] = []
     for p in parameters:
-        if not hasattr(p, "name"):
+        if not isinstance(p, Node):
             raise OptimizerError(
                 f"{p!r} is not a trace node; wrap values with node(value, trainable=True)"
             )
-        if not getattr(p, "trainable", True):
+        if not isinstance(p, ParameterNode) or not p.trainable:
             continue
         if id(p) not in seen:
             seen.add(id(p))
@@ -36,70 +43,36 @@ def collect(parameters: Any) -> list[Any]:
     return out
 
 
-def name(p: Any) -> str:
-    """The parameter's own name (not necessarily unique)."""
-    return str(p.name)
-
-
-def unique_names(params: list[Any]) -> dict[Any, str]:
+def unique_names(params: list[ParameterNode]) -> dict[ParameterNode, str]:
     """``{parameter: unique name}``, exactly as the trace renderer names them in prompts."""
-    from optiforge.trace.render import assign_names
-
     return assign_names(params)
 
 
-def value(p: Any) -> Any:
-    """The parameter's current value."""
+def description(p: ParameterNode) -> str:
+    """The parameter's description, or ''."""
+    return p.description or ""
+
+
+def constraint(p: ParameterNode) -> str:
+    """The constraint text attached to the parameter, or ''."""
+    return "" if p.constraint is None else str(p.constraint)
+
+
+def value(p: ParameterNode) -> Any:
+    """The parameter's current value (``p.value``)."""
     return p.value
 
 
-def set_value(p: Any, new: Any) -> None:
-    """Give the parameter a new, already checked value.
-
-    ``ParameterNode.set`` validates again and, for a trainable function, recompiles it; a
-    failure there raises the trace engine's error and leaves the value unchanged.
-    """
-    setter = getattr(p, "set", None)
-    if callable(setter):
-        setter(new)
-    else:
-        p.value = new
-
-
-def description(p: Any) -> str:
-    """The parameter's description, or ''."""
-    return str(getattr(p, "description", "") or "")
-
-
-def constraint(p: Any) -> str:
-    """The constraint text attached to the parameter, or ''."""
-    c = getattr(p, "constraint", None)
-    return "" if c is None else str(c)
-
-
-def is_code(p: Any) -> bool | None:
-    """True if the parameter holds function source code; None if unknown (decided by
-    looking at the value)."""
-    if getattr(p, "kind", None) == "code":  # optiforge.trace.bundle.CodeParameter
-        return True
-    return None
-
-
-def zero_feedback(p: Any) -> None:
-    """Clear the parameter's feedback."""
-    fn = getattr(p, "zero_feedback", None)
-    if callable(fn):
-        fn()
-
-
-def feedback(p: Any) -> Any:
-    """The feedback collected on the parameter (engine-specific structure)."""
-    return getattr(p, "feedback", None)
+def set_value(p: ParameterNode, new: Any) -> None:
+    """``p.set(new)``: validated again (code recompiled); a failure raises the trace
+    engine's error and leaves the value unchanged."""
+    p.set(new)
 
 
 def backward(output: Any, fb: Any, *, propagator: Any = None, **kwargs: Any) -> Any:
-    """Call ``output.backward(fb)`` with ``propagator`` when one is given."""
-    if not hasattr(output, "backward"):
+    """``output.backward(fb)`` with ``propagator`` when one is given; a clear error when
+    ``output`` is not a traced node."""
+    if not isinstance(output, Node):
         raise OptimizerError(
             f"cannot send feedback from {type(output).__name__}: the output must be a traced "
             "node (returned by a @bundle function or node(...))"

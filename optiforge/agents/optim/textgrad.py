@@ -15,10 +15,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, StepReport, suggestion_schema
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
+from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
+from optiforge.trace import ExceptionNode, MessageNode, Node
 from optiforge.trace.feedback import Propagator, topological_order
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -28,12 +29,12 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 20] + "\n... (truncated)"
 
 
-def _show(node: Any, limit: int) -> str:
-    value = getattr(node, "value", node)
+def _show(node: Node, limit: int) -> str:
+    value = node.value
+    if isinstance(node, ExceptionNode):
+        return _clip(f"raised {node.message}\n{node.traceback}".strip(), limit)
     if isinstance(value, BaseException):
-        text = getattr(node, "message", None) or f"{type(value).__name__}: {value}"
-        tb = getattr(node, "traceback", "")
-        return _clip(f"raised {text}\n{tb}".strip(), limit)
+        return _clip(f"raised {type(value).__name__}: {value}", limit)
     return _clip(repr(value) if not isinstance(value, str) else value, limit)
 
 
@@ -90,7 +91,7 @@ class TextGrad(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Any],
-        llm: Any,
+        llm: ChatClient,
         *,
         memory: int = 3,
         gradient_tokens: int = 160,
@@ -113,33 +114,31 @@ class TextGrad(Optimizer):
         return TextualGradientPropagator(self)
 
     # -- gradients --------------------------------------------------------------------------
-    def edge_gradient(self, child: Any, index: int, feedback: str) -> str:
+    def edge_gradient(self, child: MessageNode, index: int, feedback: str) -> str:
         """Ask how input ``index`` of ``child``'s step should change, given ``feedback``."""
         from optiforge.trace.render import assign_names
 
-        op = getattr(child, "op", None)
-        argnames = tuple(getattr(child, "argnames", ()))
+        op = child.op
+        argnames = child.argnames
         parents = child.parents
-        names = assign_names(
-            [*(p for p in parents if getattr(p, "trainable", False)), child, *parents]
-        )
+        names = assign_names([*(p for p in parents if p.trainable), child, *parents])
         target = names[parents[index]]
-        op_name = getattr(op, "name", child.name)
+        op_name = op.name
         args = ", ".join(
             f"{argnames[i] if i < len(argnames) else f'arg{i}'}={names[p]}"
             for i, p in enumerate(parents)
         )
         lines = [f"{names[child]} = {op_name}({args})"]
-        doc = getattr(op, "doc", "") or ""
+        doc = op.doc or ""
         if doc:
             lines.append(f"Documentation: {doc}")
-        source = getattr(op, "source", None)
+        source = op.source
         if source:
             lines.append(f"Source:\n{_clip(source, self.value_chars)}")
         inputs = []
         for p in dict.fromkeys(parents):
-            role = " (trainable)" if getattr(p, "trainable", False) else ""
-            desc = f"  # {p.description}" if getattr(p, "description", None) else ""
+            role = " (trainable)" if p.trainable else ""
+            desc = f"  # {p.description}" if p.description else ""
             inputs.append(f"{names[p]}{role} = {_show(p, self.value_chars)}{desc}")
         content = render_prompt(
             "optimizers/textgrad_gradient",
@@ -164,8 +163,8 @@ class TextGrad(Optimizer):
 
     # -- the step ----------------------------------------------------------------------------
     def _step_messages(self, p: Any, name: str, gradient: str) -> list[dict[str, str]]:
-        value = P.value(p)
-        kind = "code" if P.is_code(p) else type(value).__name__
+        value = p.value
+        kind = "code" if p.kind == "code" else type(value).__name__
         past = self.gradient_memory.get(name, [])[-self.memory :] if self.memory else []
         memory = ""
         if past:
@@ -174,12 +173,12 @@ class TextGrad(Optimizer):
                 + "\n".join(f"- {_clip(g, 600)}" for g in past)
                 + "\n"
             )
-        constraint = P.constraint(p)
+        constraint = p.constraint or ""
         content = render_prompt(
             "optimizers/textgrad_step",
             name=name,
             kind=kind,
-            description=f"\n{P.description(p)}" if P.description(p) else "",
+            description=f"\n{p.description}" if p.description else "",
             value=_clip(value if isinstance(value, str) else repr(value), self.value_chars * 2),
             constraints=f"\n# Constraints\n{constraint}\n" if constraint else "",
             gradients=_clip(gradient, self.value_chars * 2),
@@ -196,7 +195,7 @@ class TextGrad(Optimizer):
         reasons: dict[str, str] = {}
         failures = 0
         for p in self.parameters:
-            fb = P.feedback(p)
+            fb = p.feedback
             if fb is None or (isinstance(fb, str) and not fb.strip()):
                 continue
             name = self.name_of(p)

@@ -141,7 +141,7 @@ def test_type_check_rejects_text_for_number():
     opt = OPRO([w, b], llm, objective=loss, maximize=False, n=1, structured=False)
     report = opt.step()
     assert report.ok and report.attempts == 2
-    assert any("expected a number" in e for e in report.errors)
+    assert any("is not a number" in e for e in report.errors)
     assert (w.value, b.value) == (2.0, 1.0)
     assert llm.requests[0].response_format is None
 

@@ -79,7 +79,7 @@ def test_malformed_then_wrong_type_then_good_reply():
     report = opt.step()
     assert report.ok and report.attempts == 3 and offset.value == 7
     assert "no JSON object" in report.errors[0]
-    assert "expected a number" in report.errors[1]
+    assert "is not a number" in report.errors[1]
     # The retry tells the model what was wrong, and samples instead of repeating itself.
     assert "could not be used" in llm.requests[1].messages[-1]["content"]
     assert [r.temperature for r in llm.requests] == [0.0, 0.7, 0.7]
@@ -198,3 +198,38 @@ def test_load_rejects_foreign_state(tmp_path):
     path.write_text(json.dumps(state))
     with pytest.raises(OptimizerError, match="not 'optoprime'"):
         OptoPrime([other], ScriptedLLM([])).load(path)
+
+
+def test_state_is_the_shared_format_and_old_files_still_load(tmp_path):
+    offset, _ = program()
+    opt = OptoPrime([offset], ScriptedLLM([]), memory=2)
+    opt.memory = [{"variables": {"offset": 1}, "feedback": "m"}]
+    path = opt.save(tmp_path / "s.json")
+    doc = json.loads(path.read_text())
+    assert (doc["format"], doc["version"], doc["kind"]) == ("optiforge.state", 1, "optimizer")
+    assert doc["optimizer"] == "optoprime" and doc["parameters"] == {"offset": 1}
+
+    # a state saved before the shared format: same fields, no "format"/"kind"
+    old = {
+        "version": 1,
+        "optimizer": "optoprime",
+        "step_count": 4,
+        "parameters": {"offset": 9},
+        "log": [],
+        "memory": [{"variables": {"offset": 4}, "feedback": "old"}],
+    }
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    offset2, _ = program()
+    opt2 = OptoPrime([offset2], ScriptedLLM([]), memory=2)
+    opt2.load(tmp_path / "old.json")
+    assert offset2.value == 9 and opt2.step_count == 4 and opt2.memory == old["memory"]
+
+    (tmp_path / "old2.json").write_text(json.dumps({**old, "version": 2}))
+    with pytest.raises(OptimizerError, match="unsupported optimizer state version 2"):
+        opt2.load(tmp_path / "old2.json")
+    (tmp_path / "new9.json").write_text(json.dumps({**doc, "version": 9}))
+    with pytest.raises(OptimizerError, match="version 9 of the optiforge state format"):
+        opt2.load(tmp_path / "new9.json")
+    (tmp_path / "module.json").write_text(json.dumps({**doc, "kind": "module"}))
+    with pytest.raises(OptimizerError, match="kind 'module', not 'optimizer'"):
+        opt2.load(tmp_path / "module.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from optiforge.agents.optim.checks import check_code, coerce_value, function_signature, same_value
+from optiforge.agents.optim.checks import is_code, same_value, validate
 from optiforge.agents.optim.errors import InvalidValueError, ReplyError
 from optiforge.agents.optim.parsing import (
     extract_json_object,
@@ -12,6 +12,8 @@ from optiforge.agents.optim.parsing import (
     match_name,
     parse_suggestion,
 )
+from optiforge.trace import ParameterNode, bundle
+from optiforge.trace.values import function_signature
 
 NAMES = ["offset:0", "scale:0", "prompt:0"]
 
@@ -109,54 +111,81 @@ def test_parse_suggestion_errors_say_why(reply, message):
         parse_suggestion(reply, NAMES)
 
 
+def v(raw, current):
+    """What an optimizer does with a suggestion for a parameter holding ``current``."""
+    return validate(ParameterNode(current, name="p"), raw)
+
+
 def test_numbers_stay_numbers():
-    assert coerce_value("2.5", 1.0) == 2.5
-    assert coerce_value("w = -3e-1", 1.0) == -0.3
-    assert coerce_value(4, 1.0) == 4.0 and isinstance(coerce_value(4, 1.0), float)
-    assert coerce_value("7", 3) == 7 and isinstance(coerce_value("7", 3), int)
-    assert coerce_value(7.0, 3) == 7
-    with pytest.raises(InvalidValueError, match="integer"):
-        coerce_value(7.5, 3)
+    assert v("2.5", 1.0) == 2.5
+    assert v("w = -3e-1", 1.0) == -0.3
+    assert v("`2.5`", 1.0) == 2.5
+    assert v("```\n2.5\n```", 1.0) == 2.5
+    assert v(4, 1.0) == 4.0 and isinstance(v(4, 1.0), float)
+    assert v("7", 3) == 7 and isinstance(v("7", 3), int)
+    assert v(7.0, 3) == 7
+    with pytest.raises(InvalidValueError, match="whole number"):
+        v(7.5, 3)
     with pytest.raises(InvalidValueError, match="number"):
-        coerce_value("bigger", 1.0)
+        v("bigger", 1.0)
     with pytest.raises(InvalidValueError, match="number"):
-        coerce_value("between 1 and 2", 1.0)
+        v("between 1 and 2", 1.0)
     with pytest.raises(InvalidValueError, match="finite"):
-        coerce_value("nan", 1.0)
+        v("nan", 1.0)
     with pytest.raises(InvalidValueError, match="bool"):
-        coerce_value(True, 1.0)
+        v(True, 1.0)
 
 
 def test_other_kinds():
-    assert coerce_value("true", False) is True
-    assert coerce_value("[1, 2]", [0]) == [1, 2]
-    assert coerce_value({"a": 1}, {"b": 2}) == {"a": 1}
-    assert coerce_value(3, "text") == "3"
+    assert v("true", False) is True
+    assert v("yes", False) is True
+    assert v("[1, 2]", [0]) == [1, 2]
+    assert v("```json\n[1, 2]\n```", [0]) == [1, 2]
+    assert v({"a": 1}, {"b": 2}) == {"a": 1}
+    assert v(3, "text") == "3"
+    # text for a text parameter is kept as written, fence and all
+    assert v("```\nkeep\n```", "prompt") == "```\nkeep\n```"
     with pytest.raises(InvalidValueError):
-        coerce_value("maybe", False)
+        v("maybe", False)
     with pytest.raises(InvalidValueError, match="list"):
-        coerce_value('{"a": 1}', [0])
+        v('{"a": 1}', [0])
     with pytest.raises(InvalidValueError, match="empty"):
-        coerce_value("  ", "an instruction")
+        v("  ", "an instruction")
 
 
 OLD = "def add(x, y=1):\n    return x - y\n"
 
 
-def test_code_must_compile_and_keep_signature():
-    fixed = check_code("```python\ndef add(x, y=2):\n    return x + y\n```", OLD)
+def test_code_text_must_compile_and_keep_signature():
+    fixed = v("```python\ndef add(x, y=2):\n    return x + y\n```", OLD)
     assert fixed.startswith("def add(x, y=2)")
-    assert (
-        coerce_value("def add(x, y):\n    return x + y", OLD) == "def add(x, y):\n    return x + y"
-    )
+    assert v("    def add(x, y):\n        return x + y", OLD) == "def add(x, y):\n    return x + y"
     with pytest.raises(InvalidValueError, match="does not compile"):
-        check_code("def add(x, y):\n    return x +", OLD)
+        v("def add(x, y):\n    return x +", OLD)
     with pytest.raises(InvalidValueError, match="signature"):
-        check_code("def add(x):\n    return x", OLD)
+        v("def add(x):\n    return x", OLD)
     with pytest.raises(InvalidValueError, match="signature"):
-        check_code("def plus(x, y):\n    return x + y", OLD)
+        v("def plus(x, y):\n    return x + y", OLD)
     with pytest.raises(InvalidValueError, match="no function"):
-        check_code("x = 1", OLD)
+        v("x = 1", OLD)
+
+
+def test_code_of_a_bundle_is_checked_once_by_compiling():
+    """The optimizer's check is the CodeParameter's compile, not a second copy of it."""
+
+    @bundle(trainable=True)
+    def add(x, y=1):
+        return x - y
+
+    calls = []
+    real = add.compile_source
+    add.compile_source = lambda src: calls.append(src) or real(src)
+    code = add.code
+    assert is_code(code)
+    new = validate(code, "```python\ndef add(x, y=1):\n    return x + y\n```")
+    assert new == "def add(x, y=1):\n    return x + y" and len(calls) == 1
+    with pytest.raises(InvalidValueError, match="changes its signature"):
+        validate(code, "def add(x):\n    return x")
 
 
 def test_function_signature():
@@ -170,3 +199,27 @@ def test_same_value():
     assert not same_value(1.0, 1.1)
     assert same_value("a  b\n", "a b")
     assert not same_value(True, 1)
+
+
+def test_collect_takes_trace_parameters_only():
+    from optiforge.agents.optim.errors import OptimizerError
+    from optiforge.agents.optim.params import backward, collect
+    from optiforge.trace import Module, node
+
+    a = node(1, name="a", trainable=True)
+    frozen = node(2, name="f", trainable=True)
+    frozen.trainable = False
+    plain = node(3, name="plain")
+
+    class M(Module):
+        def __init__(self):
+            self.a = a
+
+    assert collect([a, plain, frozen, a]) == [a]
+    assert collect(M()) == [a]
+    with pytest.raises(OptimizerError, match="is not a trace node"):
+        collect([a, 3])
+    with pytest.raises(OptimizerError, match="list of trainable nodes"):
+        collect("a")
+    with pytest.raises(OptimizerError, match="cannot send feedback from int"):
+        backward(3, "bigger")

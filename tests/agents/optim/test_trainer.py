@@ -237,6 +237,8 @@ def test_interrupted_training_resumes_from_its_state_file(tmp_path):
         run(state, flaky, ScriptedLLM(replies))
     saved = json.loads(state.read_text())
     assert saved["step"] == 2 and saved["optimizer"]["step_count"] == 2
+    assert (saved["format"], saved["version"], saved["kind"]) == ("optiforge.state", 1, "training")
+    assert saved["parameters"] == saved["result"]["best_parameters"]
 
     llm = ScriptedLLM(replies[2:])  # only the remaining steps may ask the model
     model, resumed = run(state, judge, llm)
@@ -253,3 +255,54 @@ def test_interrupted_training_resumes_from_its_state_file(tmp_path):
             progress=False,
             state_path=state,
         )
+
+
+def test_training_state_of_the_old_format_still_resumes(tmp_path):
+    """A state file written before the shared format (optiforge.train-state/1, with the
+    optimizer's version-1 state inside) resumes like a current one."""
+    replies = [style_reply(s) for s in ("lower", "title", "lower", "upper")]
+
+    def run(state, llm, max_steps=None):
+        model = Styler()
+        result = train(
+            model,
+            TRAIN,
+            judge,
+            OptoPrime(model.parameters(), llm),
+            epochs=2,
+            batch_size=2,
+            val_set=VAL,
+            workers=1,
+            progress=False,
+            state_path=state,
+            max_steps=max_steps,
+        )
+        return model, result
+
+    state = tmp_path / "state.json"
+    run(state, ScriptedLLM(replies), max_steps=2)
+    new = json.loads(state.read_text())
+    opt_state = {
+        k: v for k, v in new["optimizer"].items() if k not in ("format", "kind")
+    }  # version 1, optimizer, step_count, parameters, log, memory
+    old = {
+        "format": "optiforge.train-state/1",
+        "fingerprint": new["fingerprint"],
+        "step": new["step"],
+        "since_best": new["since_best"],
+        "best_values": new["parameters"],
+        "result": new["result"],
+        "optimizer": opt_state,
+    }
+    state.write_text(json.dumps(old))
+    llm = ScriptedLLM(replies[2:])
+    model, resumed = run(state, llm)
+    assert resumed.resumed_steps == 2 and len(llm.requests) == 2
+    assert model.style.value == "upper" and resumed.best_val_score == 1.0
+
+    state.write_text(json.dumps({**old, "format": "optiforge.train-state/7"}))
+    with pytest.raises(OptimizerError, match="is not a training state file"):
+        run(state, ScriptedLLM([]))
+    state.write_text(json.dumps({**new, "version": 5}))
+    with pytest.raises(OptimizerError, match="version 5 of the optiforge state format"):
+        run(state, ScriptedLLM([]))
