@@ -41,12 +41,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from optiforge.agents.optim import params as P
 from optiforge.agents.optim.base import Optimizer, StepReport, jsonable
 from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
+from optiforge.agents.optim.params import backward
 from optiforge.agents.optim.parsing import extract_json_object
 from optiforge.agents.optim.rollouts import Evaluation, Rollouts, split_example, usage_total
+from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -145,7 +146,7 @@ class GEPA(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Any],
-        llm: Any,
+        llm: ChatClient,
         *,
         minibatch_size: int = 3,
         max_metric_calls: int | None = None,
@@ -291,11 +292,11 @@ class GEPA(Optimizer):
         before = self.values()
         try:
             for name, value in values.items():
-                P.set_value(self.parameter(name), value)
+                self.parameter(name).set(value)
             yield
         finally:
             for name, value in before.items():
-                P.set_value(self.parameter(name), value)
+                self.parameter(name).set(value)
 
     def _run(
         self, values: Mapping[str, Any], data: Sequence[Any], ids: Sequence[int], record: bool
@@ -359,7 +360,7 @@ class GEPA(Optimizer):
             head = f"## Example {k} (score {e.score:g})"
             body = ""
             if output is not None and hasattr(output, "backward"):
-                record = P.backward(output, e.feedback or f"score {e.score:g}")
+                record = backward(output, e.feedback or f"score {e.score:g}")
                 sub = getattr(record, "subgraph", None)
                 if callable(sub):
                     from optiforge.trace.render import render_sections
@@ -385,12 +386,12 @@ class GEPA(Optimizer):
         the reference implementation.
         """
         p = self.parameter(name)
-        constraint = P.constraint(p)
+        constraint = "" if p.constraint is None else str(p.constraint)
         structured = self.structured
         user = render_prompt(
             "optimizers/gepa_reflect",
             name=name,
-            description=P.description(p),
+            description=p.description or "",
             constraint=f"Constraint: {constraint}" if constraint else "",
             current=current if isinstance(current, str) else json.dumps(current, default=repr),
             examples=examples,
@@ -486,7 +487,7 @@ class GEPA(Optimizer):
                 for k, s in enumerate(subs, 1)
             )
             report.detail["parameter"] = name
-            analysis, value = self._reflect(name, P.value(p), examples, report)
+            analysis, value = self._reflect(name, p.value, examples, report)
             return analysis, {name: value}
         return "no feedback reached any parameter: call backward() before step()", {}
 
@@ -579,7 +580,7 @@ class GEPA(Optimizer):
             self._rollouts = None
         best = self.best_index
         for name, value in self.candidates[best].items():
-            P.set_value(self.parameter(name), value)
+            self.parameter(name).set(value)
         weights = self.front_weights()
         calls, tokens = usage_total(clients)
         return GEPAResult(

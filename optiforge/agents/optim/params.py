@@ -4,9 +4,8 @@ Optimizers work on :class:`~optiforge.trace.nodes.ParameterNode` directly (``p.v
 ``p.description``, ``p.constraint``, ``p.kind == "code"``, ``p.validate``/``p.set``);
 this module only gathers them from what the user passed.
 
-The small helpers at the end (:func:`value`, :func:`set_value`, :func:`description`,
-:func:`constraint`, :func:`backward`) are the typed remainder of an older attribute-lookup
-layer, kept while ``gepa.py`` still calls them; new code uses the node's attributes.
+:func:`backward` sends feedback from an output, with a clear error when the output is not
+a traced node.
 """
 
 from __future__ import annotations
@@ -46,27 +45,6 @@ def collect(parameters: Module | Iterable[Node] | Any) -> list[ParameterNode]:
 def unique_names(params: list[ParameterNode]) -> dict[ParameterNode, str]:
     """``{parameter: unique name}``, exactly as the trace renderer names them in prompts."""
     return assign_names(params)
-
-
-def description(p: ParameterNode) -> str:
-    """The parameter's description, or ''."""
-    return p.description or ""
-
-
-def constraint(p: ParameterNode) -> str:
-    """The constraint text attached to the parameter, or ''."""
-    return "" if p.constraint is None else str(p.constraint)
-
-
-def value(p: ParameterNode) -> Any:
-    """The parameter's current value (``p.value``)."""
-    return p.value
-
-
-def set_value(p: ParameterNode, new: Any) -> None:
-    """``p.set(new)``: validated again (code recompiled); a failure raises the trace
-    engine's error and leaves the value unchanged."""
-    p.set(new)
 
 
 def backward(output: Any, fb: Any, *, propagator: Any = None, **kwargs: Any) -> Any:
