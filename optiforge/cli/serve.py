@@ -126,8 +126,8 @@ def _stop_on_sigterm() -> None:
 
 
 def _serve_local(model: str, host: str, port: int, settings) -> None:
-    from optiforge.llm.local import LocalServer
-    from optiforge.llm.store import MODELS, ModelStore
+    from optiforge.llm.serving.local import LocalServer
+    from optiforge.llm.serving.store import MODELS, ModelStore
 
     path = ModelStore(settings=settings).resolve(model)
     alias = model if model in MODELS else path.stem
@@ -173,7 +173,7 @@ def _parallel_note(cfg) -> str:
 
 
 def _serve_vllm(*, settings, ready_timeout: float, **kwargs) -> None:
-    from optiforge.llm.vllm import VllmConfig, launch
+    from optiforge.llm.serving.vllm import VllmConfig, launch
 
     cfg = VllmConfig(**kwargs)
     t0 = time.monotonic()
