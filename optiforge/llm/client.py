@@ -26,13 +26,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
-from optiforge.llm.base import BaseLLM, ChatRequest, Completion, SchemaUnsupported, StreamEvent
 from optiforge.llm import endpoints
+from optiforge.llm.base import BaseLLM, ChatRequest, Completion, SchemaUnsupported, StreamEvent
 from optiforge.llm.cache import ResponseCache
 from optiforge.llm.endpoints import LocalEndpoint
 from optiforge.llm.errors import LLMError, LLMResponseError, NoServerError

@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from optiforge.llm import VllmLaunchError
-from optiforge.llm.serving.vllm import VllmConfig, VllmInstall, build_command, client_urls, gpus_needed
+from optiforge.llm.serving.vllm import (
+    VllmConfig,
+    VllmInstall,
+    build_command,
+    client_urls,
+    gpus_needed,
+)
 
 GPU = VllmInstall(
     python="/venv/bin/python", version="0.11.0", distribution="vllm", has_cli_metadata=True
