@@ -65,6 +65,10 @@ def serve(
 ) -> None:
     """Serve a model over the OpenAI API until Ctrl-C; prints the base URL to use.
 
+    Other programs pass that URL as --base-url or OPTIFORGE_BASE_URL.
+
+    In one Python program, `with optiforge.llm.serving.local_server():` serves a block.
+
     Extra arguments after `--` go to `vllm serve` unchanged.
     """
     from optiforge.config import load_settings

@@ -80,7 +80,7 @@ class LocalServer:
     @property
     def endpoint(self) -> LocalEndpoint:
         """What a client needs to use this server (it must be running)."""
-        if self.base_url is None:
+        if self._server is None or self.base_url is None:
             raise LocalServerError("the embedded server is not running; call start() first")
         return LocalEndpoint(self.base_url, self.alias, self.n_parallel)
 
