@@ -27,7 +27,7 @@ class LocalEndpoint:
 
 def endpoint_key(model: str) -> str:
     """The lookup key of ``model``: a store name as it is, a ``.gguf`` path made absolute
-    (so ``~/m.gguf`` and ``/home/me/m.gguf`` find the same server)."""
+    (so ``~/m.gguf`` and the same file written in full find the same server)."""
     if model.endswith(".gguf"):
         return str(Path(model).expanduser().resolve())
     return model
