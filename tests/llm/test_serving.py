@@ -8,6 +8,7 @@ model, or fails with a clear error; starting one is explicit (``local_server``,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -251,3 +252,39 @@ def test_old_import_paths_are_the_serving_modules():
     assert optiforge.llm.store is optiforge.llm.serving.store
     assert optiforge.llm.vllm is optiforge.llm.serving.vllm
     assert (Path(optiforge.llm.serving.vllm.__file__).with_name("gguf_to_hf.py")).is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_solve_without_a_client_starts_the_embedded_server_itself(tmp_path):
+    """``optiforge.agents.solve(text)``: settings from the environment, the embedded
+    server started by the convenience path on the first call, kept until exit."""
+    code = textwrap.dedent(
+        """
+        import json
+        from optiforge.agents import solve
+        from optiforge.llm import endpoints
+        sol = solve("Maximize x subject to x <= 3, x >= 0.", agent="direct")
+        found = endpoints.find("smollm2-135m")
+        print(json.dumps({"calls": sol.calls, "running": found is not None}))
+        """
+    )
+    env = {
+        **os.environ,
+        "OPTIFORGE_MODEL": "smollm2-135m",
+        "OPTIFORGE_CACHE": "0",
+        "OPTIFORGE_LOCAL_PARALLEL": "1",
+        "OPTIFORGE_LOCAL_CTX": "2048",
+    }
+    env.pop("OPTIFORGE_BASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["calls"] >= 1 and out["running"], out
