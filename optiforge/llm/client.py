@@ -44,7 +44,7 @@ from optiforge.llm.types import Budget
 def is_litellm_model(model: str) -> bool:
     """True for ``provider/model`` names that litellm should handle (no base URL given).
 
-    Model-store names never contain ``/`` (``tests/llm/test_store.py`` checks), so they are
+    Model-store names never contain ``/`` (``tests/llm/test_serving.py`` checks), so they are
     never litellm names."""
     if "/" not in model or model.endswith(".gguf"):
         return False
