@@ -134,7 +134,7 @@ async def _mode(settings, base_url, args, timeout: float, cap: bool, out_dir: Pa
 async def main_async(args) -> dict:
     from optiforge.config import load_settings
     from optiforge.llm import LLM
-    from optiforge.llm.local import ensure_local_server
+    from optiforge.llm.serving.local import ensure_local_server
 
     settings = dataclasses.replace(
         load_settings(), model=args.model, base_url=None, local_parallel=args.slots

@@ -166,7 +166,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from optiforge.config import load_settings
-    from optiforge.llm.local import ensure_local_server
+    from optiforge.llm.serving.local import ensure_local_server
 
     settings = dataclasses.replace(load_settings(), model=args.model, base_url=None)
     server = ensure_local_server(args.model, settings, progress=not args.json)

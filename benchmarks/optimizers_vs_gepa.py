@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: the gepa package is missing: pip install -e '.[bench]'")
 
     from optiforge.config import load_settings
-    from optiforge.llm import LLM
+    from optiforge.llm.serving import connect
 
     settings = load_settings(model=args.model, base_url=args.base_url)
     args.model = settings.model
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         args.model = "scripted"
         client = ScriptedLLM(scripted_reply)
     else:
-        client = LLM(settings=settings, cache=args.cache)
+        client = connect(settings, cache=args.cache)
     with client as llm:
         # Start the embedded server (when no --base-url) now, outside any event loop: the
         # rollouts' loops come and go, the server must not belong to one of them.

@@ -15,7 +15,8 @@ import argparse
 import time
 
 from optiforge.agents.optim import OptoPrime
-from optiforge.llm import LLM
+from optiforge.config import load_settings
+from optiforge.llm.serving import connect
 from optiforge.trace import ExecutionError, bundle, node
 
 
@@ -78,7 +79,7 @@ def main() -> None:
     t0 = time.perf_counter()
     before, _ = run_tests(verbose=True)
     print(f"before: {before}/{len(TESTS)} tests pass")
-    with LLM(model=args.model, cache=False if args.no_cache else None) as llm:
+    with connect(load_settings(model=args.model), cache=False if args.no_cache else None) as llm:
         opt = OptoPrime(
             [clamp_mean.code],
             llm,

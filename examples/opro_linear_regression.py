@@ -14,7 +14,8 @@ import random
 import time
 
 from optiforge.agents.optim import OPRO
-from optiforge.llm import LLM
+from optiforge.config import load_settings
+from optiforge.llm.serving import connect
 from optiforge.trace import node
 
 W_TRUE, B_TRUE = 15.0, 14.0
@@ -46,7 +47,7 @@ def main() -> None:
     b = node(0.0, name="b", trainable=True, description="intercept of the line")
     start = {"w": w.value, "b": b.value}  # a bad start: the flat line y = 0
     t0 = time.perf_counter()
-    with LLM(model=args.model, cache=False if args.no_cache else None) as llm:
+    with connect(load_settings(model=args.model), cache=False if args.no_cache else None) as llm:
         opt = OPRO(
             [w, b],
             llm,

@@ -36,7 +36,9 @@ from pathlib import Path
 
 from optiforge.agents.optim import OPRO, OptoPrime, TextGrad
 from optiforge.agents.trainer import evaluate, train
+from optiforge.config import load_settings
 from optiforge.llm import LLM
+from optiforge.llm.serving import connect
 from optiforge.trace import Module, bundle, node
 
 DATA = Path(__file__).parent / "data" / "support_tickets.jsonl"
@@ -133,7 +135,7 @@ def main() -> None:
 
     train_set, val_set, test_set = load_splits(args.seed)
     t0 = time.perf_counter()
-    with LLM(model=args.model, cache=False if args.no_cache else None) as llm:
+    with connect(load_settings(model=args.model), cache=False if args.no_cache else None) as llm:
         router = TicketRouter(llm, "Classify this support ticket.")
         judge = make_judge(router, [t for t, _ in train_set + val_set + test_set])
         before, _ = evaluate(router, test_set, judge)

@@ -63,7 +63,7 @@ class Settings:
     #: Context size per slot of the embedded server, in tokens.
     local_ctx: int = field(default=4096, metadata={"ge": 1})
     #: CPU threads of the embedded server (None = every usable core; set it lower on a
-    #: machine that other jobs keep busy, see optiforge.llm.local.default_threads).
+    #: machine that other jobs keep busy, see optiforge.llm.serving.local.default_threads).
     local_threads: int | None = field(default=None, metadata={"ge": 1})
     #: ``full``: refuse to run generated code unless the sandbox has every isolation layer
     #: (namespaces, read-only view, PID namespace, process limit); ``none``: run with what

@@ -4,7 +4,7 @@
   (``llm = scripted_llm(['{"x": 1}'])``); closed after the test.
 - ``tiny_llm``: SmolLM2-135M on the embedded llama.cpp server (plumbing only: its answers are
   nonsense). ``coder_llm``: Qwen2.5-Coder-1.5B, the default model. Both start once per
-  session, share the process's embedded server, use their own temporary cache directory
+  session, share the process's embedded server (started explicitly by the fixture), use their own temporary cache directory
   (so answers cached by one test are hits for the next identical call), and may only be
   used by tests marked ``@pytest.mark.slow``. Models come from the store
   (``Settings.resolved_models_dir``), pulled on first use.
@@ -37,9 +37,12 @@ def scripted_llm():
 def _session_llm(tmp_path_factory, model: str):
     from optiforge.config import load_settings
     from optiforge.llm import LLM
+    from optiforge.llm.serving import ensure_local_server
 
-    # Always the embedded server, whatever OPTIFORGE_BASE_URL says in the environment.
+    # Always the embedded server, whatever OPTIFORGE_BASE_URL says in the environment;
+    # started here, explicitly (a client never starts one), for the rest of the session.
     settings = dataclasses.replace(load_settings(), model=model, base_url=None, cache=True)
+    ensure_local_server(model, settings)
     llm = LLM(settings=settings, cache_dir=tmp_path_factory.mktemp(f"llm-cache-{model}"))
     llm.ensure_server()
     return llm

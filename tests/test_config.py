@@ -150,3 +150,71 @@ def test_limits_are_checked(monkeypatch):
             load_settings()
         monkeypatch.delenv(f"OPTIFORGE_{name.upper()}")
     assert load_settings(cache_max_mb=0, local_threads=None).cache_max_mb == 0
+
+
+def test_the_llm_layers_defaults_are_the_settings_defaults():
+    # optiforge.llm reads no config: without settings it uses LLMSettings, which must say
+    # what Settings says, field for field (home included, from the same XDG rule).
+    import dataclasses
+
+    from optiforge.llm.settings import LLMSettings
+
+    ours, theirs = LLMSettings(), Settings()
+    for f in dataclasses.fields(LLMSettings):
+        assert f.name in Settings.__dataclass_fields__, f.name
+        assert getattr(ours, f.name) == getattr(theirs, f.name), f.name
+    assert ours.resolved_cache_dir == theirs.resolved_cache_dir
+    assert ours.resolved_models_dir == theirs.resolved_models_dir
+
+
+def test_precedence_reaches_the_client_the_cli_builds(tmp_path, monkeypatch):
+    """Flags > OPTIFORGE_* > optiforge.toml, as the commands (and agents.solve without a
+    client) hand settings to the llm layer: nothing in between reads them again."""
+    from optiforge.cli.common import connect_llm
+
+    (tmp_path / "optiforge.toml").write_text(
+        '[optiforge]\nmodel = "toml/model"\nconcurrency = 3\ntimeout = 9.5\nmax_retries = 1\n'
+        f'cache_dir = "{tmp_path / "toml-cache"}"\n'
+    )
+    monkeypatch.setenv("OPTIFORGE_TIMEOUT", "22")
+    monkeypatch.setenv("OPTIFORGE_MODEL", "env/model")
+    monkeypatch.setenv("OPTIFORGE_API_KEY", "sk-env")
+    settings = load_settings(model="flag/model", base_url=None)
+    llm = connect_llm(settings, no_cache=False)
+    try:
+        assert llm.route == "litellm"  # a provider/model name without base_url
+        assert (llm.model, llm.timeout, llm.concurrency, llm.max_retries, llm.api_key) == (
+            "flag/model",
+            22.0,
+            3,
+            1,
+            "sk-env",
+        )
+        assert llm.settings is settings
+        assert llm.cache.path.parent == tmp_path / "toml-cache"
+    finally:
+        llm.close()
+
+
+def test_the_teams_default_client_reads_the_settings(tmp_path, monkeypatch):
+    """``agents.solve`` without a client: settings resolved by config (env here), handed
+    to serving.connect, whose client may start the embedded server on first use."""
+    import optiforge.llm
+    from optiforge.agents.team.team import _resolve_llms
+
+    made = []
+
+    def factory(**kwargs):
+        made.append(kwargs)
+        return optiforge.llm.testing.ScriptedLLM("x")
+
+    import optiforge.llm.testing
+
+    monkeypatch.setattr(optiforge.llm, "LLM", factory)
+    monkeypatch.setenv("OPTIFORGE_MODEL", "smollm2-135m")
+    monkeypatch.setenv("OPTIFORGE_TIMEOUT", "12")
+    _llms, owned = _resolve_llms(None, None)
+    assert len(owned) == 1 and made
+    kw = made[0]
+    assert kw["model"] == "smollm2-135m" and kw["base_url"] is None
+    assert kw["settings"].timeout == 12.0 and callable(kw["start_local"])

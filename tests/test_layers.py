@@ -45,15 +45,19 @@ AGENTS_FROM_EVALS = {"optiforge.evals.tune"}
 
 # What the code still does against the design (issue 13). Remove entries as they are fixed.
 KNOWN_DEBT: set[str] = {
-    "layer: optiforge.llm.client -> optiforge.config",
-    "layer: optiforge.llm.local -> optiforge.config",
-    "layer: optiforge.llm.store -> optiforge.config",
-    "layer: optiforge.llm.vllm -> optiforge.config",
     "layer: optiforge.solvers.sandbox -> optiforge.config",  # sandbox_require, hidden dirs
     "cycle: optiforge.solvers.compile <> optiforge.solvers.ir",
     "cycle: optiforge.trace.bundle <> optiforge.trace.feedback <> optiforge.trace.nodes <> "
     "optiforge.trace.render",
 }
+
+
+# Inside llm, the serving code (model store, embedded server, vLLM launcher) sits apart from
+# the client: serving may use the client's modules, nothing else in llm may import serving.
+# The old import paths optiforge.llm.{local,store,vllm} are aliases of the serving modules
+# (each replaces itself in sys.modules), so they are the one exception.
+SERVING = "optiforge.llm.serving"
+SERVING_ALIASES = {"optiforge.llm.local", "optiforge.llm.store", "optiforge.llm.vllm"}
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -195,6 +199,47 @@ def test_imports_follow_the_design_and_have_no_cycles():
     fixed = sorted(KNOWN_DEBT - found)
     assert not new, "imports against docs/DESIGN.md:\n" + "\n".join(new)
     assert not fixed, "fixed, so remove from KNOWN_DEBT:\n" + "\n".join(fixed)
+
+
+def serving_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``serving: a -> b`` for every llm module outside serving that imports serving."""
+    out = []
+    for a, targets in graph.items():
+        if not a.startswith("optiforge.llm") or a.startswith(SERVING) or a in SERVING_ALIASES:
+            continue
+        out += [f"serving: {a} -> {b}" for b in sorted(targets) if b.startswith(SERVING)]
+    return sorted(out)
+
+
+def test_llm_reads_no_settings_of_its_own():
+    # Settings are passed in: no module of llm (client or serving) imports config.
+    graph = import_graph(ROOT)
+    assert [v for v in layer_violations(graph) if v.startswith("layer: optiforge.llm")] == []
+
+
+def test_the_client_does_not_import_the_serving_code():
+    graph = import_graph(ROOT)
+    assert any(m.startswith(SERVING + ".") for m in module_files(ROOT))  # the layout is real
+    for alias in SERVING_ALIASES:  # old paths are aliases of serving modules, not copies
+        text = module_files(ROOT)[alias].read_text(encoding="utf-8")
+        assert "sys.modules[__name__]" in text and len(text.splitlines()) < 15, alias
+    assert serving_violations(graph) == []
+
+
+def test_a_planted_client_to_serving_import_is_caught(tmp_path):
+    root = _plant(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "llm/__init__.py": "",
+            "llm/client.py": "def f():\n    from optiforge.llm.serving.local import x\n",
+            "llm/serving/__init__.py": "",
+            "llm/serving/local.py": "from optiforge.llm.client import f\n",
+        },
+    )
+    assert serving_violations(import_graph(root)) == [
+        "serving: optiforge.llm.client -> optiforge.llm.serving.local"
+    ]
 
 
 def _plant(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -94,7 +94,9 @@ def check_server(
 
 def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None = None) -> LLM:
     """The LLM a command uses: a configured server (waited for until it is ready, see
-    :func:`check_server`) or the embedded one."""
+    :func:`check_server`), a hosted model, or the embedded llama.cpp server, which the
+    client starts on its first call (explicitly: :func:`optiforge.llm.serving.connect`'s
+    ``start_local``) and which serves until the command exits."""
     if settings.base_url:
         # Several comma-separated servers: go on while one answers; the client's pool
         # marks the others down and probes them again later.
@@ -109,15 +111,9 @@ def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None =
                 failures.append(exc)
         if failures and len(failures) == len(urls):
             raise failures[0]
-    from optiforge.llm import LLM
+    from optiforge.llm.serving import connect
 
-    llm = LLM(
-        model=settings.model,
-        base_url=settings.base_url,
-        cache=False if no_cache else None,
-        concurrency=concurrency,
-        settings=settings,
-    )
+    llm = connect(settings, cache=False if no_cache else None, concurrency=concurrency)
     if settings.base_url:
         # Several servers: their slots add up (unknown if any one does not say).
         slots = [server_slots(u) for u in urls]
@@ -153,7 +149,7 @@ def llm_provenance(llm: LLM, settings: Settings | None = None) -> dict[str, Any]
     if route == "litellm":
         out["server"] = {"kind": "hosted (litellm)", "url": None}
     elif route == "local":
-        from optiforge.llm.local import server_for_url
+        from optiforge.llm.serving.local import server_for_url
 
         server = server_for_url(getattr(llm, "base_url", None))
         out["server"] = {"kind": "embedded llama.cpp", "url": getattr(llm, "base_url", None)}

@@ -17,7 +17,7 @@ app.add_typer(models_app, name="models")
 
 def _store(models_dir: str | None):
     from optiforge.config import load_settings
-    from optiforge.llm.store import ModelStore
+    from optiforge.llm.serving.store import ModelStore
 
     return ModelStore(settings=load_settings(models_dir=models_dir))
 
@@ -32,7 +32,7 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the models the store knows and whether each is present and verified."""
-    from optiforge.llm.store import DEFAULT_MODEL
+    from optiforge.llm.serving.store import DEFAULT_MODEL
 
     store = _store(models_dir)
     rows = store.list()

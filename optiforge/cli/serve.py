@@ -65,6 +65,10 @@ def serve(
 ) -> None:
     """Serve a model over the OpenAI API until Ctrl-C; prints the base URL to use.
 
+    Other programs pass that URL as --base-url or OPTIFORGE_BASE_URL.
+
+    In one Python program, `with optiforge.llm.serving.local_server():` serves a block.
+
     Extra arguments after `--` go to `vllm serve` unchanged.
     """
     from optiforge.config import load_settings
@@ -126,8 +130,8 @@ def _stop_on_sigterm() -> None:
 
 
 def _serve_local(model: str, host: str, port: int, settings) -> None:
-    from optiforge.llm.local import LocalServer
-    from optiforge.llm.store import MODELS, ModelStore
+    from optiforge.llm.serving.local import LocalServer
+    from optiforge.llm.serving.store import MODELS, ModelStore
 
     path = ModelStore(settings=settings).resolve(model)
     alias = model if model in MODELS else path.stem
@@ -173,7 +177,7 @@ def _parallel_note(cfg) -> str:
 
 
 def _serve_vllm(*, settings, ready_timeout: float, **kwargs) -> None:
-    from optiforge.llm.vllm import VllmConfig, launch
+    from optiforge.llm.serving.vllm import VllmConfig, launch
 
     cfg = VllmConfig(**kwargs)
     t0 = time.monotonic()

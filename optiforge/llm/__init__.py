@@ -4,9 +4,14 @@
   llama.cpp server, any other) and litellm for hosted ``provider/model`` names; with a
   persistent cache, bounded concurrency, retries, usage and budget, structured output.
 - :mod:`optiforge.llm.testing`: :class:`~optiforge.llm.testing.ScriptedLLM` for unit tests.
-- :mod:`optiforge.llm.store`: the local model store (``optiforge models``).
-- :mod:`optiforge.llm.local`: the embedded llama.cpp server (``optiforge serve --local``).
-- :mod:`optiforge.llm.vllm`: the vLLM launcher (``optiforge serve --model``).
+- :mod:`optiforge.llm.serving`: apart from the client, everything that starts or prepares
+  a server: the model store (``optiforge models``), the embedded llama.cpp server
+  (``optiforge serve --local``; in Python ``with serving.local_server(...):``), the vLLM
+  launcher (``optiforge serve --model``) and :func:`~optiforge.llm.serving.connect`, the
+  convenience path that starts the embedded server on first use. The client never starts
+  a server itself.
+- :class:`~optiforge.llm.settings.LLMSettings`: the settings this package reads; callers
+  pass theirs in (``optiforge.config.load_settings()``), the package reads no config.
 - :func:`run_sync`: run a coroutine from sync code on the one persistent background loop,
   so every sync-over-async caller shares the client's connections.
 
@@ -35,6 +40,8 @@ _EXPORTS = {
     "LLMResponseError": "optiforge.llm.errors",
     "ModelStoreError": "optiforge.llm.errors",
     "LocalServerError": "optiforge.llm.errors",
+    "NoServerError": "optiforge.llm.errors",
+    "LLMSettings": "optiforge.llm.settings",
     "VllmLaunchError": "optiforge.llm.errors",
 }
 

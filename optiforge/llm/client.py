@@ -6,8 +6,17 @@ Routes, chosen from ``model`` and ``base_url``:
   several comma-separated URLs share the load (:mod:`optiforge.llm.pool`).
 - ``base_url`` unset and ``model`` a ``provider/model`` name (e.g. ``openai/gpt-4o-mini``,
   ``anthropic/claude-...``): litellm, imported on first use.
-- otherwise: the embedded llama.cpp server (:mod:`optiforge.llm.local`) with ``model`` taken
-  from the model store (or a ``.gguf`` path); started on first use, shared per process.
+- otherwise: the embedded llama.cpp server running in this process for ``model`` (a
+  model-store name or a ``.gguf`` path). The client never starts one by itself: start it
+  explicitly with :func:`optiforge.llm.serving.local_server` (a context manager) or
+  :func:`~optiforge.llm.serving.ensure_local_server`, or build the client with
+  :func:`optiforge.llm.serving.connect`, which starts it on first use. With none running,
+  the first call raises :class:`~optiforge.llm.errors.NoServerError` saying how to start one.
+
+Settings are passed in (``settings=``, any object with the fields of
+:class:`~optiforge.llm.settings.LLMSettings`); this module does not read the environment or
+``optiforge.toml`` (:func:`optiforge.config.load_settings` does, in the CLI and top-level
+helpers).
 """
 
 from __future__ import annotations
@@ -17,23 +26,27 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from optiforge.llm import endpoints
 from optiforge.llm.base import BaseLLM, ChatRequest, Completion, SchemaUnsupported, StreamEvent
 from optiforge.llm.cache import ResponseCache
-from optiforge.llm.errors import LLMError, LLMResponseError
+from optiforge.llm.endpoints import LocalEndpoint
+from optiforge.llm.errors import LLMError, LLMResponseError, NoServerError
 from optiforge.llm.pool import ServerPool, ServerState, is_server_failure, split_base_urls
 from optiforge.llm.retry import SchemaRejected, with_retries
+from optiforge.llm.settings import LLMSettings
 from optiforge.llm.types import Budget
 
 
 def is_litellm_model(model: str) -> bool:
-    """True for ``provider/model`` names that litellm should handle (no base URL given)."""
-    from optiforge.llm.store import MODELS
+    """True for ``provider/model`` names that litellm should handle (no base URL given).
 
-    if "/" not in model or model in MODELS or model.endswith(".gguf"):
+    Model-store names never contain ``/`` (``tests/llm/test_serving.py`` checks), so they are
+    never litellm names."""
+    if "/" not in model or model.endswith(".gguf"):
         return False
     return not Path(model).expanduser().exists()
 
@@ -54,11 +67,18 @@ def _import_litellm() -> Any:
 
 class LLM(BaseLLM):
     """One client, sync (:meth:`chat`, :meth:`stream`) and async (:meth:`achat`,
-    :meth:`astream`), for every backend. Unset arguments come from
-    :func:`optiforge.config.load_settings` (flags > ``OPTIFORGE_*`` > optiforge.toml).
+    :meth:`astream`), for every backend. Unset arguments come from ``settings`` (pass
+    :func:`optiforge.config.load_settings`'s result to honour flags, ``OPTIFORGE_*`` and
+    optiforge.toml), else from :class:`~optiforge.llm.settings.LLMSettings`'s defaults.
 
     ``cache``: True/False, or a :class:`ResponseCache` to share one between clients.
     ``budget``: a :class:`Budget` or ``{"max_calls": ..., "max_tokens": ...}``.
+    ``start_local``: only for the embedded route (no ``base_url``, not a litellm name): a
+    callable that starts the embedded server for a model and returns its
+    :class:`~optiforge.llm.endpoints.LocalEndpoint`, called once, on first use, if no
+    server is running for the model. None (the default) starts nothing: the first call
+    raises :class:`~optiforge.llm.errors.NoServerError`. :func:`optiforge.llm.serving.connect`
+    passes one; pass your own only to start servers your way.
     Use it as a context manager or call :meth:`close` when done.
     """
 
@@ -75,10 +95,9 @@ class LLM(BaseLLM):
         max_retries: int | None = None,
         budget: Budget | dict[str, Any] | None = None,
         settings: Any = None,
+        start_local: Callable[[str], LocalEndpoint] | None = None,
     ) -> None:
-        from optiforge.config import load_settings
-
-        s = settings if settings is not None else load_settings()
+        s = settings if settings is not None else LLMSettings()
         self.settings = s
         model = model or s.model
         base_url = base_url if base_url is not None else s.base_url
@@ -112,7 +131,8 @@ class LLM(BaseLLM):
             self.base_url = None
         else:
             self.route = "local"
-            self.base_url = None  # known once the embedded server runs
+            self.base_url = None  # known once bound to the running embedded server
+        self._start_local = start_local
         # One SDK client per event loop and server URL.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]]
         self._clients = weakref.WeakKeyDictionary()
@@ -137,20 +157,25 @@ class LLM(BaseLLM):
         return {"route": "litellm" if self.route == "litellm" else "openai", "model": self.model}
 
     def ensure_server(self) -> str | None:
-        """Start the embedded server now if this client uses it (pulling the model first if
-        needed) and return the base URL; returns None for the litellm route."""
+        """Bind this client to its server now and return the base URL (None for the
+        litellm route). On the embedded route that is the server running in this process
+        for the model; the client starts none itself (only a ``start_local`` given to it
+        does), and with none running this raises :class:`NoServerError` saying how to
+        start one."""
         if self._closed:
             raise LLMError("this LLM client was closed; create a new one")
         if self.route != "local" or self.base_url is not None:
             return self.base_url
         with self._start_lock:
             if self.base_url is None:
-                from optiforge.llm.local import ensure_local_server
-
-                server = ensure_local_server(self.model, self.settings)
-                self._served_name = server.alias
-                self.limit_in_flight(server.n_parallel)
-                self.base_url = server.base_url
+                found = endpoints.find(self.model)
+                if found is None and self._start_local is not None:
+                    found = self._start_local(self.model)
+                if found is None:
+                    raise NoServerError(no_server_message(self.model))
+                self._served_name = found.served_name
+                self.limit_in_flight(found.slots)
+                self.base_url = found.base_url
         return self.base_url
 
     async def _prepare(self) -> None:
@@ -365,8 +390,8 @@ class LLM(BaseLLM):
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
-        """Close HTTP connections and the cache. The embedded server keeps running for
-        other clients and stops when the process exits."""
+        """Close HTTP connections and the cache. An embedded server this client used keeps
+        running: whoever started it stops it."""
         if self._closed:
             return
         self._closed = True
@@ -391,6 +416,20 @@ class LLM(BaseLLM):
         for client in self._clients.pop(loop, {}).values():
             await client.close()
         await asyncio.to_thread(self.close)
+
+
+def no_server_message(model: str) -> str:
+    """What to do when a client without ``base_url`` finds no embedded server for ``model``."""
+    return (
+        f"no model server for {model!r}: this client has no base_url and no embedded "
+        "llama.cpp server is running for that model in this process (LLM() never starts "
+        "one by itself). Start one explicitly: in Python, "
+        f"`with optiforge.llm.serving.local_server({model!r}, settings=...):` around the "
+        "code that uses the client, or build the client with "
+        "`optiforge.llm.serving.connect(settings)`, which starts it on first use; from the "
+        f"shell, `optiforge serve --local --model {model}` and pass the URL it prints as "
+        "base_url (OPTIFORGE_BASE_URL). For a hosted model use a provider/model name."
+    )
 
 
 def _is_llamacpp(resp: Any) -> bool:

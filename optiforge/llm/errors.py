@@ -80,3 +80,8 @@ class LocalServerError(LLMError):
 
 class VllmLaunchError(LLMError):
     """``optiforge serve --model`` could not start a vLLM server."""
+
+
+class NoServerError(LLMError):
+    """A client with no ``base_url`` was used while no embedded server runs for its model
+    (the client never starts one; see :mod:`optiforge.llm.serving`)."""

@@ -94,7 +94,7 @@ def test_cli_eval_direct_with_the_embedded_server(tmp_path):
     # the journal's per-problem counts add up to the client's own, even for a problem cut
     # by --timeout on a slow machine (its calls so far are kept)
     from optiforge.evals.runner import USAGE_FIELDS
-    from optiforge.llm.store import MODELS
+    from optiforge.llm.serving.store import MODELS
 
     usage = meta["sessions"][0]["usage"]
     for f in USAGE_FIELDS:

@@ -96,7 +96,7 @@ def test_serve_local_prints_its_url_only_when_ready(tmp_path):
         # what a command connecting to it learns: its slots, its kind and model file
         from optiforge.cli.common import llm_provenance, server_slots
         from optiforge.llm import LLM
-        from optiforge.llm.store import MODELS
+        from optiforge.llm.serving.store import MODELS
 
         assert server_slots(url) == 2
         with LLM(model="smollm2-135m", base_url=url, cache=False) as llm:

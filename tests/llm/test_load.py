@@ -23,14 +23,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 def test_sixteen_problems_queue_in_the_client(tmp_path):
     from optiforge.config import load_settings
-    from optiforge.llm import LLM
-    from optiforge.llm.local import server_for_url
+    from optiforge.llm.serving import connect
+    from optiforge.llm.serving.local import server_for_url
 
     settings = dataclasses.replace(
         load_settings(), model="smollm2-135m", base_url=None, cache=False
     )
-    llm = LLM(settings=settings, concurrency=16)
-    llm.ensure_server()
+    llm = connect(settings, concurrency=16)
+    llm.ensure_server()  # connect's client starts the embedded server here
     slots = server_for_url(llm.base_url).n_parallel
     assert llm.max_in_flight == min(16, slots)
 
@@ -86,12 +86,12 @@ def test_a_real_problem_cut_by_its_timeout_keeps_its_cost(tmp_path):
     """The runner cancels a problem mid-request: the request it had sent, and the calls it
     made before, are in its journal line, and the journal still adds up to the client."""
     from optiforge.config import load_settings
-    from optiforge.llm import LLM
+    from optiforge.llm.serving import connect
 
     settings = dataclasses.replace(
         load_settings(), model="smollm2-135m", base_url=None, cache=False
     )
-    llm = LLM(settings=settings, concurrency=2)
+    llm = connect(settings, concurrency=2)
 
     async def agent(problem):
         await llm.achat(problem.text, max_tokens=2, tag="quick")

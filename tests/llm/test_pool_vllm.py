@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from optiforge.llm import VllmLaunchError
-from optiforge.llm.vllm import VllmConfig, VllmInstall, build_command, client_urls, gpus_needed
+from optiforge.llm.serving.vllm import (
+    VllmConfig,
+    VllmInstall,
+    build_command,
+    client_urls,
+    gpus_needed,
+)
 
 GPU = VllmInstall(
     python="/venv/bin/python", version="0.11.0", distribution="vllm", has_cli_metadata=True
@@ -36,7 +42,7 @@ def test_data_and_tensor_parallel_in_the_command_line():
 
 
 def test_too_few_gpus_is_a_clear_error(monkeypatch):
-    import optiforge.llm.vllm as v
+    import optiforge.llm.serving.vllm as v
 
     monkeypatch.setattr(v, "find_vllm", lambda python=None: GPU)
     monkeypatch.setattr(v, "has_gpu", lambda: True)
@@ -47,7 +53,7 @@ def test_too_few_gpus_is_a_clear_error(monkeypatch):
 
 
 def test_gpu_count_respects_cuda_visible_devices(monkeypatch, tmp_path):
-    import optiforge.llm.vllm as v
+    import optiforge.llm.serving.vllm as v
 
     smi = tmp_path / "nvidia-smi"
     smi.write_text('#!/bin/sh\nfor i in 0 1 2 3; do echo "GPU $i: Fake (UUID: GPU-$i)"; done\n')

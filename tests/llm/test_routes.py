@@ -28,7 +28,7 @@ def test_route_selection(tmp_path):
 def test_importing_optiforge_and_llm_stays_light():
     code = (
         "import sys, optiforge, optiforge.llm; from optiforge.llm import LLM, ChatResult; "
-        "import optiforge.llm.testing, optiforge.llm.store; "
+        "import optiforge.llm.testing, optiforge.llm.serving, optiforge.llm.serving.store; "
         "bad = [m for m in ('litellm', 'openai', 'xllamacpp', 'torch', 'vllm') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from optiforge.llm import ModelStoreError
-from optiforge.llm import store as store_mod
-from optiforge.llm.store import ModelSpec, ModelStore, PyPIPart, get_spec
+from optiforge.llm.serving import store as store_mod
+from optiforge.llm.serving.store import ModelSpec, ModelStore, PyPIPart, get_spec
 
 CHUNKS = [os.urandom(3000) + b"a", os.urandom(2000) + b"b", b"tail"]
 BLOB = b"".join(CHUNKS)

@@ -12,7 +12,7 @@ from threading import Thread
 import pytest
 
 from optiforge.llm import VllmLaunchError
-from optiforge.llm.vllm import (
+from optiforge.llm.serving.vllm import (
     VllmConfig,
     VllmInstall,
     build_command,
@@ -114,7 +114,7 @@ def test_missing_vllm_and_missing_gpu_are_clear(monkeypatch, tmp_path):
         find_vllm(sys.executable)
     with pytest.raises(VllmLaunchError, match="does not exist"):
         find_vllm(str(tmp_path / "nope" / "python"))
-    import optiforge.llm.vllm as v
+    import optiforge.llm.serving.vllm as v
 
     monkeypatch.setattr(v, "find_vllm", lambda python=None: GPU)
     monkeypatch.setattr(v, "has_gpu", lambda: False)
@@ -237,7 +237,7 @@ def test_launch_with_a_fake_vllm_module(tmp_path, monkeypatch):
         "print('fake vllm up', flush=True)\n"
         "HTTPServer((a.host, a.port), H).serve_forever()\n"
     )
-    import optiforge.llm.vllm as v
+    import optiforge.llm.serving.vllm as v
     from optiforge.config import load_settings
 
     install = VllmInstall(

@@ -146,9 +146,10 @@ def _resolve_llms(llm: Any, roles_map: dict[str, Any] | None) -> tuple[dict[str,
     if unknown:
         raise TeamError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
     if llm is None and not (roles_map and all(r in roles_map for r in ROLES)):
-        from optiforge.llm import LLM
+        from optiforge.config import load_settings
+        from optiforge.llm.serving import connect
 
-        llm = LLM()
+        llm = connect(load_settings())  # no base_url: starts the embedded server on first use
         owned.append(llm)
     out = {r: (roles_map or {}).get(r) or llm for r in ROLES}
     return out, owned
@@ -496,10 +497,12 @@ def solve(
     UCB scheduler, with self-consistency voting); ``agent="direct"`` is the single-shot
     baseline (one prompt -> Pyomo code -> one sandbox run).
 
-    ``llm``: an :class:`optiforge.llm.LLM` (or any client with ``achat``); None starts the
-    default local model. ``roles`` maps role names (formulator, planner, coder, critic) to
-    their own clients. ``budget``: LLM samples per problem (int), a dict or
-    :class:`TeamBudget`. ``samples``: formulations in the first round (1 greedy + the rest
+    ``llm``: an :class:`optiforge.llm.LLM` (or any client with ``achat``); None builds one
+    from :func:`optiforge.config.load_settings` with :func:`optiforge.llm.serving.connect`,
+    which (no base_url set) starts the embedded llama.cpp server for the model on first
+    use and keeps it until the process exits. ``roles`` maps role names (formulator,
+    planner, coder, critic) to their own clients. ``budget``: LLM samples per problem
+    (int), a dict or :class:`TeamBudget`. ``samples``: formulations in the first round (1 greedy + the rest
     sampled at T=0.7). ``prompts``: tuned prompt values (a JSON file from ``optiforge
     tune`` or a dict). Returns a :class:`~optiforge.agents.solution.Solution`; failures are
     reported in ``failure_class``/``error``, bad arguments raise :class:`TeamError`.
