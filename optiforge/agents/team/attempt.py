@@ -99,9 +99,7 @@ class AttemptSteps:
         if att.error is None:
             try:
                 run.solver_runs += 1
-                att.result = await asyncio.to_thread(
-                    solve_ir, model, time_limit=run.solver_limit()
-                )
+                att.result = await asyncio.to_thread(solve_ir, model, time_limit=run.solver_limit())
             except (SolverError, IRValidationError) as exc:
                 att.error = str(exc)
             except Exception as exc:  # a solver crash must not end the run
@@ -120,9 +118,7 @@ class AttemptSteps:
         try:
             run.solver_runs += 1
             new_model = ModelIR.from_json(flipped)
-            res = await asyncio.to_thread(
-                solve_ir, new_model, time_limit=run.solver_limit()
-            )
+            res = await asyncio.to_thread(solve_ir, new_model, time_limit=run.solver_limit())
         except Exception:
             return None
         att.ir, att.model, att.result, att.flipped = flipped, new_model, res, True

@@ -280,11 +280,12 @@ class RunState:
     def call_seconds(self, role: str) -> float | None:
         """The mean measured time of this role's answered LLM calls (cancelled ones and
         cache hits left out); of every role's when this one has none; None before any."""
+
         def times(r: str | None) -> list[float]:
             return [
                 s.elapsed_s
                 for s in self.steps
-                if (r is None and s.role in ROLES or s.role == r)
+                if ((r is None and s.role in ROLES) or s.role == r)
                 and s.calls > 0
                 and not s.detail.get("cached")
             ]
