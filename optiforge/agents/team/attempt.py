@@ -343,11 +343,20 @@ class TeamRun(RunState):
     # -- attempts ---------------------------------------------------------------------------
     def add_draft(self, reply_node: Any, plan: str, parent: int | None = None) -> Attempt:
         """A new IR attempt from a formulator reply node (its model is built at once)."""
+        att = self.new_attempt(plan, parent)
+        self.set_draft(att, reply_node)
+        return att
+
+    def new_attempt(self, plan: str, parent: int | None = None) -> Attempt:
+        """A new IR attempt, waiting for its draft (:meth:`set_draft`)."""
         att = Attempt(index=len(self.attempts), plan=plan, source="ir", parent=parent)
         self.attempts.append(att)
+        return att
+
+    def set_draft(self, att: Attempt, reply_node: Any) -> None:
+        """Give ``att`` its formulator reply node and build its model at once."""
         att.draft_node = reply_node
         att.model_node = AttemptSteps(self, att).build_model(reply_node, self.problem_node)
-        return att
 
     async def solve_and_check(self, att: Attempt) -> None:
         """Solve an IR attempt, run the critic's checks and record the solver step."""
@@ -405,29 +414,24 @@ class TeamRun(RunState):
             )
             for t in temps
         ]
-        replies: list[Any] = [None] * len(calls)
+        # The attempts take their places (and indices, which break vote ties) in the order
+        # asked, greedy first; each is solved and checked as soon as its reply arrives, so
+        # a deadline that cancels the slower replies keeps the answers already checked.
+        new = [self.new_attempt(plan) for _ in calls]
 
-        async def one(i: int, call: Any) -> None:
-            replies[i] = await call
+        async def one(att: Attempt, call: Any) -> None:
+            try:
+                reply = await call
+            except asyncio.CancelledError:
+                att.error = "cancelled at the deadline before its reply arrived"
+                raise
+            self.record(reply.value)
+            self.set_draft(att, reply)
+            await self.solve_and_check(att)
+            if att.ir is not None:
+                self.signatures.add(ir_signature(att.ir))
 
-        try:
-            await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
-        except asyncio.CancelledError:
-            # The deadline: the replies that arrived keep their cost in the steps (they
-            # were not checked, so they do not vote); the rest were cancelled in flight.
-            for r in replies:
-                if r is not None:
-                    self.record(r.value)
-            raise
-        new = []
-        for r in replies:
-            self.record(r.value)
-            new.append(self.add_draft(r, plan))
-        # Failed drafts are checked too (no solver step); their order does not matter.
-        await asyncio.gather(*(self.solve_and_check(a) for a in new))
-        for a in new:
-            if a.ir is not None:
-                self.signatures.add(ir_signature(a.ir))
+        await asyncio.gather(*(one(a, c) for a, c in zip(new, calls, strict=True)))
         return new
 
     async def repair(self, target: Attempt) -> Attempt:

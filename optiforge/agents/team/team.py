@@ -477,8 +477,8 @@ class _Direct:
             # The deadline came first: the request or the program's run was cancelled.
             sol.steps.extend(self.cancelled)
             sol.failure_class = "timeout"
-            what = "the model's reply" if reply is None else "the program's result"
-            sol.error = f"no answer within the time limit of {self.time_limit:g} s (no {what})"
+            what = "the model had not replied" if reply is None else "the program had not finished"
+            sol.error = f"no answer within the time limit of {self.time_limit:g} s ({what})"
         elif code is None:
             sol.error = reply.error or "the reply contained no Python code block"
             sol.failure_class = "llm_error" if reply.error else "code_error"
