@@ -254,6 +254,12 @@ class RunState:
             if deadline is not None
             else (time.monotonic() + budget.seconds if budget.seconds is not None else None)
         )
+        #: The time limit in seconds, as the run reports it (None: none).
+        self.time_limit: float | None = (
+            budget.seconds
+            if budget.seconds is not None or self.deadline is None
+            else round(self.deadline - time.monotonic(), 3)
+        )
         #: Why the run stopped early: None, STOPPED_TIME_LEFT or STOPPED_DEADLINE.
         self.stopped: str | None = None
         #: Measured wall time of each pull, per plan (the first round counts as "sample").

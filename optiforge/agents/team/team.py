@@ -124,7 +124,7 @@ class _Decision:
             if run.stopped is not None:
                 sol.failure_class, sol.error = "timeout", _stopped_error(run, sol.error)
         sol.stopped = run.stopped
-        sol.time_limit_s = run.budget.seconds
+        sol.time_limit_s = run.time_limit
         sol.steps.append(
             StepRecord(
                 role="scheduler",
@@ -190,7 +190,7 @@ async def _run_team(run: TeamRun) -> Any:
             StepRecord(
                 role="scheduler",
                 ok=False,
-                summary=f"stopped at the deadline ({run.budget.seconds:g} s): cancelled the "
+                summary=f"stopped at the deadline ({run.time_limit:g} s): cancelled the "
                 f"work in flight; deciding on the {len(run.candidates())} checked answer(s) "
                 "so far",
                 detail={"stopped": STOPPED_DEADLINE, "elapsed_s": round(run.elapsed(), 3)},
@@ -203,19 +203,28 @@ async def _run_team(run: TeamRun) -> Any:
 
 
 async def _before_deadline(run: Any, work: Any) -> bool:
-    """Await ``work`` until ``run.deadline``; True when the deadline cancelled it."""
+    """Await ``work`` until ``run.deadline``; True when the deadline cancelled it.
+
+    (``asyncio.wait_for``, not ``asyncio.timeout``, which needs Python 3.11: a timeout the
+    work itself raises is told apart from the deadline's and raised again.)"""
     left = run.time_left()
     if left is None:
         await work
         return False
-    cm = asyncio.timeout(max(0.0, left))
-    try:
-        async with cm:
+    own: list[BaseException] = []
+
+    async def guarded() -> None:
+        try:
             await work
-    except TimeoutError:
-        if cm.expired():
-            return True
-        raise  # a TimeoutError of the work itself
+        except asyncio.TimeoutError as exc:
+            own.append(exc)
+
+    try:
+        await asyncio.wait_for(guarded(), max(0.0, left))
+    except asyncio.TimeoutError:
+        return True
+    if own:
+        raise own[0]
     return False
 
 
@@ -341,7 +350,7 @@ def _stopped_error(run: TeamRun, why: str | None) -> str:
         else "no next step fitted the time left"
     )
     out = (
-        f"no answer within the time limit of {run.budget.seconds:g} s ({how}) after "
+        f"no answer within the time limit of {run.time_limit:g} s ({how}) after "
         f"{len(run.attempts)} attempt(s) and {run.llm_samples} LLM sample(s)"
     )
     return f"{out}; last: {why}" if run.attempts and why else out
