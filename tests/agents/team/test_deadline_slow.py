@@ -1,4 +1,5 @@
-"""The deadline on a real model (SmolLM2-135M on the embedded llama.cpp server).
+"""The deadline on a real model (SmolLM2-135M and Qwen2.5-Coder-1.5B on the embedded
+llama.cpp server).
 
 A 4 s limit is far shorter than a first round of three formulations takes on a 2-core CPU
 (the formulator's prompt alone is about 900 tokens), so the deadline cancels real HTTP
@@ -30,13 +31,15 @@ FEW = 5.0
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-async def test_a_short_deadline_stops_the_team_on_a_real_model(tiny_llm, tmp_path):
+@pytest.mark.parametrize("model", ["tiny_llm", "coder_llm"])
+async def test_a_short_deadline_stops_the_team_on_a_real_model(model, request, tmp_path):
+    llm = request.getfixturevalue(model)
     T = 4.0
     # A text no earlier test asked about, so no reply comes from the response cache.
     text = (ROOT / "examples/problems/printers.txt").read_text() + f"\n(ref {uuid.uuid4()})"
     problem = Problem(id="printers", text=text, answer=5050.0, answer_kind="value")
-    built = BuiltAgent(AgentSpec(agent="team", time_limit=T), llm=tiny_llm)
-    before = tiny_llm.usage.snapshot()
+    built = BuiltAgent(AgentSpec(agent="team", time_limit=T), llm=llm)
+    before = llm.usage.snapshot()
     t0 = time.monotonic()
     await run_eval(
         [problem],
@@ -48,7 +51,7 @@ async def test_a_short_deadline_stops_the_team_on_a_real_model(tiny_llm, tmp_pat
         usage_scope=usage_scope,
     )
     took = time.monotonic() - t0
-    after = tiny_llm.usage.snapshot()
+    after = llm.usage.snapshot()
     (rec,) = read_journal(tmp_path).records
     assert T <= rec.elapsed_s < T + FEW, rec.elapsed_s
     assert took < T + FEW + 10  # the runner's own work (reports) included
