@@ -47,8 +47,16 @@ class Solution(BaseModel):
     elapsed_s: float = 0.0
     error: str | None = None
     #: Why it failed, when it did: "formulation", "code_error", "timeout", "infeasible",
-    #: "no_answer", "budget", "llm_error"; None on success.
+    #: "no_answer", "budget", "llm_error"; None on success. A run stopped by its time
+    #: limit without an answer is a "timeout".
     failure_class: str | None = None
+    #: Why the run stopped before it was done, if it did: "deadline" (the time limit came
+    #: while work was in flight; that work was cancelled and the best answer so far kept)
+    #: or "time_left" (the next step's measured cost did not fit the time left, so none
+    #: was started). None: the run ended on its own (a confident vote, the budget spent).
+    stopped: str | None = None
+    #: The time limit the run was given, in seconds (None: none).
+    time_limit_s: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """The outcome in a few fields for judges and feedback: answer, solver status,
@@ -61,6 +69,7 @@ class Solution(BaseModel):
             "answer": self.answer,
             "status": self.result.status.value if self.result is not None else None,
             "failure": self.failure_class,
+            "stopped": self.stopped,
             "error": (self.error or "")[:400] or None,
             "formulation": self.formulation_markdown,
             "critic_findings": sorted(set(issues))[:8],

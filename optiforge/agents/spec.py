@@ -37,6 +37,10 @@ class AgentSpec:
       the driver started.
     - ``budget``, ``samples``, ``prompts``: passed to the agent as by ``optiforge eval``.
     - ``llm_concurrency``: requests in flight per client (one client per process).
+    - ``time_limit``: seconds per problem, from the start of :meth:`BuiltAgent.solve`
+      (``optiforge eval --timeout``): the team and direct agents plan within it and return
+      their best answer at it (see :func:`optiforge.agents.asolve`). An ``agent_fn`` that
+      has a parameter named ``time_limit`` is given it too.
     """
 
     agent: str = "team"
@@ -48,6 +52,7 @@ class AgentSpec:
     budget: int | None = None
     samples: int | None = None
     prompts: dict[str, str] | None = None
+    time_limit: float | None = None
 
 
 def load_agent_fn(spec: str) -> Any:
@@ -77,8 +82,12 @@ def load_agent_fn(spec: str) -> Any:
 
 def wants_llm(fn: Any) -> bool:
     """True when an ``--agent-fn`` function takes the configured client as ``llm``."""
+    return _takes(fn, "llm")
+
+
+def _takes(fn: Any, name: str) -> bool:
     try:
-        return "llm" in inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
 
@@ -119,9 +128,12 @@ class BuiltAgent:
         if self._fn is not None:
             if prompts is not None:
                 raise AgentSpecError("prompt values can only be given to the team/direct agents")
+            kwargs: dict[str, Any] = {}
             if self._fn_wants_llm:
-                return await self._fn(problem, llm=self.llm)
-            return await self._fn(problem)
+                kwargs["llm"] = self.llm
+            if self.spec.time_limit is not None and _takes(self._fn, "time_limit"):
+                kwargs["time_limit"] = self.spec.time_limit
+            return await self._fn(problem, **kwargs)
         from optiforge.agents.team import asolve
 
         return await asolve(
@@ -131,6 +143,7 @@ class BuiltAgent:
             budget=self.spec.budget,
             samples=self.spec.samples,
             prompts=prompts if prompts is not None else self.spec.prompts,
+            time_limit=self.spec.time_limit,
         )
 
     def usage(self) -> dict[str, Any] | None:

@@ -119,7 +119,10 @@ def eval_command(
         False, "--retry-failed", help="With --resume: re-run problems that hit LLM/agent errors."
     ),
     timeout: float | None = typer.Option(
-        None, "--timeout", help="Seconds per problem before it counts as a timeout."
+        None,
+        "--timeout",
+        help="Seconds per problem: the agent's deadline (it answers with "
+        "its best so far); a problem still running a few seconds later is cancelled.",
     ),
     budget: int | None = typer.Option(
         None, "--budget", help="LLM samples one problem may use (default: the agent's own)."
@@ -221,6 +224,7 @@ def eval_command(
         budget=budget,
         samples=samples,
         prompts=prompt_values,
+        time_limit=timeout or None,
     )
     runner_exec, llm, provenance, usage_scope = _start(plan, spec, settings, console)
     console.print(

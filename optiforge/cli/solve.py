@@ -74,6 +74,11 @@ def _print_solution(sol: Any, show_code: bool) -> None:
     r = sol.result
     status = r.status.value if r is not None else "no result"
     out.print(f"[bold]agent[/]: {sol.agent}    [bold]status[/]: {status}")
+    if sol.stopped:
+        why = {"deadline": "the time limit cancelled the work in flight"}.get(
+            sol.stopped, "no next step fitted the time left"
+        )
+        out.print(f"[yellow]stopped early[/] ({sol.stopped}): {why}; best answer so far below")
     if sol.answer is not None:
         out.print(f"[bold green]objective[/]: {sol.answer:.10g}")
     else:
@@ -121,6 +126,13 @@ def solve_command(
         None, "--prompts", help="Tuned prompts (JSON written by 'optiforge tune')."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM response cache."),
+    time_limit: float | None = typer.Option(
+        None,
+        "--time-limit",
+        min=0.001,
+        help="Seconds the agent may take: it starts no step that would not fit the time left, "
+        "and at the limit cancels its requests and prints its best answer so far.",
+    ),
 ) -> None:
     """Solve an optimization word problem: formulation, code, status, objective, values."""
     from optiforge.agents import TeamError, load_prompt_values, solve, solve_graph
@@ -135,6 +147,7 @@ def solve_command(
 
     llm = connect_llm(settings, no_cache=no_cache)
     kwargs = dict(llm=llm, agent=agent, budget=budget, samples=samples, prompts=prompt_values)
+    kwargs["time_limit"] = time_limit
     graph_output = None
     try:
         if save_graph is not None:

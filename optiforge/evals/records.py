@@ -140,6 +140,14 @@ class ResultRecord(BaseModel):
     #: the key finds the model's text; the hash proves it.
     replies: list[dict[str, Any]] = Field(default_factory=list)
     elapsed_s: float = 0.0
+    #: The per-problem time limit (``--timeout``), in seconds; None without one.
+    time_limit_s: float | None = None
+    #: Why the problem stopped before the agent was done, if it did: ``deadline`` (the
+    #: agent's time limit came while it worked; it cancelled that work and answered with
+    #: its best so far), ``time_left`` (the agent started no step that would not fit the
+    #: time left), ``cancelled`` (the agent did not stop by its deadline and the runner
+    #: cancelled it a few seconds later: no answer). None: the agent finished on its own.
+    stopped: str | None = None
     agent: str = ""
     samples: int | None = None
     session: int = 1
@@ -184,6 +192,10 @@ class Session(BaseModel):
     skipped_done: int = 0
     finished: int = 0
     status: str = "running"  # running | completed | interrupted | aborted | crashed | killed
+    #: The per-problem time limit (``--timeout``) and how long after it the runner cancels
+    #: a problem whose agent has not stopped, in seconds (None: no limit).
+    time_limit_s: float | None = None
+    cancel_grace_s: float | None = None
     #: The LLM client's own counters at the end of the session (one client per session).
     usage: dict[str, Any] | None = None
     #: What problems that were started but not journalled (the run was interrupted) used,

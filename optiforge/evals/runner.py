@@ -44,6 +44,15 @@ USAGE_FIELDS = (
 
 AgentFn = Callable[[Problem], Awaitable[Any]]
 
+
+def cancel_grace(timeout: float) -> float:
+    """How long after a problem's deadline the runner cancels an agent that has not
+    stopped: 5% of the time limit, at least 1 s and at most 5 s. An agent that knows its
+    deadline (the team and direct agents with ``AgentSpec.time_limit``) stops by itself
+    and answers; this is the safety net for one that does not."""
+    return min(5.0, max(1.0, 0.05 * timeout))
+
+
 _INFEASIBLE_STATUSES = {"infeasible", "unbounded", "infeasible_or_unbounded"}
 
 
@@ -94,6 +103,7 @@ def record_from_solution(
     started_at: float,
     session: int,
     samples: int | None = None,
+    time_limit_s: float | None = None,
 ) -> ResultRecord:
     """Score a :class:`~optiforge.agents.solution.Solution` and turn it into a journal line."""
     pred, pred_kind = _prediction(solution)
@@ -116,6 +126,7 @@ def record_from_solution(
             failure = "formulation"
     elif ok is None and agent_class in INFRA_FAILURES | {"timeout"}:
         failure = agent_class
+    stopped = getattr(solution, "stopped", None)
     steps = []
     for st in getattr(solution, "steps", None) or []:
         steps.append(
@@ -143,6 +154,8 @@ def record_from_solution(
         prompt_tokens=int(getattr(solution, "prompt_tokens", 0) or 0),
         completion_tokens=int(getattr(solution, "completion_tokens", 0) or 0),
         elapsed_s=round(elapsed_s, 4),
+        time_limit_s=time_limit_s,
+        stopped=str(stopped) if stopped else None,
         agent=str(getattr(solution, "agent", "") or ""),
         samples=samples,
         session=session,
@@ -180,6 +193,8 @@ def _failure_record(
     session: int,
     agent: str,
     samples: int | None,
+    time_limit_s: float | None = None,
+    stopped: str | None = None,
 ) -> ResultRecord:
     correct = score_all(None, "none", problem.answer, problem.answer_kind)  # type: ignore[arg-type]
     return ResultRecord(
@@ -189,6 +204,8 @@ def _failure_record(
         agent_failure_class=failure_class,
         error=portable_text(error),
         elapsed_s=round(elapsed_s, 4),
+        time_limit_s=time_limit_s,
+        stopped=stopped,
         agent=agent,
         samples=samples,
         session=session,
@@ -203,7 +220,8 @@ def apply_usage(record: ResultRecord, scope: Any, *, timed_out: bool = False) ->
 
     The client's count replaces the agent's own when the problem made any request (the
     agent cannot see failed re-asks, cached replies or calls cut off by a timeout). A
-    timed-out problem gets one step per tag from the scope, so its calls stay visible."""
+    problem the runner cancelled (``timed_out``) gets one step per tag from the scope, so
+    its calls and their time stay visible."""
     used = scope.snapshot()
     if not (used.calls or used.failed_calls or used.cached_calls):
         return
@@ -264,6 +282,7 @@ async def run_eval(
     resume: bool = False,
     retry_failed: bool = False,
     problem_timeout: float | None = None,
+    grace: float | None = None,
     max_consecutive_failures: int | None = None,
     progress: ProgressSink | bool = False,
     write_report: bool = True,
@@ -279,8 +298,13 @@ async def run_eval(
       ``out_dir`` that already holds results is an error (nothing is overwritten).
     - ``retry_failed``: with ``resume``, also re-run problems whose last record failed for
       infrastructure reasons (``llm_error``, ``agent_crash``).
-    - ``problem_timeout``: seconds per problem; a problem that takes longer is recorded
-      with failure class ``timeout``.
+    - ``problem_timeout``: seconds per problem: the agent's deadline. Give the agent the
+      same limit (``AgentSpec.time_limit``; ``optiforge eval --timeout`` does): it then
+      stops by itself and answers with its best so far (the line's ``stopped`` says so;
+      without an answer its failure class is ``timeout``). An agent still running
+      ``grace`` seconds later (default :func:`cancel_grace`) is cancelled: failure class
+      ``timeout``, ``stopped="cancelled"``; with ``usage_scope`` its calls, tokens and
+      their time are still journalled.
     - ``max_consecutive_failures``: stop the run (:class:`EvalError`) after this many
       infrastructure failures in a row, e.g. a model server that went away. Default
       ``max(5, 2 * concurrency)``; 0 disables.
@@ -304,6 +328,14 @@ async def run_eval(
     out = Path(out_dir)
     if concurrency < 1:
         raise EvalError(f"concurrency must be >= 1, got {concurrency}")
+    if problem_timeout is not None and problem_timeout < 0:
+        raise EvalError(
+            f"the problem timeout must be >= 0 seconds (0: none), got {problem_timeout:g}"
+        )
+    if grace is not None and grace < 0:
+        raise EvalError(f"the cancel grace must be >= 0 seconds, got {grace:g}")
+    if problem_timeout and grace is None:
+        grace = cancel_grace(problem_timeout)
     if executor is not None:
         agent_fn = executor.run  # the dispatch point: this process, or a Ray worker
     if agent_fn is None:
@@ -358,6 +390,9 @@ async def run_eval(
         skipped_done=len(problems) - len(todo),
         provenance={**code_provenance(), **(provenance or {})},
     )
+    if problem_timeout:
+        session.time_limit_s = problem_timeout
+        session.cancel_grace_s = grace
     meta = meta.model_copy(
         update={
             "sessions": [*sessions, session],
@@ -405,19 +440,23 @@ async def run_eval(
         t0 = time.perf_counter()
         try:
             if problem_timeout:
-                solution = await asyncio.wait_for(agent_fn(problem), problem_timeout)
+                # The agent's own deadline is problem_timeout; this is the safety net.
+                solution = await asyncio.wait_for(agent_fn(problem), problem_timeout + grace)
             else:
                 solution = await agent_fn(problem)
         except asyncio.TimeoutError:
             return _failure_record(
                 problem,
                 "timeout",
-                f"no result within {problem_timeout:g} s",
+                f"no result within {problem_timeout:g} s: the agent did not stop at its "
+                f"deadline and was cancelled {grace:g} s after it",
                 elapsed_s=time.perf_counter() - t0,
                 started_at=started,
                 session=session.index,
                 agent=meta.agent,
                 samples=meta.samples,
+                time_limit_s=problem_timeout,
+                stopped="cancelled",
             ), True
         except Exception as exc:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
@@ -430,6 +469,7 @@ async def run_eval(
                 session=session.index,
                 agent=meta.agent,
                 samples=meta.samples,
+                time_limit_s=problem_timeout or None,
             ), False
         return record_from_solution(
             problem,
@@ -438,6 +478,7 @@ async def run_eval(
             started_at=started,
             session=session.index,
             samples=meta.samples,
+            time_limit_s=problem_timeout or None,
         ), False
 
     async def worker() -> None:

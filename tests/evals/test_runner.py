@@ -140,6 +140,9 @@ async def test_problem_timeout(tmp_path):
     await run_eval(_problems(2), slow, tmp_path, problem_timeout=0.05, max_consecutive_failures=0)
     recs = read_journal(tmp_path).records
     assert [r.failure_class for r in recs] == ["timeout", "timeout"]
+    # an agent that does not stop by its deadline is cancelled a grace period after it
+    assert all(r.stopped == "cancelled" and r.time_limit_s == 0.05 for r in recs)
+    assert all(r.elapsed_s >= 0.05 + 1.0 for r in recs)
 
 
 async def test_cancellation_keeps_finished_lines_and_marks_interrupted(tmp_path):

@@ -99,9 +99,7 @@ class AttemptSteps:
         if att.error is None:
             try:
                 run.solver_runs += 1
-                att.result = await asyncio.to_thread(
-                    solve_ir, model, time_limit=run.config.solver_time_limit
-                )
+                att.result = await asyncio.to_thread(solve_ir, model, time_limit=run.solver_limit())
             except (SolverError, IRValidationError) as exc:
                 att.error = str(exc)
             except Exception as exc:  # a solver crash must not end the run
@@ -120,9 +118,7 @@ class AttemptSteps:
         try:
             run.solver_runs += 1
             new_model = ModelIR.from_json(flipped)
-            res = await asyncio.to_thread(
-                solve_ir, new_model, time_limit=run.config.solver_time_limit
-            )
+            res = await asyncio.to_thread(solve_ir, new_model, time_limit=run.solver_limit())
         except Exception:
             return None
         att.ir, att.model, att.result, att.flipped = flipped, new_model, res, True
@@ -149,7 +145,7 @@ class AttemptSteps:
                     solve_ir,
                     ModelIR.from_json(att.ir),
                     relax_integrality=True,
-                    time_limit=run.config.solver_time_limit,
+                    time_limit=run.solver_limit(),
                 )
                 if relaxed.ok:
                     att.alt_relaxed = relaxed.objective
@@ -177,7 +173,7 @@ class AttemptSteps:
 
         att, run = self.att, self.run
         run.solver_runs += 1
-        sb = await arun_sandboxed(att.code, timeout=run.config.sandbox_timeout)
+        sb = await arun_sandboxed(att.code, timeout=run.sandbox_limit())
         att.sandbox = sb
         att.result, att.error = sandbox_outcome(sb)
         return att.result
@@ -217,12 +213,32 @@ class TeamRun(RunState):
             p = self.params[name] = node(self.prompts.text(name), name=name)
         return p
 
+    async def ask(self, role: str, plan: str | None, call: Any) -> roles.RoleReply:
+        """Await one role call; a call cancelled in flight (the deadline) leaves a step that
+        says so, with the time it ran (the client counts the request as failed; the server
+        reports no tokens for it)."""
+        started = time.perf_counter()
+        try:
+            return await call
+        except asyncio.CancelledError:
+            self.steps.append(
+                StepRecord(
+                    role=role,
+                    plan_id=plan,
+                    elapsed_s=round(time.perf_counter() - started, 3),
+                    ok=False,
+                    summary=f"{role} request cancelled in flight at the deadline (no reply)",
+                    detail={"cancelled": True},
+                )
+            )
+            raise
+
     # -- role calls -------------------------------------------------------------------------
     @bundle(name="plan", doc=_DOCS["plan"])
     async def plan(self, problem: str, planner_system: str) -> roles.RoleReply:
         """Ask the planner model for integrality/nonlinearity advice."""
         ps = self.prompts.with_values(planner_system=planner_system)
-        return await roles.plan_advice(self.llms["planner"], ps, problem)
+        return await self.ask("planner", None, roles.plan_advice(self.llms["planner"], ps, problem))
 
     @bundle(name="formulate", doc=_DOCS["formulate"])
     async def formulate(
@@ -230,13 +246,17 @@ class TeamRun(RunState):
     ) -> roles.RoleReply:
         """Ask the formulator for one draft."""
         ps = self.prompts.with_values(formulator_system=formulator_system)
-        return await roles.formulate(
-            self.llms["formulator"],
-            ps,
-            problem,
-            temperature=settings["temperature"],
-            seed=settings["seed"],
-            plan=settings["plan"],
+        return await self.ask(
+            "formulator",
+            settings["plan"],
+            roles.formulate(
+                self.llms["formulator"],
+                ps,
+                problem,
+                temperature=settings["temperature"],
+                seed=settings["seed"],
+                plan=settings["plan"],
+            ),
         )
 
     @bundle(name="critique", doc=_DOCS["critique"])
@@ -245,14 +265,18 @@ class TeamRun(RunState):
     ) -> roles.RoleReply:
         """Ask the critic model to review one checked attempt."""
         ps = self.prompts.with_values(critic_system=critic_system)
-        return await roles.critique(
-            self.llms["critic"],
-            ps,
-            problem,
-            findings.model_text(),
-            findings.result_text(),
-            chk.format_issues(findings.issues),
-            plan="repair",
+        return await self.ask(
+            "critic",
+            "repair",
+            roles.critique(
+                self.llms["critic"],
+                ps,
+                problem,
+                findings.model_text(),
+                findings.result_text(),
+                chk.format_issues(findings.issues),
+                plan="repair",
+            ),
         )
 
     @bundle(name="repair", doc=_DOCS["repair"])
@@ -273,15 +297,19 @@ class TeamRun(RunState):
             if c.verdict == "wrong" and extra:
                 issues_text = (issues_text + "\n" + "\n".join(extra)).strip()
         ps = self.prompts.with_values(formulator_system=formulator_system)
-        return await roles.formulate(
-            self.llms["formulator"],
-            ps,
-            problem,
-            temperature=settings["temperature"],
-            seed=settings["seed"],
-            previous=roles.draft_json(draft.values[0]),
-            issues=issues_text or "- check every constraint against the text",
-            plan="repair",
+        return await self.ask(
+            "formulator",
+            "repair",
+            roles.formulate(
+                self.llms["formulator"],
+                ps,
+                problem,
+                temperature=settings["temperature"],
+                seed=settings["seed"],
+                previous=roles.draft_json(draft.values[0]),
+                issues=issues_text or "- check every constraint against the text",
+                plan="repair",
+            ),
         )
 
     @bundle(name="code", doc=_DOCS["code"])
@@ -296,26 +324,39 @@ class TeamRun(RunState):
         """Ask the coder for a program (a repair of ``previous`` when given)."""
         ps = self.prompts.with_values(coder_system=coder_system)
         repairing = previous is not None and findings is not None
-        return await roles.write_code(
-            self.llms["coder"],
-            ps,
-            problem,
-            temperature=settings["temperature"],
-            seed=settings["seed"],
-            hint=settings["hint"],
-            previous=previous.values[0] if repairing else None,
-            error=(findings.error or findings.result_text()) if repairing else None,
-            plan="code",
+        return await self.ask(
+            "coder",
+            "code",
+            roles.write_code(
+                self.llms["coder"],
+                ps,
+                problem,
+                temperature=settings["temperature"],
+                seed=settings["seed"],
+                hint=settings["hint"],
+                previous=previous.values[0] if repairing else None,
+                error=(findings.error or findings.result_text()) if repairing else None,
+                plan="code",
+            ),
         )
 
     # -- attempts ---------------------------------------------------------------------------
     def add_draft(self, reply_node: Any, plan: str, parent: int | None = None) -> Attempt:
         """A new IR attempt from a formulator reply node (its model is built at once)."""
+        att = self.new_attempt(plan, parent)
+        self.set_draft(att, reply_node)
+        return att
+
+    def new_attempt(self, plan: str, parent: int | None = None) -> Attempt:
+        """A new IR attempt, waiting for its draft (:meth:`set_draft`)."""
         att = Attempt(index=len(self.attempts), plan=plan, source="ir", parent=parent)
         self.attempts.append(att)
+        return att
+
+    def set_draft(self, att: Attempt, reply_node: Any) -> None:
+        """Give ``att`` its formulator reply node and build its model at once."""
         att.draft_node = reply_node
         att.model_node = AttemptSteps(self, att).build_model(reply_node, self.problem_node)
-        return att
 
     async def solve_and_check(self, att: Attempt) -> None:
         """Solve an IR attempt, run the critic's checks and record the solver step."""
@@ -373,16 +414,24 @@ class TeamRun(RunState):
             )
             for t in temps
         ]
-        replies = await asyncio.gather(*calls)
-        new = []
-        for r in replies:
-            self.record(r.value)
-            new.append(self.add_draft(r, plan))
-        # Failed drafts are checked too (no solver step); their order does not matter.
-        await asyncio.gather(*(self.solve_and_check(a) for a in new))
-        for a in new:
-            if a.ir is not None:
-                self.signatures.add(ir_signature(a.ir))
+        # The attempts take their places (and indices, which break vote ties) in the order
+        # asked, greedy first; each is solved and checked as soon as its reply arrives, so
+        # a deadline that cancels the slower replies keeps the answers already checked.
+        new = [self.new_attempt(plan) for _ in calls]
+
+        async def one(att: Attempt, call: Any) -> None:
+            try:
+                reply = await call
+            except asyncio.CancelledError:
+                att.error = "cancelled at the deadline before its reply arrived"
+                raise
+            self.record(reply.value)
+            self.set_draft(att, reply)
+            await self.solve_and_check(att)
+            if att.ir is not None:
+                self.signatures.add(ir_signature(att.ir))
+
+        await asyncio.gather(*(one(a, c) for a, c in zip(new, calls, strict=True)))
         return new
 
     async def repair(self, target: Attempt) -> Attempt:

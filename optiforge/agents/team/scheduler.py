@@ -11,6 +11,7 @@ whose repairs are working, as in OptimAI. Voting stops the run early once the an
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 
@@ -56,11 +57,12 @@ class UCBScheduler:
         total = sum(a.pulls + 1 for a in self.arms.values())
         return arm.mean + self.exploration * math.sqrt(math.log(total + 1) / (arm.pulls + 1))
 
-    def choose(self) -> str | None:
-        """The enabled arm with the highest UCB index (ties: registration order)."""
+    def choose(self, exclude: Collection[str] = ()) -> str | None:
+        """The enabled arm with the highest UCB index (ties: registration order), leaving
+        out the arms named in ``exclude`` (e.g. plans that no longer fit the time left)."""
         best, best_score = None, -math.inf
         for name, arm in self.arms.items():
-            if not arm.enabled:
+            if not arm.enabled or name in exclude:
                 continue
             s = self.score(name)
             if s > best_score + 1e-12:

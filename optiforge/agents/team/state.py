@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,16 @@ from optiforge.solvers.result import SolveResult
 ROLES = ("formulator", "planner", "coder", "critic")
 #: Formulations in the first round when ``samples`` is not given (1 greedy + 2 sampled).
 DEFAULT_SAMPLES = 3
+#: The LLM calls a pull of each plan makes one after another (calls made in parallel count
+#: once): what its time is estimated from before the plan has been pulled.
+PLAN_CALLS = {
+    "sample": ("formulator",),
+    "repair": ("critic", "formulator"),
+    "code": ("coder",),
+}
+#: Why a run stopped before it was done (``Solution.stopped``).
+STOPPED_DEADLINE = "deadline"
+STOPPED_TIME_LEFT = "time_left"
 
 
 class TeamError(OptiforgeError):
@@ -41,7 +52,9 @@ class TeamBudget(BaseModel):
 
     llm_samples: int = Field(default=8, ge=1, le=200)
     solver_runs: int = Field(default=40, ge=1, le=1000)
-    #: Wall-clock limit in seconds for starting new work (None: no limit).
+    #: Time limit in seconds (None: none). The run plans within it: it starts no step whose
+    #: measured cost does not fit the time left, and at the limit it cancels the requests
+    #: in flight and returns its best answer so far (``Solution.stopped``).
     seconds: float | None = Field(default=None, gt=0)
 
 
@@ -222,6 +235,7 @@ class RunState:
         budget: TeamBudget,
         config: TeamConfig,
         samples: int,
+        deadline: float | None = None,
     ) -> None:
         self.problem = problem
         self.llms = llms
@@ -234,19 +248,95 @@ class RunState:
         self.llm_samples = 0
         self.solver_runs = 0
         self.started = time.perf_counter()
+        #: When the run must be over (``time.monotonic()`` clock; None: no time limit).
+        self.deadline: float | None = (
+            deadline
+            if deadline is not None
+            else (time.monotonic() + budget.seconds if budget.seconds is not None else None)
+        )
+        #: The time limit in seconds, as the run reports it (None: none).
+        self.time_limit: float | None = (
+            budget.seconds
+            if budget.seconds is not None or self.deadline is None
+            else round(self.deadline - time.monotonic(), 3)
+        )
+        #: Why the run stopped early: None, STOPPED_TIME_LEFT or STOPPED_DEADLINE.
+        self.stopped: str | None = None
+        #: Measured wall time of each pull, per plan (the first round counts as "sample").
+        self.pull_times: dict[str, list[float]] = {}
         self.seed = 0
         self.signatures: set[str] = set()
         self.code_attempt: Attempt | None = None
         self.nonlinear_hint = False
 
     def can_sample(self, k: int = 1) -> bool:
-        """True when ``k`` more LLM samples fit the budget (and the time limit)."""
-        if self.budget.seconds is not None and self.elapsed() > self.budget.seconds:
+        """True when ``k`` more LLM samples fit the budget (and time is left)."""
+        left = self.time_left()
+        if left is not None and left <= 0:
             return False
         return self.llm_samples + k <= self.budget.llm_samples
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline (negative once past it; None without one)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def call_seconds(self, role: str) -> float | None:
+        """The mean measured time of this role's answered LLM calls (cancelled ones and
+        cache hits left out); of every role's when this one has none; None before any."""
+
+        def times(r: str | None) -> list[float]:
+            return [
+                s.elapsed_s
+                for s in self.steps
+                if ((r is None and s.role in ROLES) or s.role == r)
+                and s.calls > 0
+                and not s.detail.get("cached")
+            ]
+
+        got = times(role) or times(None)
+        return statistics.fmean(got) if got else None
+
+    def check_seconds(self, source: str = "ir") -> float:
+        """The mean measured time of solving and checking one attempt (0 before any)."""
+        role = "sandbox" if source == "code" else "solver"
+        got = [s.elapsed_s for s in self.steps if s.role == role]
+        if not got and source == "code":
+            got = [s.elapsed_s for s in self.steps if s.role == "solver"]
+        return statistics.fmean(got) if got else 0.0
+
+    def estimate_pull(self, plan: str) -> float | None:
+        """Seconds one pull of ``plan`` is expected to take, from what this run measured:
+        the mean of its earlier pulls, else the mean time of the LLM calls it makes (one
+        after another) plus one solve and check. None when nothing was measured yet."""
+        done = self.pull_times.get(plan)
+        if done:
+            return statistics.fmean(done)
+        total = 0.0
+        for role in PLAN_CALLS.get(plan, ("formulator",)):
+            if role == "critic" and not self.config.llm_critic:
+                continue
+            t = self.call_seconds(role)
+            if t is None:
+                return None
+            total += t
+        return total + self.check_seconds("code" if plan == "code" else "ir")
+
+    def solver_limit(self) -> float:
+        """The solver's time limit for the next solve: the configured one, cut to the time
+        left (a solve runs in a thread that cancellation cannot stop)."""
+        return _cut(self.config.solver_time_limit, self.time_left())
+
+    def sandbox_limit(self) -> float:
+        """The sandbox timeout for the next program, cut to the time left (the sandbox
+        kills the program at its timeout, so it does not outlive the deadline)."""
+        return _cut(self.config.sandbox_timeout, self.time_left())
+
+    def note_pull(self, plan: str, seconds: float) -> None:
+        """Keep the measured wall time of one pull of ``plan``."""
+        self.pull_times.setdefault(plan, []).append(seconds)
 
     def next_seed(self) -> int:
         self.seed += 1
@@ -274,6 +364,12 @@ class RunState:
             if a.source == "ir" and not a.repaired and a.draft_text and a.verdict == "suspicious":
                 return a
         return None
+
+
+def _cut(limit: float, left: float | None) -> float:
+    """``limit`` cut to the time ``left`` (at least one second: a limit of zero would be
+    refused or mean "none")."""
+    return limit if left is None else max(1.0, min(limit, left))
 
 
 def plan_features(problem: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ and attempts in :mod:`.attempt`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ from optiforge.agents.team.scheduler import UCBScheduler, confident, vote
 from optiforge.agents.team.state import (
     DEFAULT_SAMPLES,
     ROLES,
+    STOPPED_DEADLINE,
+    STOPPED_TIME_LEFT,
     Attempt,
     Findings,
     TeamBudget,
@@ -118,6 +121,10 @@ class _Decision:
                 sol.code = chosen.code
         if sol.answer is None:
             sol.failure_class, sol.error = _failure(run.attempts)
+            if run.stopped is not None:
+                sol.failure_class, sol.error = "timeout", _stopped_error(run, sol.error)
+        sol.stopped = run.stopped
+        sol.time_limit_s = run.time_limit
         sol.steps.append(
             StepRecord(
                 role="scheduler",
@@ -125,6 +132,7 @@ class _Decision:
                     f"vote: {v.value if v.value is not None else 'none'} with weight "
                     f"{v.weight:.2f}/{v.total:.2f} over {len(run.attempts)} attempts; "
                     f"{run.llm_samples} LLM samples, {run.solver_runs} solver runs"
+                    + (f"; stopped: {run.stopped}" if run.stopped else "")
                 ),
                 detail={
                     "arms": self.sched.snapshot(),
@@ -172,9 +180,102 @@ def _summarize(sol: Solution) -> Solution:
 
 
 async def _run_team(run: TeamRun) -> Any:
-    """The scheduler loop of one run; returns the output node (value: the Solution)."""
+    """The scheduler loop of one run under its deadline; returns the output node (value:
+    the Solution). At the deadline the work in flight is cancelled and the run decides on
+    the attempts it has checked so far."""
+    sched = UCBScheduler(exploration=run.config.exploration)
+    expired = await _before_deadline(run, _plan_and_pull(run, sched))
+    if expired:
+        run.stopped = STOPPED_DEADLINE
+        run.steps.append(
+            StepRecord(
+                role="scheduler",
+                ok=False,
+                summary=f"stopped at the deadline ({run.time_limit:g} s): cancelled the "
+                f"work in flight; deciding on the {len(run.candidates())} checked answer(s) "
+                "so far",
+                detail={"stopped": STOPPED_DEADLINE, "elapsed_s": round(run.elapsed(), 3)},
+            )
+        )
+    # Decide.
+    d = _Decision(run, sched)
+    final = d.vote(*(a.findings_node for a in run.attempts if a.findings_node is not None))
+    return d.decide(run.problem_node, final)
+
+
+async def _before_deadline(run: Any, work: Any) -> bool:
+    """Await ``work`` until ``run.deadline``; True when the deadline cancelled it.
+
+    (``asyncio.wait_for``, not ``asyncio.timeout``, which needs Python 3.11: a timeout the
+    work itself raises is told apart from the deadline's and raised again.)"""
+    left = run.time_left()
+    if left is None:
+        await work
+        return False
+    own: list[BaseException] = []
+
+    async def guarded() -> None:
+        try:
+            await work
+        except asyncio.TimeoutError as exc:
+            own.append(exc)
+
+    try:
+        await asyncio.wait_for(guarded(), max(0.0, left))
+    except asyncio.TimeoutError:
+        return True
+    if own:
+        raise own[0]
+    return False
+
+
+def _next_plan(run: TeamRun, sched: UCBScheduler) -> tuple[str | None, int]:
+    """The plan to pull next and the LLM samples it takes; (None, 0) to stop.
+
+    The bandit's choice, unless the budget cannot pay for it (stop rather than spin) or
+    its measured cost does not fit the time left: then the best plan that fits, and when
+    none does, the run stops starting work (``run.stopped = "time_left"``)."""
+    config = run.config
+    skipped: dict[str, float] = {}
+    while True:
+        arm = sched.choose(exclude=skipped)
+        if arm is None:
+            break
+        need = {"sample": config.samples_per_pull, "repair": 1, "code": 1}[arm]
+        if not run.can_sample(need):
+            if arm == "sample" and run.can_sample(1):
+                need = 1
+            else:
+                # Not enough budget left for this plan: stop rather than spin.
+                return None, 0
+        est, left = run.estimate_pull(arm), run.time_left()
+        if est is not None and left is not None and est > left:
+            skipped[arm] = est
+            continue
+        return arm, need
+    if skipped:
+        left = run.time_left() or 0.0
+        run.stopped = STOPPED_TIME_LEFT
+        costs = ", ".join(f"{a} ~{t:.1f} s" for a, t in skipped.items())
+        run.steps.append(
+            StepRecord(
+                role="scheduler",
+                summary=f"stopped early: no next step fits the {max(left, 0):.1f} s left "
+                f"before the deadline (measured: {costs})",
+                detail={
+                    "stopped": STOPPED_TIME_LEFT,
+                    "time_left_s": round(left, 3),
+                    "estimates_s": {a: round(t, 3) for a, t in skipped.items()},
+                },
+            )
+        )
+    return None, 0
+
+
+async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
+    """Plan, write the first round, then pull plans until the vote is confident, the
+    budget is spent or no step fits the time left."""
     config, budget, samples = run.config, run.budget, run.samples
-    sched = UCBScheduler(exploration=config.exploration)
     feats = plan_features(run.problem)
     run.nonlinear_hint = feats["nonlinear"]
     # Planner: register plans with priors from the cues.
@@ -196,27 +297,24 @@ async def _run_team(run: TeamRun) -> Any:
             detail={"features": feats, "arms": list(sched.arms)},
         )
     )
-    # First round: one greedy formulation plus samples-1 sampled ones.
+    # First round: one greedy formulation plus samples-1 sampled ones. Its time is the
+    # first measure of what a "sample" pull costs.
     first = max(1, min(samples, budget.llm_samples))
     temps = [0.0] + [config.temperature] * (first - 1)
+    t0 = time.monotonic()
     await run.formulate_batch("sample", temps)
+    run.note_pull("sample", time.monotonic() - t0)
     v = vote(run.candidates())
     while not confident(v, config.min_votes, config.min_share) and run.can_sample(1):
         if run.repair_target() is None:
             sched.disable("repair")
         else:
             sched.enable("repair")
-        arm = sched.choose()
+        arm, need = _next_plan(run, sched)
         if arm is None:
             break
-        need = {"sample": config.samples_per_pull, "repair": 1, "code": 1}[arm]
-        if not run.can_sample(need):
-            if arm == "sample" and run.can_sample(1):
-                need = 1
-            else:
-                # Not enough budget left for this plan: stop rather than spin.
-                break
         before = vote(run.candidates())
+        t0 = time.monotonic()
         if arm == "sample":
             new = await run.formulate_batch("sample", [config.temperature] * need)
         elif arm == "repair":
@@ -225,12 +323,9 @@ async def _run_team(run: TeamRun) -> Any:
             new = [await run.repair(target)]
         else:
             new = [await run.code_pull()]
+        run.note_pull(arm, time.monotonic() - t0)
         v = vote(run.candidates())
         sched.update(arm, _reward(new, before))
-    # Decide.
-    d = _Decision(run, sched)
-    final = d.vote(*(a.findings_node for a in run.attempts))
-    return d.decide(run.problem_node, final)
 
 
 def _reward(new: list[Attempt], before: Any) -> float:
@@ -246,6 +341,20 @@ def _reward(new: list[Attempt], before: Any) -> float:
             r = 0.5 if a.verdict == "ok" else 0.2
         best = max(best, r)
     return best
+
+
+def _stopped_error(run: TeamRun, why: str | None) -> str:
+    """What a run that its time limit stopped without an answer says about itself."""
+    how = (
+        "the deadline cancelled the work in flight"
+        if run.stopped == STOPPED_DEADLINE
+        else "no next step fitted the time left"
+    )
+    out = (
+        f"no answer within the time limit of {run.time_limit:g} s ({how}) after "
+        f"{len(run.attempts)} attempt(s) and {run.llm_samples} LLM sample(s)"
+    )
+    return f"{out}; last: {why}" if run.attempts and why else out
 
 
 def _best_failure(attempts: list[Attempt]) -> Attempt | None:
@@ -282,16 +391,34 @@ def _failure(attempts: list[Attempt]) -> tuple[str, str]:
 
 
 class _Direct:
-    """The baseline as ops: one prompt -> Pyomo code -> one sandbox run."""
+    """The baseline as ops: one prompt -> Pyomo code -> one sandbox run, under the same
+    deadline as the team (at the deadline the request or the program is stopped)."""
 
-    def __init__(self, llm: Any, prompts: PromptSet, config: TeamConfig) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        prompts: PromptSet,
+        config: TeamConfig,
+        *,
+        time_limit: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
         self.llm = llm
         self.prompts = prompts
         self.config = config
         self.started = time.perf_counter()
+        self.time_limit = time_limit
+        self.deadline = deadline
+        self.stopped: str | None = None
+        #: Steps of work the deadline cancelled (the request, or the program's run).
+        self.cancelled: list[StepRecord] = []
         self.sandbox: Any = None
         self.sandbox_s = 0.0
         self.error: str | None = None
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline (None without one)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     @bundle(
         name="code",
@@ -301,9 +428,23 @@ class _Direct:
     async def code(self, problem: str, coder_system: str) -> roles.RoleReply:
         """Ask for the program."""
         ps = self.prompts.with_values(coder_system=coder_system)
-        return await roles.write_code(
-            self.llm, ps, problem, role="direct", user_template="direct_user", plan="direct"
-        )
+        started = time.perf_counter()
+        try:
+            return await roles.write_code(
+                self.llm, ps, problem, role="direct", user_template="direct_user", plan="direct"
+            )
+        except asyncio.CancelledError:
+            self.cancelled.append(
+                StepRecord(
+                    role="direct",
+                    plan_id="direct",
+                    elapsed_s=round(time.perf_counter() - started, 3),
+                    ok=False,
+                    summary="direct request cancelled in flight at the deadline (no reply)",
+                    detail={"cancelled": True},
+                )
+            )
+            raise
 
     @bundle(name="run_code", doc="Runs the program in the sandbox and reads its result.")
     async def run_code(self, reply: roles.RoleReply) -> Any:
@@ -311,19 +452,44 @@ class _Direct:
         from optiforge.solvers import arun_sandboxed, sandbox_outcome
 
         t0 = time.perf_counter()
-        self.sandbox = await arun_sandboxed(reply.values[0], timeout=self.config.sandbox_timeout)
+        limit = self.config.sandbox_timeout
+        left = self.time_left()
+        if left is not None:  # the sandbox kills the program by the deadline
+            limit = max(1.0, min(limit, left))
+        try:
+            self.sandbox = await arun_sandboxed(reply.values[0], timeout=limit)
+        except asyncio.CancelledError:
+            self.cancelled.append(
+                StepRecord(
+                    role="sandbox",
+                    plan_id="direct",
+                    elapsed_s=round(time.perf_counter() - t0, 3),
+                    ok=False,
+                    summary="program run stopped at the deadline",
+                    detail={"cancelled": True},
+                )
+            )
+            raise
         self.sandbox_s = time.perf_counter() - t0
         result, self.error = sandbox_outcome(self.sandbox)
         return result
 
     @bundle(name="decide", doc="The direct agent's answer: the program's objective.")
-    def decide(self, problem: str, reply: roles.RoleReply, result: Any) -> Solution:
+    def decide(self, problem: str, reply: roles.RoleReply | None, result: Any) -> Solution:
         """Build the :class:`Solution` from the reply and the program's result."""
         sol = Solution(problem_text=problem, agent="direct")
-        sol.steps.append(reply.step)
-        code = reply.values[0] if reply.values else None
+        sol.stopped, sol.time_limit_s = self.stopped, self.time_limit
+        if reply is not None:
+            sol.steps.append(reply.step)
+        code = reply.values[0] if reply is not None and reply.values else None
         sol.code = code
-        if code is None:
+        if reply is None or (code is not None and self.sandbox is None):
+            # The deadline came first: the request or the program's run was cancelled.
+            sol.steps.extend(self.cancelled)
+            sol.failure_class = "timeout"
+            what = "the model had not replied" if reply is None else "the program had not finished"
+            sol.error = f"no answer within the time limit of {self.time_limit:g} s ({what})"
+        elif code is None:
             sol.error = reply.error or "the reply contained no Python code block"
             sol.failure_class = "llm_error" if reply.error else "code_error"
         else:
@@ -352,16 +518,26 @@ class _Direct:
             else:
                 sol.failure_class = "timeout" if sb.exit_reason.value == "timeout" else "code_error"
                 sol.error = self.error
+                left = self.time_left()
+                if sol.failure_class == "timeout" and left is not None and left < 1.0:
+                    # The sandbox's timeout was cut to the deadline, and that is what hit.
+                    sol.stopped = self.stopped = STOPPED_DEADLINE
         sol.elapsed_s = round(time.perf_counter() - self.started, 3)
         return _summarize(sol)
 
 
 async def _run_direct(d: _Direct, problem_node: Any, coder_system: Any) -> Any:
-    reply = await d.code(problem_node, coder_system)
-    if reply.value.values and reply.value.values[0] is not None:
-        result = await d.run_code(reply)
-    else:
-        result = node(None, name="result")
+    got: dict[str, Any] = {}
+
+    async def work() -> None:
+        got["reply"] = reply = await d.code(problem_node, coder_system)
+        if reply.value.values and reply.value.values[0] is not None:
+            got["result"] = await d.run_code(reply)
+
+    if await _before_deadline(d, work()):
+        d.stopped = STOPPED_DEADLINE
+    reply = got["reply"] if "reply" in got else node(None, name="no_reply")
+    result = got["result"] if "result" in got else node(None, name="result")
     return d.decide(problem_node, reply, result)
 
 
@@ -389,6 +565,7 @@ async def run_graph(
     prompts: str | Path | dict[str, str] | None = None,
     roles: dict[str, Any] | None = None,
     config: TeamConfig | None = None,
+    time_limit: float | None = None,
 ) -> Any:
     """Run the team (or the direct agent) as trace ops; returns the output node.
 
@@ -400,6 +577,15 @@ async def run_graph(
     text, n_samples, tb, cfg = _check_args(
         problem.value if hasattr(problem, "backward") else problem, agent, samples, budget, config
     )
+    if time_limit is not None:
+        if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
+            raise TeamError(f"time_limit must be a number of seconds, got {time_limit!r}")
+        if not time_limit > 0:
+            raise TeamError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+        if tb.seconds is None or time_limit < tb.seconds:
+            tb = tb.model_copy(update={"seconds": float(time_limit)})
+    # The clock starts now: the deadline is the caller's time limit from this call on.
+    deadline = time.monotonic() + tb.seconds if tb.seconds is not None else None
     ps = PromptSet(load_prompt_values(prompts))
     # A problem node is used as it is when it holds the text the run reads (stripped).
     given = hasattr(problem, "backward") and problem.value == text
@@ -411,10 +597,18 @@ async def run_graph(
     llms, owned = _resolve_llms(llm, roles)
     try:
         if agent == "direct":
-            d = _Direct(llms["coder"], ps, cfg)
+            d = _Direct(llms["coder"], ps, cfg, time_limit=tb.seconds, deadline=deadline)
             return await _run_direct(d, problem_node, pmap["coder_system"])
         run = TeamRun(
-            text, llms, ps, tb, cfg, max(n_samples, 1), problem_node=problem_node, params=pmap
+            text,
+            llms,
+            ps,
+            tb,
+            cfg,
+            max(n_samples, 1),
+            deadline=deadline,
+            problem_node=problem_node,
+            params=pmap,
         )
         return await _run_team(run)
     finally:
@@ -433,6 +627,7 @@ async def asolve(
     prompts: str | Path | dict[str, str] | None = None,
     roles: dict[str, Any] | None = None,
     config: TeamConfig | None = None,
+    time_limit: float | None = None,
 ) -> Solution:
     """Solve a word problem without recording a graph; see :func:`solve`."""
     with no_trace():
@@ -445,6 +640,7 @@ async def asolve(
             prompts=prompts,
             roles=roles,
             config=config,
+            time_limit=time_limit,
         )
     return out.value
 
@@ -459,6 +655,7 @@ async def asolve_graph(
     prompts: str | Path | dict[str, str] | None = None,
     roles: dict[str, Any] | None = None,
     config: TeamConfig | None = None,
+    time_limit: float | None = None,
 ) -> Any:
     """Solve and record the run: returns the output node (its value is the Solution).
 
@@ -477,6 +674,7 @@ async def asolve_graph(
             prompts=prompts,
             roles=roles,
             config=config,
+            time_limit=time_limit,
         )
 
 
@@ -490,6 +688,7 @@ def solve(
     prompts: str | Path | dict[str, str] | None = None,
     roles: dict[str, Any] | None = None,
     config: TeamConfig | None = None,
+    time_limit: float | None = None,
 ) -> Solution:
     """Turn a word problem into a solved optimization model.
 
@@ -504,7 +703,12 @@ def solve(
     planner, coder, critic) to their own clients. ``budget``: LLM samples per problem
     (int), a dict or :class:`TeamBudget`. ``samples``: formulations in the first round (1 greedy + the rest
     sampled at T=0.7). ``prompts``: tuned prompt values (a JSON file from ``optiforge
-    tune`` or a dict). Returns a :class:`~optiforge.agents.solution.Solution`; failures are
+    tune`` or a dict). ``time_limit``: seconds from this call (also ``TeamBudget.seconds``;
+    the smaller wins): the run starts no step whose measured cost does not fit the time
+    left, and at the limit cancels the requests in flight and returns its best answer so
+    far; ``Solution.stopped`` says when either happened (``"time_left"``, ``"deadline"``).
+    The direct agent keeps the same limit. Returns a
+    :class:`~optiforge.agents.solution.Solution`; failures are
     reported in ``failure_class``/``error``, bad arguments raise :class:`TeamError`.
     No graph is recorded (see :func:`solve_graph`).
     """
@@ -518,6 +722,7 @@ def solve(
             prompts=prompts,
             roles=roles,
             config=config,
+            time_limit=time_limit,
         )
     )
 
@@ -532,6 +737,7 @@ def solve_graph(
     prompts: str | Path | dict[str, str] | None = None,
     roles: dict[str, Any] | None = None,
     config: TeamConfig | None = None,
+    time_limit: float | None = None,
 ) -> Any:
     """:func:`solve` that records the run; returns the output node (see :func:`asolve_graph`)."""
     return run_sync(
@@ -544,5 +750,6 @@ def solve_graph(
             prompts=prompts,
             roles=roles,
             config=config,
+            time_limit=time_limit,
         )
     )

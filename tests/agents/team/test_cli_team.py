@@ -172,3 +172,26 @@ def test_solve_refuses_a_prompts_file_of_another_version(scripted, capsys, tmp_p
     code, _, err = run(["solve", PRINTERS, "--prompts", str(path)], capsys)
     assert code == 2 and "version 7" in err
     assert not scripted or not scripted[-1].requests
+
+
+def test_solve_time_limit_answers_by_the_deadline(monkeypatch, capsys):
+    import asyncio
+    import time
+
+    async def script(messages, *, tag, temperature, **_):
+        if temperature > 0:  # the sampled formulations never come
+            await asyncio.sleep(3600)
+        return GOOD
+
+    monkeypatch.setattr(optiforge.llm, "LLM", lambda *a, **k: ScriptedLLM(script), raising=False)
+    t0 = time.monotonic()
+    code, out, err = run(["solve", PRINTERS, "--time-limit", "1", "--json"], capsys)
+    assert time.monotonic() - t0 < 10
+    assert code in (0, None), err
+    sol = json.loads(out)
+    assert sol["answer"] == pytest.approx(5050)
+    assert sol["stopped"] == "deadline" and sol["time_limit_s"] == 1.0
+    code, out, _ = run(["solve", PRINTERS, "--time-limit", "1"], capsys)
+    assert "stopped early (deadline)" in out and "5050" in out
+    code, _, err = run(["solve", PRINTERS, "--time-limit", "0"], capsys)
+    assert code == 2 and "time-limit" in err
