@@ -186,7 +186,7 @@ def test_tune_runs_every_optimizer(optimizer, monkeypatch, capsys, tmp_path):
     assert code in (0, None), err
     saved = json.loads(out.read_text())
     assert state["optimizer_calls"] >= 1
-    assert saved["prompts"]["formulator_system"] == "TUNED RULES"
+    assert saved["parameters"]["formulator_system"] == "TUNED RULES"
     assert saved["meta"]["optimizer"] == optimizer and saved["meta"]["rule"] == "strict_1e-6"
     assert saved["meta"]["initial_val_score"] == 0.0 and saved["meta"]["best_val_score"] == 1.0
     assert out.with_suffix(".state.json").exists() and out.with_suffix(".log.json").exists()

@@ -5,11 +5,13 @@ the roles (``formulator_system``, ``critic_system``, ``coder_system``, ``planner
 are trainable: ``optiforge tune`` saves new values with :func:`save_prompts`, and
 :func:`load_prompt_values` reads them back for ``solve`` and ``eval`` (``--prompts FILE``).
 
-A prompts file is ``{"format": "optiforge.team-prompts", "version": 2, "roles": {role:
-[prompt names]}, "prompts": {name: text}, "meta": {...}}``. ``roles`` names the team's roles
+A prompts file is a state document in the shared format (:mod:`optiforge.trace.state`):
+``{"format": "optiforge.state", "version": 1, "kind": "team-prompts", "parameters": {name:
+text}, "roles": {role: [prompt names]}, "meta": {...}}``. ``roles`` names the team's roles
 and the prompts of each that the file holds; a file written for other roles, or of another
-version, is refused at once with a message that says why. Version 1 files (``"format":
-"optiforge.team-prompts/1"``) and a plain ``{name: text}`` object are still read.
+version or kind, is refused at once with a message that says why. The older team-prompts
+files (``"format": "optiforge.team-prompts"`` version 2, and ``"optiforge.team-prompts/1"``)
+and a plain ``{name: text}`` object are still read.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from optiforge.errors import OptiforgeError
-from optiforge.fileio import write_text_atomic
 from optiforge.prompts import load_prompt
+from optiforge.trace.errors import SerializationError
+from optiforge.trace.state import check_state, state_document, write_state
 
 #: Prompts an optimizer may change (the roles' instructions).
 TRAINABLE = ("formulator_system", "critic_system", "coder_system", "planner_system")
@@ -53,9 +56,10 @@ PROMPT_ROLES = {
 }
 #: The team's roles, in the order the prompts file lists them.
 TEAM_ROLES = ("formulator", "planner", "coder", "critic")
-#: The prompts file format written by :func:`save_prompts`, and its version.
-PROMPTS_FORMAT = "optiforge.team-prompts"
-PROMPTS_VERSION = 2
+#: The state kind of a prompts file (the shared optiforge state format, see
+#: :mod:`optiforge.trace.state`), and the older team-prompts formats still read.
+PROMPTS_KIND = "team-prompts"
+_V2_FORMAT = "optiforge.team-prompts"
 _V1_FORMAT = "optiforge.team-prompts/1"
 
 #: What each trainable prompt is for (shown to optimizers as the parameter's description).
@@ -102,6 +106,23 @@ def _check_roles(roles: Any, names: list[str], source: str) -> None:
         )
 
 
+def _legacy_prompts(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A version-2 or version-1 team prompts file as a current state document."""
+    fmt, version = doc.get("format"), doc.get("version")
+    if not (fmt == _V2_FORMAT and version == 2) and not (fmt == _V1_FORMAT and version is None):
+        if fmt == _V2_FORMAT:
+            raise PromptFileError(
+                f"a prompts file of version {version!r} of the old team-prompts format; this "
+                "optiforge reads versions 1 and 2 of it; tune the prompts again with this version"
+            )
+        return None
+    if not isinstance(doc.get("prompts"), dict):
+        raise PromptFileError('the prompts file has no "prompts" object')
+    return state_document(
+        PROMPTS_KIND, doc["prompts"], roles=doc.get("roles"), meta=doc.get("meta") or {}
+    )
+
+
 def load_prompt_values(prompts: str | Path | Mapping[str, Any] | None) -> dict[str, str]:
     """Read tuned prompt values: a path to a JSON file, a dict, or None (no overrides).
 
@@ -126,25 +147,13 @@ def load_prompt_values(prompts: str | Path | Mapping[str, Any] | None) -> dict[s
     else:
         data = dict(prompts)
     if isinstance(data, dict) and "format" in data:
-        fmt, version = data.get("format"), data.get("version")
-        if fmt == _V1_FORMAT and version is None:
-            pass  # version 1: prompts without roles
-        elif fmt != PROMPTS_FORMAT:
-            raise PromptFileError(
-                f"{source} has format {fmt!r}; expected {PROMPTS_FORMAT!r} (a file written by "
-                "'optiforge tune')"
-            )
-        elif version != PROMPTS_VERSION:
-            raise PromptFileError(
-                f"{source} is version {version!r} of the prompts format; this optiforge reads "
-                f"version {PROMPTS_VERSION} (and 1); tune the prompts again with this version"
-            )
-        if not isinstance(data.get("prompts"), dict):
-            raise PromptFileError(f'{source} has no "prompts" object')
-        if fmt == PROMPTS_FORMAT:
-            _check_roles(data.get("roles"), list(data["prompts"]), source)
-    if isinstance(data, dict) and isinstance(data.get("prompts"), dict):
-        data = data["prompts"]
+        try:
+            doc = check_state(data, PROMPTS_KIND, source, legacy=_legacy_prompts)
+        except SerializationError as exc:
+            raise PromptFileError(str(exc)) from None
+        if doc.get("roles") is not None:
+            _check_roles(doc["roles"], list(doc["parameters"]), source)
+        data = doc["parameters"]
     if not isinstance(data, dict):
         raise PromptFileError("tuned prompts must be a JSON object {name: text}")
     unknown = sorted(set(data) - set(ALL_PROMPTS))
@@ -164,13 +173,7 @@ def prompts_document(values: Mapping[str, str], meta: dict[str, Any] | None = No
     roles = {
         r: [n for n in ALL_PROMPTS if n in values and PROMPT_ROLES[n] == r] for r in TEAM_ROLES
     }
-    return {
-        "format": PROMPTS_FORMAT,
-        "version": PROMPTS_VERSION,
-        "roles": roles,
-        "prompts": dict(values),
-        "meta": meta or {},
-    }
+    return state_document(PROMPTS_KIND, values, roles=roles, meta=meta or {})
 
 
 def save_prompts(
@@ -178,8 +181,7 @@ def save_prompts(
 ) -> None:
     """Write tuned prompts atomically as a versioned prompts file (see the module doc)."""
     path = Path(path)
-    doc = prompts_document(values, meta)
-    write_text_atomic(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    write_state(path, prompts_document(values, meta))
 
 
 def prompt_parameter(name: str, text: str) -> Any:

@@ -138,7 +138,7 @@ def test_tune_trains_and_saves_prompts(monkeypatch, capsys, tmp_path):
     assert code in (0, None), err
     saved = json.loads(out.read_text())
     assert state["tuned"]
-    assert saved["prompts"]["formulator_system"] == "TUNED RULES"
+    assert saved["parameters"]["formulator_system"] == "TUNED RULES"
     assert saved["meta"]["best_val_score"] == 1.0
     from optiforge.agents.team import load_prompt_values
 
@@ -168,7 +168,7 @@ def test_solve_refuses_a_prompts_file_of_another_version(scripted, capsys, tmp_p
 
     path = tmp_path / "p.json"
     save_prompts({"formulator_system": "A"}, path)
-    path.write_text(path.read_text().replace('"version": 2', '"version": 7'))
+    path.write_text(path.read_text().replace('"version": 1', '"version": 7'))
     code, _, err = run(["solve", PRINTERS, "--prompts", str(path)], capsys)
     assert code == 2 and "version 7" in err
     assert not scripted or not scripted[-1].requests

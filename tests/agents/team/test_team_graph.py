@@ -20,7 +20,7 @@ from optiforge.agents.team import (
     save_prompts,
     used_prompts,
 )
-from optiforge.agents.team.prompts import PROMPTS_FORMAT, PROMPTS_VERSION
+from optiforge.agents.team.prompts import PROMPTS_KIND
 from optiforge.agents.team.team import run_graph
 from optiforge.llm.testing import ScriptedLLM
 from optiforge.trace import feedback_subgraphs, graph_to_dict, no_trace
@@ -191,7 +191,9 @@ def test_prompts_file_has_a_version_and_the_roles(tmp_path):
     path = tmp_path / "p.json"
     save_prompts({"formulator_system": "A", "critic_system": "B"}, path)
     doc = json.loads(path.read_text())
-    assert doc["format"] == PROMPTS_FORMAT and doc["version"] == PROMPTS_VERSION
+    # The shared state format (one envelope for modules, optimizers and prompt files).
+    assert (doc["format"], doc["version"], doc["kind"]) == ("optiforge.state", 1, PROMPTS_KIND)
+    assert doc["parameters"] == {"formulator_system": "A", "critic_system": "B"}
     assert doc["roles"] == {
         "formulator": ["formulator_system"],
         "planner": [],
@@ -199,7 +201,20 @@ def test_prompts_file_has_a_version_and_the_roles(tmp_path):
         "critic": ["critic_system"],
     }
     assert load_prompt_values(path) == {"formulator_system": "A", "critic_system": "B"}
-    # Version 1 files and plain objects are still read.
+    # The older team-prompts files (version 2 with roles, version 1) are still read.
+    v2 = tmp_path / "v2.json"
+    v2.write_text(
+        json.dumps(
+            {
+                "format": "optiforge.team-prompts",
+                "version": 2,
+                "roles": doc["roles"],
+                "prompts": {"formulator_system": "A", "critic_system": "B"},
+                "meta": {},
+            }
+        )
+    )
+    assert load_prompt_values(v2) == {"formulator_system": "A", "critic_system": "B"}
     v1 = tmp_path / "v1.json"
     v1.write_text(
         json.dumps({"format": "optiforge.team-prompts/1", "prompts": {"coder_system": "C"}})
@@ -210,9 +225,11 @@ def test_prompts_file_has_a_version_and_the_roles(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"version": 3}, "version 3 of the prompts format"),
+        ({"version": 3}, "version 3 of the optiforge state format"),
         ({"version": None}, "version None"),
-        ({"format": "someone-else/1"}, "has format 'someone-else/1'"),
+        ({"kind": "module"}, "state of kind 'module'"),
+        ({"format": "someone-else/1"}, "not an optiforge team-prompts file"),
+        ({"format": "optiforge.team-prompts", "version": 3}, "version 3 of the old team-prompts"),
         ({"roles": {"formulator": ["formulator_system"], "judge": []}}, "written for the roles"),
         (
             {
