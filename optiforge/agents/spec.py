@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from optiforge.errors import OptiforgeError
+from optiforge.llm.protocol import ChatClient
 
 
 class AgentSpecError(OptiforgeError):
@@ -99,7 +100,7 @@ class BuiltAgent:
     ``agent.usage()``, ``agent.close()``.
     """
 
-    def __init__(self, spec: AgentSpec, llm: Any = None) -> None:
+    def __init__(self, spec: AgentSpec, llm: ChatClient | None = None) -> None:
         self.spec = spec
         self.llm = llm
         self._owns_llm = False

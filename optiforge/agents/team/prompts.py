@@ -154,6 +154,8 @@ def load_prompt_values(prompts: str | Path | Mapping[str, Any] | None) -> dict[s
         if doc.get("roles") is not None:
             _check_roles(doc["roles"], list(doc["parameters"]), source)
         data = doc["parameters"]
+    elif isinstance(data, dict) and isinstance(data.get("prompts"), dict):
+        data = data["prompts"]  # {"prompts": {name: text}}, written by hand
     if not isinstance(data, dict):
         raise PromptFileError("tuned prompts must be a JSON object {name: text}")
     unknown = sorted(set(data) - set(ALL_PROMPTS))

@@ -17,6 +17,7 @@ from typing import Any
 from optiforge.agents.solution import StepRecord
 from optiforge.agents.team.prompts import PromptSet
 from optiforge.agents.team.schemas import Critique, FormulationDraft, PlanChoice
+from optiforge.llm.protocol import ChatClient
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -101,7 +102,7 @@ def formulator_messages(
 
 
 async def formulate(
-    llm: Any,
+    llm: ChatClient,
     prompts: PromptSet,
     problem: str,
     *,
@@ -140,7 +141,7 @@ async def formulate(
 
 
 async def critique(
-    llm: Any,
+    llm: ChatClient,
     prompts: PromptSet,
     problem: str,
     model_text: str,
@@ -178,7 +179,7 @@ async def critique(
 
 
 async def plan_advice(
-    llm: Any, prompts: PromptSet, problem: str, *, max_tokens: int = 160
+    llm: ChatClient, prompts: PromptSet, problem: str, *, max_tokens: int = 160
 ) -> RoleReply:
     """Ask the planner model whether the decisions are integer and the model nonlinear."""
     started = time.perf_counter()
@@ -228,7 +229,7 @@ def coder_messages(
 
 
 async def write_code(
-    llm: Any,
+    llm: ChatClient,
     prompts: PromptSet,
     problem: str,
     *,

@@ -55,6 +55,7 @@ from optiforge.agents.team.state import (
     used_prompts,
 )
 from optiforge.llm import run_sync
+from optiforge.llm.protocol import ChatClient
 from optiforge.solvers.result import SolveStatus
 from optiforge.trace import bundle, no_trace, node, tracing
 
@@ -147,7 +148,9 @@ class _Decision:
         return _summarize(sol)
 
 
-def _resolve_llms(llm: Any, roles_map: dict[str, Any] | None) -> tuple[dict[str, Any], list[Any]]:
+def _resolve_llms(
+    llm: ChatClient | None, roles_map: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[Any]]:
     """Per-role clients; returns (clients, clients this run created and must close)."""
     owned: list[Any] = []
     unknown = sorted(set(roles_map or {}) - set(ROLES))
@@ -396,7 +399,7 @@ class _Direct:
 
     def __init__(
         self,
-        llm: Any,
+        llm: ChatClient,
         prompts: PromptSet,
         config: TeamConfig,
         *,
@@ -558,7 +561,7 @@ async def run_graph(
     problem: Any,
     *,
     params: dict[str, Any] | None = None,
-    llm: Any = None,
+    llm: ChatClient | None = None,
     agent: str = "team",
     budget: int | dict[str, Any] | TeamBudget | None = None,
     samples: int | None = None,
@@ -620,7 +623,7 @@ async def run_graph(
 async def asolve(
     problem_text: str,
     *,
-    llm: Any = None,
+    llm: ChatClient | None = None,
     agent: str = "team",
     budget: int | dict[str, Any] | TeamBudget | None = None,
     samples: int | None = None,
@@ -648,7 +651,7 @@ async def asolve(
 async def asolve_graph(
     problem_text: str,
     *,
-    llm: Any = None,
+    llm: ChatClient | None = None,
     agent: str = "team",
     budget: int | dict[str, Any] | TeamBudget | None = None,
     samples: int | None = None,
@@ -681,7 +684,7 @@ async def asolve_graph(
 def solve(
     problem_text: str,
     *,
-    llm: Any = None,
+    llm: ChatClient | None = None,
     agent: str = "team",
     budget: int | dict[str, Any] | TeamBudget | None = None,
     samples: int | None = None,
@@ -730,7 +733,7 @@ def solve(
 def solve_graph(
     problem_text: str,
     *,
-    llm: Any = None,
+    llm: ChatClient | None = None,
     agent: str = "team",
     budget: int | dict[str, Any] | TeamBudget | None = None,
     samples: int | None = None,
