@@ -102,7 +102,7 @@ def test_a_worker_that_died_twice_stops_the_tune(tmp_path):
 
     llm = ScriptedLLM(team_script({"optimizer_calls": 0}))
     cfg = _cfg(tmp_path, "dying")
-    with pytest.raises(TuneWorkerError, match="died 2 time.*rerun the same command"):
+    with pytest.raises(TuneWorkerError, match=r"died 2 time.*rerun the same command"):
         run_tune(cfg, llm, executor=Dying(BuiltAgent(AgentSpec(), llm=llm)))
     assert not cfg.out.exists()  # nothing was scored 0 and saved as a result
 
@@ -114,7 +114,7 @@ def test_executor_options_are_checked_before_anything_starts(tmp_path):
         _cfg(tmp_path, "b", ray_address="auto")
     with pytest.raises(TuneError, match="--ray-workers must be >= 1"):
         _cfg(tmp_path, "c", executor="ray", ray_workers=0)
-    with pytest.raises(TuneError, match="GEPA's unrecorded evaluations.*optoprime runs"):
+    with pytest.raises(TuneError, match=r"GEPA's unrecorded evaluations.*optoprime runs"):
         TuneConfig(dataset="x", out=tmp_path / "p.json", optimizer="optoprime", executor="ray")
     llm = ScriptedLLM(team_script({"optimizer_calls": 0}))
     cfg = _cfg(tmp_path, "d")
