@@ -25,7 +25,7 @@ steps of --batch-size over --epochs). Progress is saved after every step or cand
 OUT.state.json: after Ctrl-C, SIGTERM or kill -9, rerun the same command to resume
 (--restart starts over). The per-step log goes to OUT.log.json.
 
---executor ray (gepa only; pip install -e '.[ray]'): GEPA's evaluations that record no
+--executor ray (gepa only; pip install -e '.\\[ray]'): GEPA's evaluations that record no
 graph (each child's minibatch, every validation set, merges) run as Ray tasks, the agent
 and its sandbox on the worker, as with `optiforge eval --executor ray`; the parent's traced
 minibatch and the reflection stay here. A worker that dies is retried once on a fresh one.
@@ -93,7 +93,7 @@ def tune_command(
         "local",
         "--executor",
         help="Where GEPA's unrecorded evaluations (child minibatches, validation) run: local "
-        "(this process) or ray (Ray tasks; gepa only; pip install -e '.[ray]').",
+        "(this process) or ray (Ray tasks; gepa only; pip install -e '.\\[ray]').",
     ),
     ray_address: str | None = typer.Option(
         None,

@@ -444,7 +444,12 @@ def start_ray_executor(
         address=cfg.ray_address,
         workers=cfg.ray_workers,
         concurrency=cfg.workers,
-    ).start()
+    )
+    try:
+        ex.start()
+    except BaseException:  # Ctrl-C or a failed start: stop what did start
+        ex.close()
+        raise
     note(f"ray: {ex.worker_count} workers ready in {ex.startup_s:.1f} s")
     return ex
 
