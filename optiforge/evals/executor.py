@@ -15,14 +15,15 @@ function; the Ray executor takes a picklable factory that builds the agent in ea
 same model, same server URLs, same response cache directory), once per worker, reused for
 every problem it runs. Ray is imported only inside :class:`RayExecutor`.
 
-Per-problem usage: the runner counts each problem's LLM calls in the scope
-``executor.usage_scope()`` opens around it (None: the journal keeps the agent's own
-counts). Locally that is the client's :func:`optiforge.llm.usage.usage_scope`, given to the
-executor (evals does not import llm). On Ray the client lives in the worker, so the worker
-runs each problem inside that scope function (shipped to it) and returns the scope's counts
-and replies with the Solution; ``RayExecutor.usage_scope()`` hands them to the runner. The
-journal lines then add up to ``usage()``, a dead worker included: its counters die with it,
-so ``usage()`` counts the problems it finished from what they returned.
+Per-problem usage: ``executor.usage_scope`` is the scope function to give the runner
+(``run_eval(..., usage_scope=ex.usage_scope)``), which opens one around each problem and
+journals what it counted (None: lines keep the agent's own counts). Locally it is the
+client's :func:`optiforge.llm.usage.usage_scope`, handed to the executor (evals does not
+import llm). On Ray the client lives in the worker, so the worker runs each problem inside
+that scope function (shipped to it) and returns the scope's counts and replies with the
+Solution, and ``RayExecutor.usage_scope()`` hands them to the runner. The journal lines
+then add up to ``usage()``, a dead worker included: its counters die with it, so
+``usage()`` counts the problems it finished from what they returned.
 """
 
 from __future__ import annotations

@@ -468,7 +468,9 @@ def run_tune(
     ``llm``: the client of the optimizer and of the runs here. With ``cfg.executor ==
     "ray"``, a Ray executor is started from ``settings`` (:func:`start_ray_executor`) and
     stopped at the end; ``executor`` instead runs GEPA's unrecorded evaluations through an
-    executor the caller made (and closes)."""
+    executor the caller made (and closes). The calls and tokens reported add a Ray
+    executor's usage (its workers' clients) to the driver's; a local executor is taken to
+    share ``llm``, whose usage already holds them."""
     from optiforge.agents.team import TRAINABLE
     from optiforge.agents.team.module import TeamModule, save_prompts
     from optiforge.agents.trainer import train
