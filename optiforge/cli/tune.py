@@ -24,6 +24,12 @@ Optimizers: gepa (reflective evolution over a Pareto front of prompt candidates;
 steps of --batch-size over --epochs). Progress is saved after every step or candidate in
 OUT.state.json: after Ctrl-C, SIGTERM or kill -9, rerun the same command to resume
 (--restart starts over). The per-step log goes to OUT.log.json.
+
+--executor ray (gepa only; pip install -e '.\\[ray]'): GEPA's evaluations that record no
+graph (each child's minibatch, every validation set, merges) run as Ray tasks, the agent
+and its sandbox on the worker, as with `optiforge eval --executor ray`; the parent's traced
+minibatch and the reflection stay here. A worker that dies is retried once on a fresh one.
+optoprime, opro and textgrad run every problem here and refuse --executor ray.
 """
 
 
@@ -83,6 +89,24 @@ def tune_command(
     budget: int | None = typer.Option(None, "--budget", min=1, help="LLM samples per problem."),
     samples: int | None = typer.Option(None, "--samples", min=1, help="First-round samples."),
     workers: int = typer.Option(2, "--workers", min=1, help="Problems run at once."),
+    executor: str = typer.Option(
+        "local",
+        "--executor",
+        help="Where GEPA's unrecorded evaluations (child minibatches, validation) run: local "
+        "(this process) or ray (Ray tasks; gepa only; pip install -e '.\\[ray]').",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --executor ray: a running cluster (auto, or its HOST:6379); default: a "
+        "private local Ray instance.",
+    ),
+    ray_workers: int | None = typer.Option(
+        None,
+        "--ray-workers",
+        help="With --executor ray: worker processes (default: one per cluster CPU, at most "
+        "--workers).",
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM cache."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split order, sampling and RNG."),
 ) -> None:
@@ -120,6 +144,10 @@ def tune_command(
         merge=merge,
         restart=restart,
         progress=console.is_terminal,
+        executor=executor,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+        no_cache=no_cache,
     )
     settings = load_settings(model=model, base_url=base_url)
     cfg.model = settings.model
@@ -130,7 +158,9 @@ def tune_command(
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     llm = connect_llm(settings, no_cache=no_cache)
     try:
-        result = run_tune(cfg, llm, note=lambda m: console.print(f"[yellow]note:[/] {m}"))
+        result = run_tune(
+            cfg, llm, settings=settings, note=lambda m: console.print(f"[yellow]note:[/] {m}")
+        )
     except KeyboardInterrupt:
         console.print(
             f"interrupted; progress is in {state_path_for(out)}: rerun the same command to resume"
@@ -139,8 +169,12 @@ def tune_command(
     finally:
         signal.signal(signal.SIGTERM, previous)
         llm.close()
+    on_ray = ""
+    if result.executor == "ray":
+        on_ray = f", {result.remote_calls} on Ray workers, {result.worker_deaths} worker deaths"
     console.print(
         f"saved {result.out}: validation score {result.initial_val_score} -> "
-        f"{result.best_val_score} ({result.calls} LLM calls, {result.tokens} tokens); use it "
+        f"{result.best_val_score} ({result.calls} LLM calls, {result.tokens} tokens{on_ray}); "
+        "use it "
         f"with: optiforge solve --prompts {out} ... / optiforge eval --prompts {out} ..."
     )

@@ -14,16 +14,29 @@ function; the Ray executor takes a picklable factory that builds the agent in ea
 (:func:`optiforge.agents.spec.build_agent` with an :class:`~optiforge.agents.spec.AgentSpec`:
 same model, same server URLs, same response cache directory), once per worker, reused for
 every problem it runs. Ray is imported only inside :class:`RayExecutor`.
+
+Per-problem usage: ``executor.usage_scope`` is the scope function to give the runner
+(``run_eval(..., usage_scope=ex.usage_scope)``), which opens one around each problem and
+journals what it counted (None: lines keep the agent's own counts). Locally it is the
+client's :func:`optiforge.llm.usage.usage_scope`, handed to the executor (evals does not
+import llm). On Ray the client lives in the worker, so the worker runs each problem inside
+that scope function (shipped to it) and returns the scope's counts and replies with the
+Solution, and ``RayExecutor.usage_scope()`` hands them to the runner. The journal lines
+then add up to ``usage()``, a dead worker included: its counters die with it, so
+``usage()`` counts the problems it finished from what they returned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import os
+import pickle
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,10 +82,16 @@ def as_agent(agent: Any) -> Agent:
     return agent if hasattr(agent, "solve") else FunctionAgent(agent)
 
 
+#: A zero-argument function opening a usage scope, e.g. :func:`optiforge.llm.usage.usage_scope`.
+ScopeFn = Callable[[], AbstractContextManager[Any]]
+
+
 class Executor(Protocol):
     """Runs one problem at a time per call; many calls may be in flight at once."""
 
     name: str
+    #: Opens the scope a problem's LLM usage is counted in (None: not counted per problem).
+    usage_scope: ScopeFn | None
 
     async def run(self, problem: Problem, *, prompts: dict[str, str] | None = None) -> Any:
         """Run the agent on ``problem`` and return its Solution (or raise what it raised)."""
@@ -92,10 +111,13 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, agent: Any) -> None:
+    def __init__(self, agent: Any, *, usage_scope: ScopeFn | None = None) -> None:
         """``agent``: an :class:`Agent` (e.g. :class:`optiforge.agents.spec.BuiltAgent`)
-        or an async ``(Problem) -> Solution`` function."""
+        or an async ``(Problem) -> Solution`` function. ``usage_scope``: the client's scope
+        function (:func:`optiforge.llm.usage.usage_scope`), offered to the runner as is:
+        the agent runs in this process, so the client's scopes see its calls."""
         self._agent = as_agent(agent)
+        self.usage_scope = usage_scope
 
     async def run(self, problem: Problem, *, prompts: dict[str, str] | None = None) -> Any:
         """Await the agent on ``problem``."""
@@ -111,11 +133,25 @@ class LocalExecutor:
 
 
 # -- Ray ------------------------------------------------------------------------------------
+@dataclass
+class _Done:
+    """What a worker returns for one problem: the Solution (or the exception the agent
+    raised) and, with a usage scope, what the worker's client counted for it."""
+
+    value: Any = None
+    error: BaseException | None = None
+    #: The scope's :class:`~optiforge.llm.types.UsageSnapshot` (a pydantic model: it
+    #: travels as data, so evals never imports llm).
+    usage: Any = None
+    replies: list[dict[str, Any]] | None = None
+
+
 class _RayWorker:
     """The body of one Ray actor: builds the agent once, runs problems concurrently."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], Any], scope_fn: ScopeFn | None = None) -> None:
         self.factory = factory
+        self.scope_fn = scope_fn
         self.agent: Agent | None = None
 
     def info(self) -> dict[str, Any]:
@@ -123,13 +159,68 @@ class _RayWorker:
 
         return {"pid": os.getpid(), "version": optiforge.__version__, "file": optiforge.__file__}
 
-    async def run(self, problem: Problem, prompts: dict[str, str] | None) -> Any:
+    async def run(self, problem: Problem, prompts: dict[str, str] | None) -> _Done:
         if self.agent is None:
             self.agent = as_agent(self.factory())
-        return await self.agent.solve(problem, prompts)
+        if self.scope_fn is None:
+            return _Done(value=await self.agent.solve(problem, prompts))
+        with self.scope_fn() as scope:
+            try:
+                value = await self.agent.solve(problem, prompts)
+            except Exception as exc:
+                done = _Done(error=exc)
+            else:
+                done = _Done(value=value)
+        done.usage = scope.snapshot()
+        done.replies = list(scope.replies)
+        if done.error is not None:
+            try:
+                pickle.dumps(done.error)
+            except Exception:
+                raise done.error from None  # Ray reports what it can; this usage is lost
+        return done
 
     def usage(self) -> dict[str, Any] | None:
         return self.agent.usage() if self.agent is not None else None
+
+
+@dataclass(frozen=True)
+class _NoUsage:
+    """The snapshot of a remote scope whose problem returned nothing (cut off)."""
+
+    calls: int = 0
+    failed_calls: int = 0
+    cached_calls: int = 0
+    by_tag: dict[str, Any] = field(default_factory=dict)
+
+
+class RemoteUsage:
+    """A problem's usage as counted in a worker's scope: what :meth:`RayExecutor.usage_scope`
+    yields, read like an :class:`optiforge.llm.usage.UsageScope` (``snapshot()``,
+    ``replies``) once :meth:`RayExecutor.run` has returned inside it."""
+
+    def __init__(self) -> None:
+        self._snapshot: Any = None
+        self._replies: list[dict[str, Any]] = []
+
+    def fill(self, snapshot: Any, replies: list[dict[str, Any]] | None) -> None:
+        """Take the worker's counts (the last attempt's, if the problem was retried)."""
+        self._snapshot = snapshot
+        self._replies = list(replies or [])
+
+    def snapshot(self) -> Any:
+        """The worker's :class:`~optiforge.llm.types.UsageSnapshot` (zeros before one came)."""
+        return self._snapshot if self._snapshot is not None else _NoUsage()
+
+    @property
+    def replies(self) -> list[dict[str, Any]]:
+        """One entry per reply, as :attr:`optiforge.llm.usage.UsageScope.replies`."""
+        return list(self._replies)
+
+
+_remote_scope: contextvars.ContextVar[RemoteUsage | None] = contextvars.ContextVar(
+    "optiforge_remote_usage", default=None
+)
 
 
 @dataclass
@@ -138,6 +229,8 @@ class _Slot:
     generation: int = 0
     in_flight: int = 0
     pids: list[int] = field(default_factory=list)
+    #: Usage of the problems the current actor finished (counted if it dies).
+    finished_usage: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _package_root() -> str:
@@ -167,6 +260,9 @@ class RayExecutor:
     - ``concurrency``: problems in flight in total (the runner's ``concurrency``).
     - ``num_cpus``: CPUs of a local instance (default: all).
     - ``env``: extra environment variables for the workers.
+    - ``usage_scope``: a picklable scope function, :func:`optiforge.llm.usage.usage_scope`:
+      each problem runs inside it on its worker, and :meth:`usage_scope` gives the runner
+      its counts (see the module docs). Without it the journal keeps the agent's counts.
     """
 
     name = "ray"
@@ -192,6 +288,7 @@ class RayExecutor:
         num_cpus: int | None = None,
         retries: int = 1,
         env: dict[str, str] | None = None,
+        usage_scope: ScopeFn | None = None,
     ) -> None:
         if concurrency < 1:
             raise EvalError(f"concurrency must be >= 1, got {concurrency}")
@@ -204,6 +301,9 @@ class RayExecutor:
         self.num_cpus = num_cpus
         self.retries = retries
         self.env = dict(env or {})
+        self.scope_fn = usage_scope
+        # The runner opens this around each problem (None: no per-problem usage).
+        self.usage_scope: ScopeFn | None = self._remote_scope if usage_scope else None
         self.startup_s: float | None = None
         self.retried = 0
         self.died = 0
@@ -212,6 +312,8 @@ class RayExecutor:
         self._actor_cls: Any = None
         self._ray: Any = None
         self._final_usage: list[dict[str, Any]] = []
+        #: Usage of the problems dead workers had finished (their counters died with them).
+        self._dead_usage: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> RayExecutor:
@@ -222,7 +324,10 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise EvalError("--executor ray needs Ray: pip install 'optiforge[ray]'") from None
+            raise EvalError(
+                "--executor ray needs Ray: pip install -e '.[ray]' in an optiforge checkout "
+                "(or pip install 'optiforge[ray]')"
+            ) from None
         self._ray = ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home from evals
         if not ray.is_initialized():
@@ -275,7 +380,18 @@ class RayExecutor:
         options: dict[str, Any] = {"max_concurrency": self._per_worker + 1}
         if self.env:
             options["runtime_env"] = {"env_vars": dict(self.env)}
-        return self._actor_cls.options(**options).remote(self.factory)
+        return self._actor_cls.options(**options).remote(self.factory, self.scope_fn)
+
+    @contextlib.contextmanager
+    def _remote_scope(self) -> Iterator[RemoteUsage]:
+        """The runner's per-problem scope: :meth:`run` inside it fills it with the worker's
+        counts for the problem."""
+        scope = RemoteUsage()
+        token = _remote_scope.set(scope)
+        try:
+            yield scope
+        finally:
+            _remote_scope.reset(token)
 
     @property
     def worker_count(self) -> int:
@@ -285,6 +401,10 @@ class RayExecutor:
     def worker_actors(self) -> list[Any]:
         """The current actor handles (for tests and fault injection)."""
         return [s.actor for s in self._slots]
+
+    def busy_actors(self) -> list[Any]:
+        """The current actor handles with problems in flight (for fault injection)."""
+        return [s.actor for s in self._slots if s.in_flight]
 
     def close(self) -> None:
         """Collect the workers' usage, stop them, and stop Ray if this executor started it."""
@@ -317,7 +437,7 @@ class RayExecutor:
             slot.in_flight += 1
             ref = slot.actor.run.remote(problem, prompts)
             try:
-                return await ref
+                done = await ref
             except asyncio.CancelledError:
                 ray.cancel(ref)  # Ctrl-C or a problem timeout: stop the work on the worker
                 raise
@@ -335,26 +455,51 @@ class RayExecutor:
                 if slot.generation == generation:  # the first to notice replaces it
                     slot.generation += 1
                     slot.actor = self._new_actor()
+                    self._dead_usage += slot.finished_usage
+                    slot.finished_usage = []
                 if attempt < self.retries:
                     self.retried += 1
+                continue
             finally:
                 slot.in_flight -= 1
+            return self._unpack(done, slot, generation)
         raise WorkerDiedError(
             f"the Ray worker running {problem.id} died {self.retries + 1} time(s) "
             f"({type(last).__name__}: {str(last).strip().splitlines()[0] if last else ''}); "
             "rerun with --resume --retry-failed"
         )
 
+    def _unpack(self, done: Any, slot: _Slot, generation: int) -> Any:
+        """The Solution of a worker's :class:`_Done` (or raise the agent's exception); its
+        usage goes to the runner's scope and to the slot's tally."""
+        if not isinstance(done, _Done):
+            return done
+        if done.usage is not None:
+            counted = done.usage.model_dump()
+            if slot.generation == generation:
+                slot.finished_usage.append(counted)
+            else:  # the actor was replaced meanwhile: its counters are gone
+                self._dead_usage.append(counted)
+            scope = _remote_scope.get()
+            if scope is not None:
+                scope.fill(done.usage, done.replies)
+        if done.error is not None:
+            raise done.error
+        return done.value
+
     # -- usage --------------------------------------------------------------------------
     def _collect_usage(self) -> list[dict[str, Any]]:
         ray = self._ray
         refs = [slot.actor.usage.remote() for slot in self._slots]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=15)
+        ray.wait(refs, num_returns=len(refs), timeout=15)
         out = []
-        for ref in ready:
+        for slot, ref in zip(self._slots, refs, strict=True):
             try:
-                u = ray.get(ref)
-            except Exception:  # a dead worker's counters are gone; the journal has its work
+                u = ray.get(ref, timeout=0)
+            except Exception:
+                # A worker that died idle (or hangs): its counters are gone, so count the
+                # problems it finished from what they returned (with a usage scope).
+                out += slot.finished_usage
                 continue
             if u:
                 out.append(u)
@@ -364,7 +509,7 @@ class RayExecutor:
         """Usage summed over the workers (their LLM calls, tokens, cache hits...) and each
         server's share, plus how many workers died and problems were retried."""
         parts = self._collect_usage() if self._slots else self._final_usage
-        merged = merge_usage(parts)
+        merged = merge_usage(parts + self._dead_usage)
         merged["executor"] = {
             "name": "ray",
             "workers": self.worker_count or len(parts),

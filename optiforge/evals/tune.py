@@ -11,6 +11,14 @@
 - :func:`run_tune` is the whole ``optiforge tune`` run: split, module, optimizer
   (``gepa``, ``optoprime``, ``opro``, ``textgrad``), training with a state file that a rerun
   resumes, and the tuned prompts saved for ``--prompts``.
+- With ``executor="ray"`` (GEPA only), GEPA's evaluations that record no graph (each
+  child's minibatch, every validation set, merges) run as Ray tasks through
+  :class:`optiforge.evals.executor.RayExecutor`, as ``optiforge eval --executor ray`` runs
+  problems: a worker builds the same agent from an
+  :class:`~optiforge.agents.spec.AgentSpec` and solves the problem with the candidate's
+  prompts (:func:`remote_run`), and :class:`TeamJudge` grades the returned Solution as it
+  grades a local one. The parent's traced minibatch, which the reflection reads, runs here.
+  Ray is imported only then.
 """
 
 from __future__ import annotations
@@ -22,12 +30,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from optiforge.agents.optim.errors import OptimizerError
 from optiforge.datasets import Problem, load_dataset
 from optiforge.errors import OptiforgeError
 from optiforge.evals.scoring import DEFAULT_RULE, RULES
 
 #: Optimizers ``optiforge tune --optimizer`` accepts.
 OPTIMIZERS = ("gepa", "optoprime", "opro", "textgrad")
+#: Where ``optiforge tune --executor`` runs GEPA's unrecorded evaluations.
+EXECUTORS = ("local", "ray")
 #: Shipped samples that are training splits (``nl4opt-tune-train``, ...); every other shipped
 #: sample (``*-fresh60``, ``*-readme40``, ``*-test``, ...) is held out: its expected answers
 #: never reach an optimizer.
@@ -40,6 +51,13 @@ class TuneError(OptiforgeError):
 
 class HeldOutProblemError(TuneError):
     """Feedback with an expected answer was requested for a problem of a test sample."""
+
+
+class TuneWorkerError(TuneError, OptimizerError):
+    """An evaluation's Ray worker died on every allowed attempt. It stops the tune (an
+    :class:`OptimizerError` is never turned into a score): scoring the candidate 0 there
+    would mislead the search. The state file keeps every finished iteration; rerun to
+    resume."""
 
 
 def copy_of(problem: Problem) -> str | None:
@@ -277,6 +295,19 @@ class TuneConfig:
     restart: bool = False
     model: str | None = None
     progress: bool = True
+    #: ``local`` or ``ray`` (GEPA's unrecorded evaluations as Ray tasks; GEPA only).
+    executor: str = "local"
+    #: With ``executor="ray"``: a running cluster (``auto``, ``HOST:6379``); None starts a
+    #: private local Ray instance.
+    ray_address: str | None = None
+    #: With ``executor="ray"``: worker processes (default: one per CPU, at most ``workers``).
+    ray_workers: int | None = None
+    #: The client was built without the response cache (the Ray workers' clients follow).
+    no_cache: bool = False
+
+    def __post_init__(self) -> None:
+        # Checked before any server or Ray is started.
+        _check_executor(self)
 
 
 @dataclass
@@ -291,8 +322,15 @@ class TuneOutcome:
     initial_val_score: float | None
     best_val_score: float | None
     resumed: bool
+    #: LLM calls and tokens of this session: the driver's client and the Ray workers'.
     calls: int
     tokens: int
+    executor: str = "local"
+    #: The executor's usage (the workers' summed LLM usage, deaths, retries), if one ran.
+    executor_usage: dict[str, Any] | None = None
+    #: Of ``calls``: those the Ray workers' clients made; and how many workers died.
+    remote_calls: int = 0
+    worker_deaths: int = 0
 
 
 def state_path_for(out: Path) -> Path:
@@ -300,10 +338,13 @@ def state_path_for(out: Path) -> Path:
     return out.with_suffix(".state.json")
 
 
-def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig) -> Any:
-    """The optimizer ``name`` over ``module``'s trainable prompts."""
+def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig, *, remote: Any = None) -> Any:
+    """The optimizer ``name`` over ``module``'s trainable prompts; ``remote`` (GEPA only):
+    where its unrecorded evaluations run (:func:`remote_run`)."""
     from optiforge.agents.optim import GEPA, OPRO, OptoPrime, TextGrad
 
+    if remote is not None and name != "gepa":
+        raise TuneError(_RAY_GEPA_ONLY.format(name=name))
     if name == "gepa":
         return GEPA(
             module,
@@ -314,6 +355,7 @@ def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig) -> Any:
             workers=cfg.workers,
             seed=cfg.seed,
             max_tokens=2048,
+            remote=remote,
         )
     if name == "opro":
         return OPRO(
@@ -331,11 +373,104 @@ def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig) -> Any:
     raise TuneError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
+_RAY_GEPA_ONLY = (
+    "--executor ray runs GEPA's unrecorded evaluations (each child's minibatch and the "
+    "validation sets) on Ray workers; {name} runs every problem in this process. Use "
+    "--optimizer gepa, or drop --executor ray."
+)
+
+
+def remote_run(executor: Any, module: Any) -> Any:
+    """GEPA's :data:`~optiforge.agents.optim.rollouts.RemoteRun` over ``executor``: the
+    candidate's ``values`` over the module's other prompt values, and the training
+    :class:`~optiforge.datasets.Problem` (the example's target) solved with them by
+    ``executor.run(problem, prompts=...)``; a local run of the module would send the same
+    requests. A worker that died on every attempt raises :class:`TuneWorkerError`."""
+    from optiforge.evals.executor import WorkerDiedError
+
+    async def run(values: Any, text: Any, problem: Any) -> Any:
+        if not isinstance(problem, Problem):
+            raise TuneError(
+                "a remote evaluation needs the training Problem as target, got "
+                f"{type(problem).__name__}"
+            )
+        prompts = {**module.prompt_values(), **values}
+        try:
+            return await executor.run(problem, prompts=prompts)
+        except WorkerDiedError as exc:
+            raise TuneWorkerError(
+                f"{exc}. The tune stopped; its state file keeps every finished iteration: "
+                "rerun the same command to resume"
+            ) from None
+
+    return run
+
+
+def _check_executor(cfg: TuneConfig) -> None:
+    if cfg.executor not in EXECUTORS:
+        raise TuneError(f"--executor must be local or ray, got {cfg.executor!r}")
+    if cfg.executor != "ray" and (cfg.ray_address or cfg.ray_workers is not None):
+        raise TuneError("--ray-address and --ray-workers need --executor ray")
+    if cfg.ray_workers is not None and cfg.ray_workers < 1:
+        raise TuneError(f"--ray-workers must be >= 1, got {cfg.ray_workers}")
+    if cfg.executor == "ray" and cfg.optimizer != "gepa":
+        raise TuneError(_RAY_GEPA_ONLY.format(name=cfg.optimizer))
+
+
+def start_ray_executor(
+    cfg: TuneConfig, llm: Any, settings: Any, *, note: Callable[[str], None] = lambda _m: None
+) -> Any:
+    """A started :class:`~optiforge.evals.executor.RayExecutor` whose workers build the
+    tune's agent (``cfg.agent``, budget, samples; the settings' model and cache) with
+    their own LLM client. Workers on this host share the driver's embedded server."""
+    import functools
+
+    from optiforge.agents.spec import AgentSpec, build_agent
+    from optiforge.evals.executor import RayExecutor
+
+    base_url = None
+    if getattr(llm, "route", None) == "local":
+        base_url = llm.ensure_server()  # a remote cluster needs --base-url it can reach
+    spec = AgentSpec(
+        agent=cfg.agent,
+        settings=settings,
+        base_url=base_url,
+        no_cache=cfg.no_cache,
+        budget=cfg.budget,
+        samples=cfg.samples,
+    )
+    ex = RayExecutor(
+        functools.partial(build_agent, spec),
+        address=cfg.ray_address,
+        workers=cfg.ray_workers,
+        concurrency=cfg.workers,
+    )
+    try:
+        ex.start()
+    except BaseException:  # Ctrl-C or a failed start: stop what did start
+        ex.close()
+        raise
+    note(f"ray: {ex.worker_count} workers ready in {ex.startup_s:.1f} s")
+    return ex
+
+
 def run_tune(
-    cfg: TuneConfig, llm: Any, *, note: Callable[[str], None] = lambda _m: None
+    cfg: TuneConfig,
+    llm: Any,
+    *,
+    settings: Any = None,
+    executor: Any = None,
+    note: Callable[[str], None] = lambda _m: None,
 ) -> TuneOutcome:
     """Tune the team's prompts (see the module docs); resumes from the state file beside
-    ``cfg.out`` when one exists (unless ``cfg.restart``)."""
+    ``cfg.out`` when one exists (unless ``cfg.restart``).
+
+    ``llm``: the client of the optimizer and of the runs here. With ``cfg.executor ==
+    "ray"``, a Ray executor is started from ``settings`` (:func:`start_ray_executor`) and
+    stopped at the end; ``executor`` instead runs GEPA's unrecorded evaluations through an
+    executor the caller made (and closes). The calls and tokens reported add a Ray
+    executor's usage (its workers' clients) to the driver's; a local executor is taken to
+    share ``llm``, whose usage already holds them."""
     from optiforge.agents.team import TRAINABLE
     from optiforge.agents.team.module import TeamModule, save_prompts
     from optiforge.agents.trainer import train
@@ -346,6 +481,9 @@ def run_tune(
         raise TuneError(
             f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}"
         )
+    _check_executor(cfg)
+    if executor is not None and cfg.optimizer != "gepa":
+        raise TuneError(_RAY_GEPA_ONLY.format(name=cfg.optimizer))
     chosen = list(cfg.params)
     unknown = sorted(set(chosen) - set(TRAINABLE))
     if unknown or not chosen:
@@ -375,29 +513,48 @@ def run_tune(
     )
     for name in TRAINABLE:
         getattr(module, name).trainable = name in chosen
-    opt = make_optimizer(cfg.optimizer, module, llm, cfg)
     note(
         f"tune {cfg.agent} prompts {chosen} with {cfg.optimizer}: {len(train_set)} train / "
         f"{len(val)} validation problems from {cfg.dataset}"
         + (f"; resuming from {state}" if resumed else "")
     )
-    result = train(
-        module,
-        [(p.text, p) for p in train_set],
-        judge,
-        opt,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        val_set=[(p.text, p) for p in val] or None,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        keep_best=True,
-        error_score=0.0,
-        log_path=cfg.out.with_suffix(".log.json"),
-        llms=[llm],
-        progress=cfg.progress,
-        state_path=state,
-    )
+    owned = None
+    if executor is None and cfg.executor == "ray":
+        executor = owned = start_ray_executor(cfg, llm, settings, note=note)
+    executor_usage = None
+    try:
+        remote = remote_run(executor, module) if executor is not None else None
+        opt = make_optimizer(cfg.optimizer, module, llm, cfg, remote=remote)
+        result = train(
+            module,
+            [(p.text, p) for p in train_set],
+            judge,
+            opt,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            val_set=[(p.text, p) for p in val] or None,
+            workers=cfg.workers,
+            seed=cfg.seed,
+            keep_best=True,
+            error_score=0.0,
+            log_path=cfg.out.with_suffix(".log.json"),
+            llms=[llm],
+            progress=cfg.progress,
+            state_path=state,
+        )
+    finally:
+        if owned is not None:
+            owned.close()  # also on Ctrl-C: stops the workers (and a private Ray)
+    if executor is not None:
+        executor_usage = executor.usage()
+    # The workers' clients are not the driver's: add what they spent (a local executor
+    # sharing the driver's client is already counted).
+    remote_calls = remote_tokens = 0
+    if executor_usage and getattr(executor, "name", "") != "local":
+        remote_calls = int(executor_usage.get("calls", 0) or 0)
+        remote_tokens = int(executor_usage.get("prompt_tokens", 0) or 0) + int(
+            executor_usage.get("completion_tokens", 0) or 0
+        )
     save_prompts(
         module.prompt_values(),
         cfg.out,
@@ -414,6 +571,7 @@ def run_tune(
             "best_val_score": result.best_val_score,
             "model": cfg.model,
             "seed": cfg.seed,
+            "executor": executor.name if executor is not None else "local",
         },
     )
     return TuneOutcome(
@@ -425,6 +583,10 @@ def run_tune(
         initial_val_score=result.initial_val_score,
         best_val_score=result.best_val_score,
         resumed=resumed,
-        calls=result.calls,
-        tokens=result.tokens,
+        calls=result.calls + remote_calls,
+        tokens=result.tokens + remote_tokens,
+        executor=executor.name if executor is not None else "local",
+        executor_usage=executor_usage,
+        remote_calls=remote_calls,
+        worker_deaths=int(((executor_usage or {}).get("executor") or {}).get("worker_deaths", 0)),
     )

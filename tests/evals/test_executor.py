@@ -104,7 +104,7 @@ def test_merge_usage_sums_counters_and_servers():
 def test_ray_executor_without_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     ex = RayExecutor(functools.partial(build_agent, AgentSpec(agent_fn=f"{FAKE}:always_right")))
-    with pytest.raises(EvalError, match=r"pip install 'optiforge\[ray\]'"):
+    with pytest.raises(EvalError, match=r"pip install -e '\.\[ray\]'"):
         ex.start()
     with pytest.raises(EvalError, match="concurrency"):
         RayExecutor(functools.partial(build_agent, AgentSpec()), concurrency=0)
@@ -156,3 +156,52 @@ def test_local_eval_never_imports_ray(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "RAY []" in out.stdout
+
+
+async def test_a_ray_worker_body_returns_each_problems_usage(scripted_llm):
+    """The worker side of per-problem usage on Ray, in-process: the problem runs inside the
+    shipped scope function and its counts and replies come back with the Solution (or with
+    the agent's exception); the driver side hands them to the runner's scope and keeps a
+    tally that survives the worker."""
+    from optiforge.evals.executor import RemoteUsage, _Done, _RayWorker, _Slot
+    from optiforge.llm.usage import usage_scope
+
+    llm = scripted_llm(lambda messages, **kw: "12345")
+    agents = Path(__file__).with_name("executor_agents.py")
+    spec = AgentSpec(agent_fn=f"{agents}:short_llm")
+    worker = _RayWorker(lambda: BuiltAgent(spec, llm=llm), usage_scope)
+    problem = load_dataset("nl4opt", ids=["nl4opt-0001"])[0]
+    done = await worker.run(problem, None)
+    assert isinstance(done, _Done) and done.error is None and done.value.answer == 5.0
+    assert (done.usage.calls, len(done.replies)) == (1, 1)
+    assert done.replies[0]["sha256"] and done.usage.by_tag
+
+    class Unpicklable(RuntimeError):  # a local class: pickle cannot find it by name
+        pass
+
+    class Crashing:
+        def __init__(self, exc_type):
+            self.exc_type = exc_type
+
+        async def solve(self, problem, prompts=None):
+            await llm.achat("first", max_tokens=3)
+            raise self.exc_type("after one call")
+
+    bad = await _RayWorker(lambda: Crashing(ValueError), usage_scope).run(problem, None)
+    assert isinstance(bad.error, ValueError) and bad.usage.calls == 1  # counted though it raised
+    with pytest.raises(Unpicklable):  # raised as is, for Ray to report (its usage is lost)
+        await _RayWorker(lambda: Crashing(Unpicklable), usage_scope).run(problem, None)
+
+    # The driver side: the runner's scope gets the counts, the slot's tally keeps them.
+    ex = RayExecutor(functools.partial(build_agent, spec), usage_scope=usage_scope)
+    assert ex.usage_scope is not None
+    slot = _Slot(actor=None)
+    with ex.usage_scope() as scope:
+        assert isinstance(scope, RemoteUsage) and scope.snapshot().calls == 0
+        assert ex._unpack(done, slot, 0) is done.value
+    assert scope.snapshot().calls == 1 and scope.replies == done.replies
+    assert slot.finished_usage == [done.usage.model_dump()]
+    with ex.usage_scope() as scope, pytest.raises(ValueError):
+        ex._unpack(bad, slot, 0)
+    assert scope.snapshot().calls == 1 and len(slot.finished_usage) == 2
+    assert RayExecutor(functools.partial(build_agent, spec)).usage_scope is None

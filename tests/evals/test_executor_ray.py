@@ -150,6 +150,75 @@ async def test_a_killed_worker_loses_nothing(tmp_path, tiny_llm, ray_local, monk
     assert usage["executor"]["retried_problems"] >= len(retried)
 
 
+async def test_each_problems_usage_is_journalled_with_it_on_ray(tmp_path, tiny_llm, ray_local):
+    """With the client's scope function shipped to the workers, each journal line holds what
+    its worker's client counted for that problem (usage_source "client", its reply), and the
+    lines add up to run.json's usage, also when a worker that had finished problems is
+    killed (its counters die with it; the problems it finished returned theirs)."""
+    from optiforge.llm.usage import usage_scope
+
+    problems = load_dataset("nl4opt", ids=IDS)
+    log = tmp_path / "started.log"
+    out_dir = tmp_path / "run"
+    ex = RayExecutor(
+        functools.partial(build_agent, _spec(tiny_llm.base_url, tmp_path / "cache")),
+        concurrency=4,
+        env={"EXEC_TEST_DELAY": "2", "EXEC_TEST_LOG": str(log)},
+        usage_scope=usage_scope,
+    ).start()
+    killed: dict[str, object] = {}
+
+    async def kill_a_worker_with_finished_work():
+        actors = ex.worker_actors()
+        infos = await asyncio.gather(*(a.info.remote() for a in actors))
+        by_pid = {i["pid"]: a for i, a in zip(infos, actors, strict=True)}
+        journal = out_dir / "results.jsonl"
+        while True:
+            await asyncio.sleep(0.05)
+            done = (
+                [json.loads(x)["id"] for x in journal.read_text().splitlines()]
+                if (journal.exists())
+                else []
+            )
+            started = (
+                [line.split() for line in log.read_text().splitlines()] if (log.exists()) else []
+            )
+            running = [(pid, int(w)) for pid, w in started if pid not in done]
+            finished_by = {int(w) for pid, w in started if pid in done}
+            pick = [w for _, w in running if w in finished_by and w in by_pid]
+            if pick:
+                break
+        killed["pid"] = pick[0]
+        killed["finished"] = sorted(pid for pid, w in started if pid in done and int(w) == pick[0])
+        ray_local.kill(by_pid[pick[0]])
+
+    try:
+        killer = asyncio.create_task(kill_a_worker_with_finished_work())
+        await run_eval(
+            problems,
+            None,
+            out_dir,
+            executor=ex,
+            concurrency=4,
+            usage=ex.usage,
+            usage_scope=ex.usage_scope,
+        )
+        await killer
+    finally:
+        ex.close()
+    assert killed["finished"], killed  # the dead worker had journalled problems
+    recs = _latest(out_dir)
+    assert sorted(recs) == IDS
+    for r in recs.values():
+        assert r.usage_source == "client" and len(r.replies) == 1, (r.id, r.replies)
+        assert r.calls + r.cache_hits == 1 and r.usage_by_tag
+    usage = json.loads((out_dir / "run.json").read_text())["sessions"][0]["usage"]
+    assert usage["executor"]["worker_deaths"] >= 1
+    for key in ("calls", "prompt_tokens", "completion_tokens", "cache_hits", "failed_calls"):
+        assert sum(getattr(r, key) for r in recs.values()) == usage.get(key, 0), key
+    assert usage["calls"] + usage["cache_hits"] == len(IDS)
+
+
 async def test_a_worker_that_keeps_dying_is_retried_once_then_journalled(
     tmp_path, tiny_llm, ray_local
 ):

@@ -139,6 +139,10 @@ class GEPA(Optimizer):
         value_chars: values in the rendered traces longer than this are cut.
         workers: examples run at once.
         error_score: score of an example whose run raised.
+        remote: runs the evaluations that record no graph (child minibatches, validation,
+            merges) elsewhere, e.g. on Ray workers (a
+            :data:`~optiforge.agents.optim.rollouts.RemoteRun`); the parent's traced
+            minibatch always runs here.
     """
 
     kind = "gepa"
@@ -159,9 +163,11 @@ class GEPA(Optimizer):
         workers: int = 4,
         error_score: float = 0.0,
         max_tokens: int = 2048,
+        remote: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(parameters, llm, max_tokens=max_tokens, **kwargs)
+        self.remote = remote
         if minibatch_size < 1 or workers < 1 or merge_subsample < 1 or max_merges < 0:
             raise OptimizerError(
                 "minibatch_size, workers and merge_subsample must be at least 1, max_merges >= 0"
@@ -303,7 +309,9 @@ class GEPA(Optimizer):
     ) -> list[tuple[Evaluation, Any]]:
         assert self._rollouts is not None
         with self._using(values):
-            out = self._rollouts.run([(i, data[i]) for i in ids], record=record)
+            out = self._rollouts.run(
+                [(i, data[i]) for i in ids], record=record, remote=self.remote, values=values
+            )
         self.metric_calls += len(ids)
         for e, _ in out:
             if e.score is None:

@@ -4,7 +4,13 @@ Shared by :func:`optiforge.agents.trainer.train` and :class:`optiforge.agents.op
 :class:`Rollouts` calls the module on each example (threads, or tasks on one event loop
 when the module is async, so its LLM calls overlap), optionally records the trace graph,
 and turns each judge result into an :class:`Evaluation` (score + feedback text). An
-example whose run raised becomes feedback too, never an exception.
+example whose run raised becomes feedback too, never an exception (an
+:class:`~optiforge.agents.optim.errors.OptimizerError` stops the run instead).
+
+A run that records no graph may happen elsewhere: ``run(items, record=False,
+remote=fn, values=v)`` calls ``await fn(v, input, target)`` instead of the module (a
+:data:`RemoteRun`, e.g. ``optiforge tune --executor ray``'s, which runs the team with
+prompt values ``v`` on a Ray worker) and judges its output exactly as the module's.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import asyncio
 import contextvars
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +28,11 @@ from pydantic import BaseModel
 from optiforge.agents.optim.base import jsonable
 from optiforge.agents.optim.errors import OptimizerError
 from optiforge.llm import run_sync
+
+#: ``(values, input, target) -> output``: runs the program with parameter values ``values``
+#: on one example somewhere else (no graph is recorded there); the output is judged as the
+#: module's would be.
+RemoteRun = Callable[[Mapping[str, Any], Any, Any], Awaitable[Any]]
 
 INPUT_KEYS = ("input", "x", "question", "text", "inputs")
 TARGET_KEYS = ("target", "y", "label", "answer", "output", "expected")
@@ -142,12 +153,16 @@ class Rollouts:
         return self._judge_result(index, output, y, judged), output
 
     async def _one_async(
-        self, index: int, example: Any, sem: asyncio.Semaphore
+        self,
+        index: int,
+        example: Any,
+        sem: asyncio.Semaphore,
+        remote: Callable[[Any, Any], Awaitable[Any]] | None = None,
     ) -> tuple[Evaluation, Any]:
         async with sem:
             x, y = split_example(example)
             try:
-                output = self._call_module(x)
+                output = remote(x, y) if remote is not None else self._call_module(x)
                 if inspect.isawaitable(output):
                     output = await output
             except OptimizerError:
@@ -160,22 +175,40 @@ class Rollouts:
             return self._judge_result(index, output, y, judged), output
 
     def run(
-        self, items: Sequence[tuple[int, Any]], *, record: bool
+        self,
+        items: Sequence[tuple[int, Any]],
+        *,
+        record: bool,
+        remote: RemoteRun | None = None,
+        values: Mapping[str, Any] | None = None,
     ) -> list[tuple[Evaluation, Any]]:
-        """Evaluate ``(index, example)`` items; with ``record=False`` no graph is kept."""
+        """Evaluate ``(index, example)`` items; with ``record=False`` no graph is kept.
+
+        ``remote`` (used only with ``record=False``: a recorded run needs its graph here)
+        runs each example as ``remote(values, input, target)`` instead of the module, at
+        most ``workers`` at once."""
         from optiforge.trace import context as trace_context
 
         def in_mode(fn: Callable[[], Any]) -> Any:
             with trace_context.tracing(record):
                 return fn()
 
-        if self.is_async:
+        elsewhere = None
+        if remote is not None and not record:
+            fixed = dict(values or {})
+
+            def elsewhere(x: Any, y: Any) -> Awaitable[Any]:
+                return remote(fixed, x, y)
+
+        if self.is_async or elsewhere is not None:
 
             async def main() -> list[tuple[Evaluation, Any]]:
                 sem = asyncio.Semaphore(self.workers)
                 with trace_context.tracing(record):
                     return list(
-                        await asyncio.gather(*(self._one_async(i, ex, sem) for i, ex in items))
+                        await asyncio.gather(
+                            *(self._one_async(i, ex, sem, elsewhere) for i, ex in items)
+                        )
                     )
 
             # The one persistent loop: async clients keep their connections across runs.
