@@ -37,8 +37,13 @@ def _start(plan: Any, spec: Any, settings: Any, console: Any) -> tuple[Any, Any,
 
             llm = connect_llm(settings, no_cache=spec.no_cache, concurrency=plan.concurrency)
             llm.ensure_server()  # start (and pull) the embedded model before the bar shows
+        # Per-problem costs in the journal: each problem runs in a client usage scope, in
+        # this process or on the Ray worker that runs it (which sends its counts back).
+        from optiforge.llm.usage import usage_scope as client_scope
+
+        scope_fn = client_scope if llm is not None else None
         if request.executor == "local":
-            runner_exec = LocalExecutor(BuiltAgent(spec, llm=llm))
+            runner_exec = LocalExecutor(BuiltAgent(spec, llm=llm), usage_scope=scope_fn)
         else:
             if llm is not None and llm.route == "local":
                 # Workers on this host share the driver's embedded server instead of each
@@ -50,20 +55,17 @@ def _start(plan: Any, spec: Any, settings: Any, console: Any) -> tuple[Any, Any,
                     address=request.ray_address,
                     workers=request.ray_workers,
                     concurrency=plan.concurrency,
+                    usage_scope=scope_fn,
                 ).start()
             console.print(
                 f"ray: {runner_exec.worker_count} workers ready in {runner_exec.startup_s:.1f} s"
             )
-    provenance = usage_scope = None
+    provenance = None
     if llm is not None:
         from optiforge.cli.common import llm_provenance
 
         provenance = llm_provenance(llm, settings)
-        if request.executor == "local":
-            # Per-problem costs in the journal; on Ray the client is in the workers and
-            # each line keeps the agent's own counts.
-            from optiforge.llm.usage import usage_scope
-    return runner_exec, llm, provenance, usage_scope
+    return runner_exec, llm, provenance, getattr(runner_exec, "usage_scope", None)
 
 
 @app.command("eval")
