@@ -32,6 +32,12 @@ class SolveResult(BaseModel):
     #: A human-readable explanation for non-optimal statuses.
     message: str | None = None
 
+    def __repr_args__(self):  # type: ignore[override]
+        # The wall time varies from run to run: left out of the repr, which is what a trace
+        # shows an optimizer, so the same result gives the same prompt (a cache hit, and a
+        # replayable tuning run). The field itself is kept.
+        return [(k, v) for k, v in super().__repr_args__() if k != "solve_time_s"]
+
     @property
     def ok(self) -> bool:
         """True when there is a usable objective value."""
