@@ -94,6 +94,14 @@ def summarize(records: Sequence[ResultRecord], meta: RunMeta | None = None) -> d
         "rules": {k: v[1] for k, v in RULES.items()},
         "accuracy": _accuracy(records),
         "execution_rate": round(sum(1 for r in records if r.executed) / n, 6) if n else None,
+        # Problems with an answer (right or wrong), and why problems stopped early: the
+        # agent at its deadline ("deadline"), for want of time for the next step
+        # ("time_left"), or the runner's hard cancel ("cancelled").
+        "answered": sum(1 for r in records if r.prediction is not None),
+        "answered_rate": (
+            round(sum(1 for r in records if r.prediction is not None) / n, 6) if n else None
+        ),
+        "stopped": dict(Counter(r.stopped for r in records if r.stopped).most_common()),
         "by_category": {
             cat: {"n": len(rs), "accuracy": _accuracy(rs)} for cat, rs in sorted(by_cat.items())
         },
@@ -198,6 +206,13 @@ def render_markdown(summary: dict[str, Any], records: Sequence[ResultRecord]) ->
         f"- problems: {summary['finished']} finished of {summary['planned']} planned"
         f"{'' if summary['complete'] else ' (partial run: resume with --resume)'}; "
         f"{summary['scored']} scored, {summary['unscored']} without a usable ground truth",
+        f"- answered: {summary.get('answered', 0)} of {summary['finished']} "
+        f"({_pct(summary.get('answered_rate'))})"
+        + (
+            "; stopped early: " + ", ".join(f"{k} {v}" for k, v in summary["stopped"].items())
+            if summary.get("stopped")
+            else ""
+        ),
         f"- accuracy ({d}): **{_pct(acc[d]['accuracy'])}** "
         f"({acc[d]['correct']}/{acc[d]['scored']}); execution rate "
         f"{_pct(summary['execution_rate'])}",

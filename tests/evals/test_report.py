@@ -85,6 +85,19 @@ def test_summary_numbers():
     assert 'id="p-a"' in html and 'href="#p-a"' in html
     assert "x = 1 &lt; 2 &amp; &#x27;q&#x27;" in html  # code is escaped
     assert html.count("<svg") == 4
+    assert s["answered"] == 5 and s["answered_rate"] == 1.0 and s["stopped"] == {}
+
+
+def test_summary_counts_answered_and_stopped_problems():
+    kept = _rec("a", True).model_copy(update={"stopped": "deadline"})
+    empty = _rec("b", False, fc="timeout").model_copy(
+        update={"prediction": None, "stopped": "cancelled"}
+    )
+    s = summarize([kept, empty, _rec("c", True), _rec("d", False)])
+    assert s["answered"] == 3 and s["answered_rate"] == 0.75
+    assert s["stopped"] == {"deadline": 1, "cancelled": 1}
+    md = render_markdown(s, [kept, empty])
+    assert "answered: 3 of 4 (75.0%); stopped early: deadline 1, cancelled 1" in md
 
 
 def _write_run(path, oks, agent):
