@@ -47,8 +47,6 @@ AGENTS_FROM_EVALS = {"optiforge.evals.tune"}
 KNOWN_DEBT: set[str] = {
     "layer: optiforge.solvers.sandbox -> optiforge.config",  # sandbox_require, hidden dirs
     "cycle: optiforge.solvers.compile <> optiforge.solvers.ir",
-    "cycle: optiforge.trace.bundle <> optiforge.trace.feedback <> optiforge.trace.nodes <> "
-    "optiforge.trace.render",
 }
 
 
