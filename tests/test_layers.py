@@ -46,7 +46,6 @@ AGENTS_FROM_EVALS = {"optiforge.evals.tune"}
 # What the code still does against the design (issue 13). Remove entries as they are fixed.
 KNOWN_DEBT: set[str] = {
     "layer: optiforge.solvers.sandbox -> optiforge.config",  # sandbox_require, hidden dirs
-    "cycle: optiforge.solvers.compile <> optiforge.solvers.ir",
 }
 
 
