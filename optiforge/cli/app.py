@@ -35,9 +35,10 @@ def version() -> None:
     from optiforge import __version__
 
     typer.echo(__version__)
+    from optiforge.config import load_settings
     from optiforge.solvers.sandbox import describe_isolation, probe_isolation
 
     try:
-        typer.echo(describe_isolation(probe_isolation()))
+        typer.echo(describe_isolation(probe_isolation(settings=load_settings())))
     except Exception as e:  # the version must print even where the sandbox cannot start
         typer.echo(f"sandbox isolation: unknown ({type(e).__name__}: {e})")

@@ -52,10 +52,11 @@ def list_models(
         name = f"{r.name} (default)" if r.name == DEFAULT_MODEL else r.name
         table.add_row(name, f"{r.size / 1e6:,.0f} MB", status, r.description)
     Console().print(table)
+    from optiforge.config import load_settings
     from optiforge.solvers.sandbox import describe_isolation, probe_isolation
 
     try:
-        typer.echo(describe_isolation(probe_isolation()))
+        typer.echo(describe_isolation(probe_isolation(settings=load_settings())))
     except Exception as e:  # the list must print even where the sandbox cannot start
         typer.echo(f"sandbox isolation: unknown ({type(e).__name__}: {e})")
 

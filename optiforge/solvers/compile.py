@@ -29,7 +29,7 @@ from optiforge.solvers.expr import (
     parse,
     parse_for_all,
 )
-from optiforge.solvers.ir import ModelIR
+from optiforge.solvers.schema import ModelIRBase
 
 MAX_POLY_TERMS = 200_000
 
@@ -207,7 +207,7 @@ class VarInfo:
 class CompiledIR:
     """An IR checked and expanded into flat variables and rows."""
 
-    ir: ModelIR
+    ir: ModelIRBase
     symbols: Symbols
     variables: list[VarInfo]
     sense: str  # "minimize" | "maximize"
@@ -236,7 +236,7 @@ class IRClass(BaseModel):
     num_constraints: int
 
 
-def _symbols(ir: ModelIR, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
+def _symbols(ir: ModelIRBase, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
     sym = Symbols()
     seen: dict[str, str] = {}
 
@@ -333,7 +333,7 @@ def _symbols(ir: ModelIR, errors: list[str]) -> tuple[Symbols, list[VarInfo]]:
     return sym, infos
 
 
-def compile_ir(ir: ModelIR) -> CompiledIR:
+def compile_ir(ir: ModelIRBase) -> CompiledIR:
     """Check every item of ``ir`` and expand it; raise :class:`IRValidationError` on errors."""
     errors: list[str] = []
     warnings: list[str] = []
@@ -468,7 +468,7 @@ def classify_compiled(cir: CompiledIR) -> IRClass:
     )
 
 
-def classify_ir(ir: ModelIR) -> IRClass:
+def classify_ir(ir: ModelIRBase) -> IRClass:
     """Classify ``ir`` (LP, MILP, QP, MIQP, QCP, MIQCP, NLP, MINLP) and name the auto solver.
 
     Raises :class:`IRValidationError` if the IR is invalid.

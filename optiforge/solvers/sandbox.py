@@ -31,6 +31,7 @@ from pydantic import BaseModel, computed_field
 from optiforge.solvers.errors import SandboxError
 from optiforge.solvers.protocol import parse_objective_text, parse_report_text
 from optiforge.solvers.result import SolveResult, SolveStatus
+from optiforge.solvers.settings import SandboxSettings
 
 EXIT_MEMORY = 121
 EXIT_SETUP = 122
@@ -118,18 +119,16 @@ _WORKER_ENV = (
 )
 
 
-def _hidden_paths() -> list[str]:
+def _hidden_paths(settings: Any) -> list[str]:
     """Directories a program must not read: the user's home, the optiforge home (LLM cache,
     models, journals) and the caller's working directory. The worker covers each with an
-    empty tmpfs, binding back only what the interpreter needs."""
+    empty tmpfs, binding back only what the interpreter needs. ``settings``: see
+    :class:`~optiforge.solvers.settings.SandboxSettings`."""
     out = [os.path.expanduser("~")]
     with contextlib.suppress(OSError):  # a deleted working directory has no path
         out.append(os.getcwd())
-    with contextlib.suppress(Exception):
-        from optiforge.config import load_settings
-
-        s = load_settings()
-        out += [str(s.home), str(s.resolved_cache_dir), str(s.resolved_models_dir)]
+    s = settings
+    out += [str(s.home), str(s.resolved_cache_dir), str(s.resolved_models_dir)]
     return [p for p in out if p and p != "/"]
 
 
@@ -286,8 +285,15 @@ class SandboxPool:
 
     ``require="full"`` refuses to run anything (:class:`SandboxError`) unless every layer
     of full isolation is in force; ``"none"`` runs with what there is and warns once,
-    naming the missing layers. The default comes from the ``sandbox_require`` setting
-    (``OPTIFORGE_SANDBOX_REQUIRE``).
+    naming the missing layers. The default is ``settings.sandbox_require``.
+
+    ``settings``: what the pool reads of the run's settings (``sandbox_require``, and the
+    optiforge directories it hides from programs), any object with the attributes of
+    :class:`~optiforge.solvers.settings.SandboxSettings`, such as
+    :func:`optiforge.config.load_settings`'s result (the CLI and the agents pass that, so
+    ``OPTIFORGE_SANDBOX_REQUIRE`` and ``sandbox_require`` in ``optiforge.toml`` apply);
+    None uses ``SandboxSettings()``, the settings' defaults. The pool reads no
+    configuration itself.
     """
 
     def __init__(
@@ -300,13 +306,14 @@ class SandboxPool:
         isolation: str = "auto",
         disk_mb: int = 256,
         require: str | None = None,
+        settings: Any = None,
     ) -> None:
         if isolation not in ("auto", "basic"):
             raise SandboxError(f"isolation must be 'auto' or 'basic', got {isolation!r}")
+        if settings is None:
+            settings = SandboxSettings()
         if require is None:
-            from optiforge.config import load_settings
-
-            require = load_settings().sandbox_require
+            require = settings.sandbox_require
         if require not in ("none", "full"):
             raise SandboxError(
                 f"sandbox_require must be 'none' or 'full', got {require!r} "
@@ -330,7 +337,7 @@ class SandboxPool:
         self._spawn_args = {
             "isolation": isolation,
             "disk_mb": disk_mb,
-            "hide": tuple(_hidden_paths()) if isolation == "auto" else (),
+            "hide": tuple(_hidden_paths(settings)) if isolation == "auto" else (),
         }
         for _ in range(size):
             w = _WorkerProc(**self._spawn_args)
@@ -618,13 +625,15 @@ def _build_result(reply: dict[str, Any], job: dict[str, Any]) -> SandboxResult:
     )
 
 
-def probe_isolation(timeout: float = 60.0) -> dict[str, Any]:
+def probe_isolation(timeout: float = 60.0, settings: Any = None) -> dict[str, Any]:
     """The isolation a sandbox worker gets on this machine, without warming one up.
 
     Starts a worker that sets up its namespaces and filesystem view exactly as a pool's
-    would, reports, and exits. Returns ``{"isolation", "level", "missing", "notes"}``.
+    would (``settings`` as for :class:`SandboxPool`), reports, and exits. Returns
+    ``{"isolation", "level", "missing", "notes"}``.
     """
-    w = _WorkerProc(hide=tuple(_hidden_paths()), probe=True)
+    hide = _hidden_paths(settings if settings is not None else SandboxSettings())
+    w = _WorkerProc(hide=tuple(hide), probe=True)
     try:
         w.wait_ready(timeout)
         return {"isolation": w.isolation, "level": w.level, "missing": w.missing, "notes": w.notes}
@@ -646,12 +655,17 @@ _default_pool: SandboxPool | None = None
 _default_lock = threading.Lock()
 
 
-def default_pool() -> SandboxPool:
-    """The process-wide pool, started on first use and closed at interpreter exit."""
+def default_pool(settings: Any = None) -> SandboxPool:
+    """The process-wide pool, started on first use and closed at interpreter exit.
+
+    ``settings`` (as for :class:`SandboxPool`, or a function returning them, called only
+    when the pool starts) apply when this call starts the pool; a running pool keeps the
+    settings it started with. :func:`run_sandboxed` without a pool uses ``default_pool()``.
+    """
     global _default_pool
     with _default_lock:
         if _default_pool is None or _default_pool.closed:
-            _default_pool = SandboxPool()
+            _default_pool = SandboxPool(settings=settings() if callable(settings) else settings)
             atexit.register(_default_pool.close)
         return _default_pool
 
@@ -666,6 +680,7 @@ def run_sandboxed(
     max_open_files: int = 64,
     files: dict[str, str] | None = None,
     pool: SandboxPool | None = None,
+    settings: Any = None,
 ) -> SandboxResult:
     """Run untrusted Python ``code`` in a sandboxed process and return what happened.
 
@@ -674,9 +689,11 @@ def run_sandboxed(
     caps stdout, stderr and every file it writes, in bytes. ``files`` are extra text files
     (name -> content) placed in its working directory. The program's result comes from
     ``report(...)`` (a built-in in the sandbox) or an ``OBJECTIVE: <number>`` line; see
-    docs/solvers.md. Uses ``pool`` or a default pool started on first use.
+    docs/solvers.md. Uses ``pool``, else the process-wide :func:`default_pool`, which
+    ``settings`` start if it is not running yet (settings, or a function returning them,
+    such as :func:`optiforge.config.load_settings`: called then, in the worker thread).
     """
-    return (pool or default_pool()).run(
+    return (pool or default_pool(settings)).run(
         code,
         timeout=timeout,
         cpu_time=cpu_time,

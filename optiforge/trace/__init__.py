@@ -66,10 +66,9 @@ from optiforge.trace.nodes import (
     node,
     value_of,
 )
-from optiforge.trace.render import SECTION_NAMES, Sections, assign_names, render_sections
+from optiforge.trace.render import assign_names
 
 __all__ = [
-    "SECTION_NAMES",
     "BoundBundle",
     "Bundle",
     "BundleError",
@@ -87,7 +86,6 @@ __all__ = [
     "Op",
     "ParameterNode",
     "Propagator",
-    "Sections",
     "SerializationError",
     "Subgraph",
     "TraceError",
@@ -105,7 +103,6 @@ __all__ = [
     "load_graph",
     "no_trace",
     "node",
-    "render_sections",
     "save_graph",
     "to_dot",
     "to_html",

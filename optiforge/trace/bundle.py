@@ -26,50 +26,12 @@ from typing import Any
 from optiforge.trace.context import TRACING
 from optiforge.trace.errors import BundleError, CodeError, ExecutionError, ValueTypeError
 from optiforge.trace.nodes import ExceptionNode, Node, Op, ParameterNode, message_node
+from optiforge.trace.source import function_source
 
 __all__ = ["BoundBundle", "Bundle", "CodeParameter", "bundle", "function_source"]
 
 _STATE_ATTR = "_optiforge_code_"
 _compile_ids = itertools.count()  # only makes linecache file names unique
-
-
-def function_source(fn: Callable) -> str:
-    """Return the source of ``fn`` from its ``def`` line (decorators stripped), dedented.
-
-    Raises :class:`BundleError` for lambdas, builtins and functions whose source file is
-    not available.
-    """
-    fn = inspect.unwrap(fn)
-    if not inspect.isfunction(fn):
-        raise BundleError(
-            f"{fn!r} is not a Python function defined with def (builtins and C functions "
-            "have no source); wrap it in a def to make it trainable"
-        )
-    if fn.__name__ == "<lambda>":
-        raise BundleError(
-            "a lambda has no def statement to optimize; define the function with def to make "
-            "it trainable"
-        )
-    try:
-        raw = inspect.getsource(fn)
-    except (OSError, TypeError):
-        raise BundleError(
-            f"the source of {fn.__qualname__} is not available (defined in an interactive "
-            "session or by exec?); define it in a .py file to make it trainable"
-        ) from None
-    text = textwrap.dedent(raw)
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        raise BundleError(
-            f"cannot parse the source of {fn.__qualname__} on its own; define it with a plain "
-            "def statement"
-        ) from None
-    first = tree.body[0] if tree.body else None
-    if not isinstance(first, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        raise BundleError(f"the source of {fn.__qualname__} does not start with a def statement")
-    lines = text.splitlines(keepends=True)
-    return "".join(lines[first.lineno - 1 : first.end_lineno]).rstrip() + "\n"
 
 
 def _signature_key(fn: Callable) -> tuple[tuple[str, int], ...] | None:

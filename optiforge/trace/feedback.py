@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optiforge.trace.errors import FeedbackError, GraphCycleError
-from optiforge.trace.nodes import MessageNode, Node, ParameterNode
+from optiforge.trace.nodes import MessageNode, Node, ParameterNode, set_backward_pass
 
 __all__ = [
     "FeedbackRecord",
@@ -179,6 +179,8 @@ class Subgraph:
     ``nodes`` are the nodes on a path from one of ``parameters`` to ``output``, in
     topological order (parents first, ``output`` last). ``inputs`` are the other parents of
     those nodes (values the computation read but that do not depend on the parameters).
+    OptoPrime and GEPA render subgraphs into their prompt sections with
+    :func:`optiforge.agents.optim.sections.render_sections`.
     """
 
     output: Node
@@ -186,12 +188,6 @@ class Subgraph:
     parameters: list[ParameterNode]
     nodes: list[Node]
     inputs: list[Node]
-
-    def render(self, **options: Any) -> Any:
-        """Render the OptoPrime sections (see :func:`optiforge.trace.render.render_sections`)."""
-        from optiforge.trace.render import render_sections
-
-        return render_sections([self], **options)
 
 
 @dataclass(eq=False)
@@ -308,3 +304,6 @@ def feedback_subgraphs(parameters: Iterable[ParameterNode]) -> list[Subgraph]:
             elif p not in entry[1]:
                 entry[1].append(p)
     return [rec.subgraph(*params) for rec, params in groups.values()]
+
+
+set_backward_pass(backward)  # Node.backward runs it (nodes cannot import this module)

@@ -18,6 +18,7 @@ from typing import Any
 from optiforge.trace import values as _values
 from optiforge.trace.context import TRACING
 from optiforge.trace.errors import ExecutionError, TraceError, ValueTypeError
+from optiforge.trace.source import function_source
 
 __all__ = [
     "ExceptionNode",
@@ -34,6 +35,20 @@ __all__ = [
 _new = object.__new__
 _NO_PARENTS: tuple = ()
 _TRACE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# The backward pass lives in optiforge.trace.feedback, which builds on this module, so this
+# module does not import it: feedback hands its ``backward`` to :func:`set_backward_pass`
+# when it is imported, and ``import optiforge.trace`` imports it.
+_backward_pass: Callable[..., Any] | None = None
+
+
+def set_backward_pass(fn: Callable[..., Any]) -> None:
+    """Make ``fn(node, feedback, propagator)`` what :meth:`Node.backward` runs.
+
+    Called once by :mod:`optiforge.trace.feedback` with its :func:`backward`.
+    """
+    global _backward_pass
+    _backward_pass = fn
 
 
 class Op:
@@ -66,8 +81,6 @@ class Op:
     def source(self) -> str | None:
         """Source text of the bundled function (decorators stripped), or None if unavailable."""
         if self._source is None and self.fn is not None:
-            from optiforge.trace.bundle import function_source
-
             try:
                 self._source = function_source(self.fn)
             except TraceError:
@@ -141,9 +154,13 @@ class Node:
         which its minimal subgraph is derived. ``propagator`` defaults to
         :class:`~optiforge.trace.feedback.GraphPropagator`.
         """
-        from optiforge.trace.feedback import backward
-
-        return backward(self, feedback, propagator)
+        run = _backward_pass
+        if run is None:
+            raise TraceError(
+                "the backward pass is not loaded; import optiforge.trace (it loads "
+                "optiforge.trace.feedback)"
+            )
+        return run(self, feedback, propagator)
 
     def zero_feedback(self) -> None:
         """Forget the feedback this node received."""

@@ -45,11 +45,12 @@ NOBODY_RUN = os.environ.get("OPTIFORGE_TEST_NOBODY_RUN") == "1"
 
 @pytest.fixture(scope="module")
 def hpool():
-    """A pool started while the parent holds a secret in its environment."""
+    """A pool started while the parent holds a secret in its environment, with the
+    settings the agents start theirs with (the configured directories are hidden)."""
     old = os.environ.get(SECRET_VAR)
     os.environ[SECRET_VAR] = SECRET
     try:
-        with SandboxPool(size=1, timeout=30.0) as p:
+        with SandboxPool(size=1, timeout=30.0, settings=load_settings()) as p:
             p.warm_up()
             if NOBODY_RUN:
                 print("ISOLATION-LEVEL", json.dumps(p.isolation_info()))
@@ -611,6 +612,7 @@ def _run_as_nobody(home: str) -> None:
 
 DEGRADED_SCRIPT = """
 import json, os, warnings
+from optiforge.config import load_settings
 from optiforge.solvers import SandboxError, SandboxPool
 warnings.simplefilter("always")
 out = {}
@@ -620,8 +622,8 @@ with warnings.catch_warnings(record=True) as caught:
         out["ok"] = a.ok and a.result.objective == 2 and b.ok
         out["level"], out["isolation"] = a.isolation_level, a.isolation
 out["warnings"] = [str(w.message) for w in caught if "optiforge sandbox" in str(w.message)]
-os.environ["OPTIFORGE_SANDBOX_REQUIRE"] = "full"
-with SandboxPool(size=1) as p:
+os.environ["OPTIFORGE_SANDBOX_REQUIRE"] = "full"  # read by load_settings, as the CLI does
+with SandboxPool(size=1, settings=load_settings()) as p:
     try:
         p.run("open('pwned', 'w')")
         out["refused"] = None
@@ -725,7 +727,7 @@ def test_version_shows_the_isolation():
     assert lines[1].split()[2] in ("full", "partial", "basic")
     from optiforge.solvers.sandbox import describe_isolation, probe_isolation
 
-    assert lines[1] == describe_isolation(probe_isolation())
+    assert lines[1] == describe_isolation(probe_isolation(settings=load_settings()))
 
 
 @pytest.mark.skipif(NOBODY_RUN, reason="this is the unprivileged run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from optiforge.agents.optim.sections import render_sections
 from optiforge.trace import (
     ExceptionNode,
     ExecutionError,
@@ -14,7 +15,6 @@ from optiforge.trace import (
     bundle,
     feedback_subgraphs,
     node,
-    render_sections,
 )
 
 

@@ -1,120 +1,10 @@
-"""OptoPrime sections rendered from feedback subgraphs."""
+"""Names and text for nodes (optiforge.trace.render); the prompt sections built from them
+are tested in tests/agents/optim/test_sections.py."""
 
 from __future__ import annotations
 
-import pytest
-
-from optiforge.trace import (
-    SECTION_NAMES,
-    ExecutionError,
-    Module,
-    assign_names,
-    bundle,
-    feedback_subgraphs,
-    node,
-    render_sections,
-)
-
-
-@bundle
-def combine(text, n):
-    """Repeat text n times."""
-    return text * n
-
-
-@bundle(trainable=True)
-def fragile(x):
-    """Invert x."""
-    return 1 / x
-
-
-class Pipeline(Module):
-    def __init__(self):
-        self.prompt = node("ab", trainable=True, description="the text", constraint="two letters")
-        self.times = node(2, trainable=True, constraint="between 1 and 5")
-
-    def forward(self, suffix):
-        return combine(self.prompt, self.times) + suffix
-
-
-def test_sections_for_a_pipeline():
-    m = Pipeline()
-    out = m(node("!"))
-    assert out.value == "abab!"
-    out.backward("Make it longer.")
-    s = render_sections(feedback_subgraphs(m.parameters()))
-    assert s.code.splitlines() == [
-        "combine0 = combine(text=prompt, n=times)",
-        "add0 = add(x=combine0, y=str0)",
-    ]
-    assert s.documentation.splitlines() == [
-        "[combine] Repeat text n times.",
-        "[add] Returns x + y.",
-        "[prompt] the text",
-    ]
-    assert s.variables.splitlines() == ["(str) prompt=ab", "(int) times=2"]
-    assert s.constraints.splitlines() == ["(prompt) two letters", "(times) between 1 and 5"]
-    assert s.inputs == "(str) str0=!"
-    assert s.others == "(str) combine0=abab"
-    assert s.outputs == "(str) add0=abab!"
-    assert s.feedback == "Make it longer."
-    assert list(s.parameters) == ["prompt", "times"]
-    assert s.names["add0"] is out
-    assert list(s.as_dict()) == list(SECTION_NAMES)
-    assert s.text().startswith("#Code\ncombine0 = combine(text=prompt, n=times)")
-    assert str(s) == s.text()
-
-
-def test_optimizing_one_parameter_shows_the_other_as_an_input():
-    m = Pipeline()
-    out = m(node("!"))
-    out.backward("fb")
-    s = render_sections(feedback_subgraphs([m.times]))
-    assert s.variables == "(int) times=2"
-    assert "(str) prompt=ab" in s.inputs.splitlines()
-    assert list(s.parameters) == ["times"]
-
-
-def test_minibatch_lists_each_output_and_its_feedback():
-    m = Pipeline()
-    outs = [m(node(sfx)) for sfx in ("!", "?")]
-    outs[0].backward("longer")
-    outs[1].backward("shorter")
-    s = render_sections(feedback_subgraphs(m.parameters()))
-    assert s.outputs.splitlines() == ["(str) add0=abab!", "(str) add1=abab?"]
-    assert s.feedback.splitlines() == ["[add0] longer", "[add1] shorter"]
-    assert s.code.count("combine(") == 2
-
-
-def test_exception_output_shows_the_traceback():
-    x = node(0)
-    with pytest.raises(ExecutionError) as info:
-        fragile(x)
-    info.value.exception_node.backward("x can be zero; handle it")
-    s = render_sections(feedback_subgraphs([fragile.code]))
-    assert s.code == "fragile0 = fragile(x=int0, __code=__code_fragile)  # raised ZeroDivisionError"
-    assert s.outputs.startswith("(ZeroDivisionError) fragile0=Traceback")
-    assert "return 1 / x" in s.outputs
-    assert s.variables.startswith("(code) __code_fragile:def fragile(x):")
-    assert s.feedback == "x can be zero; handle it"
-    fragile.code.zero_feedback()
-
-
-def test_long_values_are_cut_but_variables_are_not():
-    big = node("x" * 5000, trainable=True, name="big")
-    out = big + node("y" * 5000)
-    out.backward("fb")
-    s = render_sections(feedback_subgraphs([big]), max_value_chars=100)
-    assert len(s.variables) > 5000
-    assert len(s.inputs) < 200 and "more chars" in s.inputs
-    assert len(s.outputs) < 200
-
-
-def test_structured_feedback_is_rendered_as_json():
-    p = node(1, trainable=True, name="p")
-    (p + 1).backward({"score": 0.5, "hint": "raise p"})
-    s = render_sections(feedback_subgraphs([p]))
-    assert '"score": 0.5' in s.feedback and '"hint": "raise p"' in s.feedback
+from optiforge.trace import node
+from optiforge.trace.render import assign_names, feedback_text, format_value
 
 
 def test_assign_names_is_unique_and_keeps_parameter_names():
@@ -129,10 +19,19 @@ def test_assign_names_is_unique_and_keeps_parameter_names():
     assert names[d].startswith("int")
 
 
-def test_subgraph_render_shortcut_matches_render_sections():
-    m = Pipeline()
-    out = m(node("!"))
-    rec = out.backward("fb")
-    sub = rec.subgraph(m.prompt)
-    assert sub.render().text() == render_sections([sub]).text()
-    assert sub.render().variables == "(str) prompt=ab"
+def test_values_and_feedback_as_text():
+    assert format_value("abc") == "abc"
+    assert format_value(ValueError("bad")) == "ValueError: bad"
+    assert format_value([1, 2]) == "[1, 2]"
+    cut = format_value("x" * 500, max_chars=100)
+    assert len(cut) < 130 and cut.endswith("more chars]")
+    assert feedback_text("ok") == "ok"
+    assert feedback_text({"score": 1}) == '{\n "score": 1\n}'
+
+
+def test_a_broken_repr_does_not_break_rendering():
+    class Broken:
+        def __repr__(self):
+            raise RuntimeError("no")
+
+    assert format_value(Broken()) == "<Broken (repr failed: no)>"

@@ -371,7 +371,7 @@ class GEPA(Optimizer):
                 record = backward(output, e.feedback or f"score {e.score:g}")
                 sub = getattr(record, "subgraph", None)
                 if callable(sub):
-                    from optiforge.trace.render import render_sections
+                    from optiforge.agents.optim.sections import render_sections
 
                     s = render_sections(sub(p), parameters=[p], max_value_chars=self.value_chars)
                     body = s.text(["Code", "Inputs", "Others", "Outputs"])
@@ -476,8 +476,8 @@ class GEPA(Optimizer):
 
     # -- the common interface: one reflection on the collected feedback --------------------
     def _propose(self, report: StepReport) -> tuple[str, dict[str, Any]]:
+        from optiforge.agents.optim.sections import render_sections
         from optiforge.trace.feedback import feedback_subgraphs
-        from optiforge.trace.render import render_sections
 
         names = self.names
         for _ in range(len(names)):

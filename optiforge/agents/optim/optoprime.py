@@ -68,10 +68,11 @@ class OptoPrime(Optimizer):
 
     # -- the prompt ---------------------------------------------------------------------------
     def sections(self) -> Any | None:
-        """The rendered :class:`optiforge.trace.render.Sections` of the feedback collected
-        since the last ``zero_feedback()``, or None when no feedback reached a parameter."""
+        """The rendered :class:`~optiforge.agents.optim.sections.Sections` of the feedback
+        collected since the last ``zero_feedback()``, or None when no feedback reached a
+        parameter."""
+        from optiforge.agents.optim.sections import render_sections
         from optiforge.trace.feedback import feedback_subgraphs
-        from optiforge.trace.render import render_sections
 
         subgraphs = feedback_subgraphs(self.parameters)
         if not subgraphs:

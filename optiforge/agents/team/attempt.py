@@ -169,11 +169,12 @@ class AttemptSteps:
     @bundle(name="run_code", doc=_DOCS["run_code"])
     async def run_code(self, code: roles.RoleReply) -> Any:
         """Run the program in the sandbox; the SolveResult it reported, or None."""
+        from optiforge.config import load_settings
         from optiforge.solvers import arun_sandboxed, sandbox_outcome
 
         att, run = self.att, self.run
         run.solver_runs += 1
-        sb = await arun_sandboxed(att.code, timeout=run.sandbox_limit())
+        sb = await arun_sandboxed(att.code, timeout=run.sandbox_limit(), settings=load_settings)
         att.sandbox = sb
         att.result, att.error = sandbox_outcome(sb)
         return att.result

@@ -452,6 +452,7 @@ class _Direct:
     @bundle(name="run_code", doc="Runs the program in the sandbox and reads its result.")
     async def run_code(self, reply: roles.RoleReply) -> Any:
         """Run the program; the SolveResult it reported, or None."""
+        from optiforge.config import load_settings
         from optiforge.solvers import arun_sandboxed, sandbox_outcome
 
         t0 = time.perf_counter()
@@ -460,7 +461,9 @@ class _Direct:
         if left is not None:  # the sandbox kills the program by the deadline
             limit = max(1.0, min(limit, left))
         try:
-            self.sandbox = await arun_sandboxed(reply.values[0], timeout=limit)
+            self.sandbox = await arun_sandboxed(
+                reply.values[0], timeout=limit, settings=load_settings
+            )
         except asyncio.CancelledError:
             self.cancelled.append(
                 StepRecord(

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from optiforge.agents import Solution, TeamModule, asolve, asolve_graph
+from optiforge.agents.optim.sections import render_sections
 from optiforge.agents.team import (
     PromptFileError,
     TeamConfig,
@@ -135,7 +136,7 @@ async def test_backward_gives_each_role_prompt_the_feedback_of_its_own_steps():
     assert form_ops.count("formulate") == 3 and form_ops.count("repair") == 1
     # The coder was never asked: its prompt got nothing.
     assert module.coder_system.feedback is None and not module.coder_system.feedback_records
-    text = crit.render().documentation + crit.render().others
+    text = render_sections([crit]).documentation + render_sections([crit]).others
     assert "critic model" in text
 
 
