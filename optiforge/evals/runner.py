@@ -349,15 +349,7 @@ async def run_eval(
     status = "crashed"
     try:
         if sink:
-            wanted = {p.id for p in problems}
-            earlier = [r for r in prior.done.values() if r.id in wanted]
-            scored = [r for r in earlier if r.scored]
-            sink.start(
-                len(problems),
-                len(earlier),
-                sum(1 for r in scored if r.correct.get(DEFAULT_RULE)),
-                len(scored),
-            )
+            _start_progress(sink, problems, prior.done)
         await schedule.run(min(concurrency, len(todo)))
         status = "aborted" if schedule.abort is not None else "completed"
     except asyncio.CancelledError:
@@ -375,13 +367,7 @@ async def run_eval(
 
             summary = write_reports(out)
     if schedule.abort is not None:
-        rec = schedule.abort
-        first = (rec.error or "").strip().splitlines()[0] if rec.error else rec.failure_class
-        raise EvalError(
-            f"stopped after {limit} problems in a row failed with {rec.failure_class}: "
-            f"{first}. Check that the model server is running and reachable. Finished "
-            f"problems are saved in {journal.path}; rerun with --resume --retry-failed."
-        )
+        raise _aborted(schedule.abort, limit, journal.path)
     return EvalOutcome(
         out_dir=out,
         planned=len(problems),
@@ -515,6 +501,31 @@ def _progress_sink(progress: ProgressSink | bool, dataset: str) -> ProgressSink 
     if progress is False:
         return None
     return progress
+
+
+def _start_progress(
+    sink: ProgressSink, problems: Sequence[Problem], done: dict[str, ResultRecord]
+) -> None:
+    """Show the progress sink, counting what earlier sessions finished of ``problems``."""
+    wanted = {p.id for p in problems}
+    earlier = [r for r in done.values() if r.id in wanted]
+    scored = [r for r in earlier if r.scored]
+    sink.start(
+        len(problems),
+        len(earlier),
+        sum(1 for r in scored if r.correct.get(DEFAULT_RULE)),
+        len(scored),
+    )
+
+
+def _aborted(rec: ResultRecord, limit: int, journal_path: Path) -> EvalError:
+    """The error a run stopped by ``limit`` infrastructure failures in a row raises."""
+    first = (rec.error or "").strip().splitlines()[0] if rec.error else rec.failure_class
+    return EvalError(
+        f"stopped after {limit} problems in a row failed with {rec.failure_class}: "
+        f"{first}. Check that the model server is running and reachable. Finished "
+        f"problems are saved in {journal_path}; rerun with --resume --retry-failed."
+    )
 
 
 class _Attempts:
