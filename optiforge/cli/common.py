@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,57 +38,14 @@ def check_server(
     echo: Callable[[str], None] | None = None,
 ) -> None:
     """Wait until an OpenAI-compatible server answers ``/models``, or fail with a clear
-    message.
-
-    A server that is still loading its model answers HTTP 503: wait for it, up to
-    ``ready_timeout`` seconds (default 300, or ``OPTIFORGE_READY_TIMEOUT``), saying once
-    on stderr what it waits for. A server that cannot be reached fails at once, so that a
-    wrong --base-url is reported without delay.
-    """
-    import time
-
-    import httpx
-
-    from optiforge.llm.errors import LLMUnavailableError
+    message (:func:`optiforge.llm.serving.readiness.wait_until_ready`), waiting for a
+    server still loading its model up to ``ready_timeout`` seconds (default 300, or
+    ``OPTIFORGE_READY_TIMEOUT``)."""
+    from optiforge.llm.serving.readiness import wait_until_ready
 
     if ready_timeout is None:
         ready_timeout = _ready_timeout()
-    if echo is None:
-
-        def echo(msg: str) -> None:
-            print(msg, file=sys.stderr, flush=True)
-
-    url = base_url.rstrip("/") + "/models"
-    t0 = time.monotonic()
-    told = False
-    while True:
-        waited = time.monotonic() - t0
-        try:
-            resp = httpx.get(url, timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise LLMUnavailableError(
-                f"cannot reach the model server at {base_url} ({type(exc).__name__}: {exc}). "
-                "Start it (for example `optiforge serve`), fix --base-url, or leave --base-url "
-                "out to use the embedded local server."
-            ) from None
-        if resp.status_code < 500:
-            if told:
-                echo(f"model server at {base_url} is ready (after {waited:.0f} s)")
-            return
-        if resp.status_code != 503 or waited >= ready_timeout:
-            what = "still loading" if resp.status_code == 503 else "failing"
-            raise LLMUnavailableError(
-                f"the model server at {base_url} answered HTTP {resp.status_code} on "
-                f"/models ({what} after {waited:.0f} s; the limit is {ready_timeout:g} s, "
-                "set by OPTIFORGE_READY_TIMEOUT); check its logs"
-            )
-        if not told:
-            echo(
-                f"waiting for the model server at {base_url} to load its model (HTTP 503; "
-                f"up to {ready_timeout:g} s, OPTIFORGE_READY_TIMEOUT; Ctrl-C to stop)"
-            )
-            told = True
-        time.sleep(interval)
+    wait_until_ready(base_url, timeout, ready_timeout=ready_timeout, interval=interval, echo=echo)
 
 
 def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None = None) -> LLM:
@@ -122,19 +78,11 @@ def connect_llm(settings: Settings, *, no_cache: bool, concurrency: int | None =
 
 
 def server_slots(base_url: str, timeout: float = 5.0) -> int | None:
-    """The parallel slots of a llama.cpp server (``/props`` ``total_slots``), or None for
-    servers that do not say (vLLM batches dynamically; hosted APIs)."""
-    import httpx
+    """The parallel slots of a llama.cpp server, or None for servers that do not say
+    (:func:`optiforge.llm.serving.readiness.server_slots`)."""
+    from optiforge.llm.serving.readiness import server_slots as slots_of
 
-    root = base_url.rstrip("/").removesuffix("/v1")
-    try:
-        r = httpx.get(root + "/props", timeout=timeout)
-        if r.status_code != 200:
-            return None
-        slots = r.json().get("total_slots")
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return slots if isinstance(slots, int) and slots > 0 else None
+    return slots_of(base_url, timeout)
 
 
 def llm_provenance(llm: LLM, settings: Settings | None = None) -> dict[str, Any]:

@@ -175,8 +175,6 @@ def eval_command(
 
     from optiforge.config import load_settings
     from optiforge.evals.plan import EvalRequest, plan_eval, resume_command
-    from optiforge.evals.runner import run_eval
-    from optiforge.evals.scoring import DEFAULT_RULE
 
     console = Console(stderr=True)
     request = EvalRequest(
@@ -234,30 +232,10 @@ def eval_command(
         f"{', model ' + str(meta.model) if meta.model else ''}, concurrency {conc} -> {out_dir}"
     )
 
-    async def main() -> Any:
-        # SIGTERM (a scheduler, `timeout`, `kill`) stops as cleanly as Ctrl-C does.
-        task = asyncio.current_task()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run_eval(
-            plan.problems,
-            None,
-            out_dir,
-            meta=meta,
-            concurrency=conc,
-            resume=resume,
-            retry_failed=retry_failed,
-            problem_timeout=timeout,
-            max_consecutive_failures=max_failures,
-            progress=progress,
-            usage=runner_exec.usage,
-            executor=runner_exec,
-            usage_scope=usage_scope,
-            provenance=provenance,
-        )
-
     try:
-        outcome = asyncio.run(main())
+        outcome = asyncio.run(
+            _run(plan, runner_exec, usage_scope, provenance, timeout, max_failures, progress)
+        )
     except (KeyboardInterrupt, asyncio.CancelledError):
         from optiforge.evals.journal import read_journal
 
@@ -271,6 +249,46 @@ def eval_command(
         runner_exec.close()
         if llm is not None:
             llm.close()
+    _print_outcome(console, outcome, out_dir)
+
+
+async def _run(
+    plan: Any,
+    runner_exec: Any,
+    usage_scope: Any,
+    provenance: Any,
+    timeout: float | None,
+    max_failures: int | None,
+    progress: bool,
+) -> Any:
+    """:func:`~optiforge.evals.runner.run_eval` over the plan, stopped by SIGTERM (a
+    scheduler, `timeout`, `kill`) as cleanly as by Ctrl-C."""
+    from optiforge.evals.runner import run_eval
+
+    task = asyncio.current_task()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_eval(
+        plan.problems,
+        None,
+        plan.out_dir,
+        meta=plan.meta,
+        concurrency=plan.concurrency,
+        resume=plan.request.resume,
+        retry_failed=plan.request.retry_failed,
+        problem_timeout=timeout,
+        max_consecutive_failures=max_failures,
+        progress=progress,
+        usage=runner_exec.usage,
+        executor=runner_exec,
+        usage_scope=usage_scope,
+        provenance=provenance,
+    )
+
+
+def _print_outcome(console: Any, outcome: Any, out_dir: Path) -> None:
+    from optiforge.evals.scoring import DEFAULT_RULE
+
     s = outcome.summary
     acc = s["accuracy"][DEFAULT_RULE]
     pct = "-" if acc["accuracy"] is None else f"{100 * acc['accuracy']:.1f}%"

@@ -326,6 +326,67 @@ async def run_eval(
     leaves every finished line on disk and marks the session interrupted.
     """
     out = Path(out_dir)
+    grace, agent_fn = _checked_args(
+        problems, agent_fn, executor, concurrency, problem_timeout, grace
+    )
+    if meta is None:
+        meta = RunMeta(dataset=problems[0].dataset if problems else "")
+    if not meta.answer_field and problems:
+        meta.answer_field = problems[0].answer_field
+    journal = Journal(out)
+    prior = _prior_run(out, journal, meta, problems, resume=resume, retry_failed=retry_failed)
+    todo = [p for p in problems if p.id not in prior.done]
+    session, meta = _new_session(meta, prior, problems, todo, problem_timeout, grace, provenance)
+    journal.open()
+    write_meta(out, meta)
+
+    sink = _progress_sink(progress, meta.dataset)
+    limit = max_consecutive_failures
+    if limit is None:
+        limit = max(5, 2 * concurrency)
+    attempts = _Attempts(agent_fn, session.index, meta, problem_timeout, grace or 0.0, usage_scope)
+    schedule = _Schedule(todo, attempts, journal, sink, limit)
+    status = "crashed"
+    try:
+        if sink:
+            _start_progress(sink, problems, prior.done)
+        await schedule.run(min(concurrency, len(todo)))
+        status = "aborted" if schedule.abort is not None else "completed"
+    except asyncio.CancelledError:
+        status = "interrupted"
+        raise
+    finally:
+        journal.close()
+        if sink:
+            sink.stop()
+        _end_session(session, status, schedule.finished, usage, attempts.in_flight)
+        write_meta(out, meta)
+        summary: dict[str, Any] = {}
+        if write_report:
+            from optiforge.evals.report import write_reports
+
+            summary = write_reports(out)
+    if schedule.abort is not None:
+        raise _aborted(schedule.abort, limit, journal.path)
+    return EvalOutcome(
+        out_dir=out,
+        planned=len(problems),
+        skipped_done=len(problems) - len(todo),
+        finished=schedule.finished,
+        summary=summary,
+    )
+
+
+def _checked_args(
+    problems: Sequence[Problem],
+    agent_fn: AgentFn | None,
+    executor: Any,
+    concurrency: int,
+    problem_timeout: float | None,
+    grace: float | None,
+) -> tuple[float | None, AgentFn]:
+    """Reject bad arguments before anything touches disk; return the cancel grace (the
+    default when a timeout is set) and the function each problem is dispatched to."""
     if concurrency < 1:
         raise EvalError(f"concurrency must be >= 1, got {concurrency}")
     if problem_timeout is not None and problem_timeout < 0:
@@ -345,11 +406,32 @@ async def run_eval(
         if p.id in seen:
             raise EvalError(f"problem id {p.id!r} appears twice; ids must be unique")
         seen.add(p.id)
-    if meta is None:
-        meta = RunMeta(dataset=problems[0].dataset if problems else "")
-    if not meta.answer_field and problems:
-        meta.answer_field = problems[0].answer_field
-    journal = Journal(out)
+    return grace, agent_fn
+
+
+@dataclass
+class _Prior:
+    """What earlier sessions in the output directory left: the latest record of every
+    finished problem (minus infrastructure failures with ``retry_failed``), their
+    sessions (a dead one marked killed), when the run was created and every id planned."""
+
+    done: dict[str, ResultRecord]
+    sessions: list[Session]
+    created_at: float
+    planned_ids: list[str]
+
+
+def _prior_run(
+    out: Path,
+    journal: Journal,
+    meta: RunMeta,
+    problems: Sequence[Problem],
+    *,
+    resume: bool,
+    retry_failed: bool,
+) -> _Prior:
+    """Read (and on resume, repair) the journal and ``run.json`` of ``out``; refuse to
+    overwrite results without ``resume`` and to resume a run with other settings."""
     old_meta = read_meta(out)
     existing = read_journal(journal.path)
     if (existing.records or existing.torn_bytes) and not resume:
@@ -357,34 +439,43 @@ async def run_eval(
             f"{out} already holds {len(existing.records)} results. Pass --resume to continue "
             "that run, or choose a new --out directory."
         )
-    done: dict[str, ResultRecord] = {}
-    if resume:
-        if old_meta is not None:
-            _check_identity(old_meta, meta, out)
-        contents = journal.repair()
-        done = contents.latest()
-        if retry_failed:
-            done = {k: r for k, r in done.items() if r.failure_class not in INFRA_FAILURES}
-    from optiforge import __version__
+    if not resume:
+        return _Prior({}, [], time.time(), [p.id for p in problems])
+    if old_meta is not None:
+        _check_identity(old_meta, meta, out)
+    done = journal.repair().latest()
+    if retry_failed:
+        done = {k: r for k, r in done.items() if r.failure_class not in INFRA_FAILURES}
+    if old_meta is None:
+        return _Prior(done, [], time.time(), [p.id for p in problems])
+    sessions = list(old_meta.sessions)
+    for old_s in sessions:
+        if old_s.status == "running":  # that process died without finishing (kill -9)
+            ends = [r.finished_at for r in done.values() if r.session == old_s.index]
+            old_s.status = "killed"
+            old_s.ended_at = max(ends, default=old_s.started_at)
+            old_s.finished = sum(1 for r in done.values() if r.session == old_s.index)
+    planned_ids = list(dict.fromkeys([*old_meta.planned_ids, *(p.id for p in problems)]))
+    return _Prior(done, sessions, old_meta.created_at, planned_ids)
 
-    if old_meta is not None and resume:
-        sessions = list(old_meta.sessions)
-        for old_s in sessions:
-            if old_s.status == "running":  # that process died without finishing (kill -9)
-                ends = [r.finished_at for r in done.values() if r.session == old_s.index]
-                old_s.status = "killed"
-                old_s.ended_at = max(ends, default=old_s.started_at)
-                old_s.finished = sum(1 for r in done.values() if r.session == old_s.index)
-        created = old_meta.created_at
-        planned_ids = list(dict.fromkeys([*old_meta.planned_ids, *(p.id for p in problems)]))
-    else:
-        sessions, created = [], time.time()
-        planned_ids = [p.id for p in problems]
-    todo = [p for p in problems if p.id not in done]
+
+def _new_session(
+    meta: RunMeta,
+    prior: _Prior,
+    problems: Sequence[Problem],
+    todo: Sequence[Problem],
+    problem_timeout: float | None,
+    grace: float | None,
+    provenance: dict[str, Any] | None,
+) -> tuple[Session, RunMeta]:
+    """This call's session record, and the run header that lists it after the earlier
+    ones. The header holds the session object itself: what the run later sets on the
+    session is what the final ``run.json`` says."""
+    from optiforge import __version__
     from optiforge.evals.provenance import code_provenance
 
     session = Session(
-        index=len(sessions) + 1,
+        index=len(prior.sessions) + 1,
         started_at=time.time(),
         planned=len(problems),
         skipped_done=len(problems) - len(todo),
@@ -395,178 +486,235 @@ async def run_eval(
         session.cancel_grace_s = grace
     meta = meta.model_copy(
         update={
-            "sessions": [*sessions, session],
-            "created_at": created,
-            "planned_ids": planned_ids,
+            "sessions": [*prior.sessions, session],
+            "created_at": prior.created_at,
+            "planned_ids": prior.planned_ids,
             "optiforge_version": __version__,
         }
     )
-    journal.open()
-    write_meta(out, meta)
+    return session, meta
 
-    sink: ProgressSink | None
+
+def _progress_sink(progress: ProgressSink | bool, dataset: str) -> ProgressSink | None:
     if progress is True:
-        sink = RichProgress(label=f"eval {meta.dataset}")
-    elif progress is False:
-        sink = None
-    else:
-        sink = progress
-    wanted = {p.id for p in problems}
-    prior = [r for r in done.values() if r.id in wanted]
-    prior_scored = [r for r in prior if r.scored]
-    limit = max_consecutive_failures
-    if limit is None:
-        limit = max(5, 2 * concurrency)
-    queue: asyncio.Queue[Problem] = asyncio.Queue()
-    for p in todo:
-        queue.put_nowait(p)
-    state = {"consecutive": 0, "abort": None, "finished": 0}
-    # Usage scopes of problems started but not yet journalled (reported if interrupted).
-    in_flight: dict[str, Any] = {}
+        return RichProgress(label=f"eval {dataset}")
+    if progress is False:
+        return None
+    return progress
 
-    async def one(problem: Problem) -> ResultRecord:
-        if usage_scope is None:
-            return (await attempt(problem))[0]
+
+def _start_progress(
+    sink: ProgressSink, problems: Sequence[Problem], done: dict[str, ResultRecord]
+) -> None:
+    """Show the progress sink, counting what earlier sessions finished of ``problems``."""
+    wanted = {p.id for p in problems}
+    earlier = [r for r in done.values() if r.id in wanted]
+    scored = [r for r in earlier if r.scored]
+    sink.start(
+        len(problems),
+        len(earlier),
+        sum(1 for r in scored if r.correct.get(DEFAULT_RULE)),
+        len(scored),
+    )
+
+
+def _aborted(rec: ResultRecord, limit: int, journal_path: Path) -> EvalError:
+    """The error a run stopped by ``limit`` infrastructure failures in a row raises."""
+    first = (rec.error or "").strip().splitlines()[0] if rec.error else rec.failure_class
+    return EvalError(
+        f"stopped after {limit} problems in a row failed with {rec.failure_class}: "
+        f"{first}. Check that the model server is running and reachable. Finished "
+        f"problems are saved in {journal_path}; rerun with --resume --retry-failed."
+    )
+
+
+class _Attempts:
+    """Runs one problem: the agent under its deadline and the cancel grace, turned into a
+    journal line, with what the LLM client counted for it (``usage_scope``). ``in_flight``
+    holds the usage scopes of problems started but not yet journalled."""
+
+    def __init__(
+        self,
+        agent_fn: AgentFn,
+        session: int,
+        meta: RunMeta,
+        problem_timeout: float | None,
+        grace: float,
+        usage_scope: Callable[[], AbstractContextManager[Any]] | None,
+    ) -> None:
+        self.agent_fn = agent_fn
+        self.session = session
+        self.agent = meta.agent
+        self.samples = meta.samples
+        self.timeout = problem_timeout
+        self.grace = grace
+        self.usage_scope = usage_scope
+        self.in_flight: dict[str, Any] = {}
+
+    async def run(self, problem: Problem) -> ResultRecord:
+        """The journal line for ``problem`` (never raises for the agent's failures)."""
+        if self.usage_scope is None:
+            return (await self._attempt(problem))[0]
         # Every LLM call the agent makes for this problem (in any task it starts) is
         # counted in this scope, including calls cut off by the timeout below.
-        with usage_scope() as scope:
-            in_flight[problem.id] = scope
-            record, timed_out = await attempt(problem)
+        with self.usage_scope() as scope:
+            self.in_flight[problem.id] = scope
+            record, timed_out = await self._attempt(problem)
         apply_usage(record, scope, timed_out=timed_out)
         return record
 
-    async def attempt(problem: Problem) -> tuple[ResultRecord, bool]:
+    def journalled(self, problem: Problem) -> None:
+        """``problem``'s line is on disk: its usage is no longer in flight."""
+        self.in_flight.pop(problem.id, None)
+
+    async def _attempt(self, problem: Problem) -> tuple[ResultRecord, bool]:
+        """The record, and whether the runner cancelled the agent."""
         started = time.time()
         t0 = time.perf_counter()
+        timeout, grace = self.timeout, self.grace
         try:
-            if problem_timeout:
+            if timeout:
                 # The agent's own deadline is problem_timeout; this is the safety net.
-                solution = await asyncio.wait_for(agent_fn(problem), problem_timeout + grace)
+                solution = await asyncio.wait_for(self.agent_fn(problem), timeout + grace)
             else:
-                solution = await agent_fn(problem)
+                solution = await self.agent_fn(problem)
         except asyncio.TimeoutError:
-            return _failure_record(
+            return self._failure(
                 problem,
                 "timeout",
-                f"no result within {problem_timeout:g} s: the agent did not stop at its "
+                f"no result within {timeout:g} s: the agent did not stop at its "
                 f"deadline and was cancelled {grace:g} s after it",
-                elapsed_s=time.perf_counter() - t0,
-                started_at=started,
-                session=session.index,
-                agent=meta.agent,
-                samples=meta.samples,
-                time_limit_s=problem_timeout,
+                t0,
+                started,
                 stopped="cancelled",
             ), True
         except Exception as exc:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
-            return _failure_record(
+            return self._failure(
                 problem,
                 _classify_exception(exc),
                 f"{type(exc).__name__}: {exc}\n{tb}"[:4000],
-                elapsed_s=time.perf_counter() - t0,
-                started_at=started,
-                session=session.index,
-                agent=meta.agent,
-                samples=meta.samples,
-                time_limit_s=problem_timeout or None,
+                t0,
+                started,
             ), False
         return record_from_solution(
             problem,
             solution,
             elapsed_s=time.perf_counter() - t0,
             started_at=started,
-            session=session.index,
-            samples=meta.samples,
-            time_limit_s=problem_timeout or None,
+            session=self.session,
+            samples=self.samples,
+            time_limit_s=timeout or None,
         ), False
 
-    async def worker() -> None:
-        while state["abort"] is None:
+    def _failure(
+        self,
+        problem: Problem,
+        failure_class: str,
+        error: str,
+        t0: float,
+        started: float,
+        stopped: str | None = None,
+    ) -> ResultRecord:
+        return _failure_record(
+            problem,
+            failure_class,
+            error,
+            elapsed_s=time.perf_counter() - t0,
+            started_at=started,
+            session=self.session,
+            agent=self.agent,
+            samples=self.samples,
+            time_limit_s=self.timeout or None,
+            stopped=stopped,
+        )
+
+
+class _Schedule:
+    """The scheduling loop: workers take problems from a queue, journal each record as it
+    finishes and stop the run after ``limit`` infrastructure failures in a row (0: never);
+    ``abort`` is then the record that tripped it."""
+
+    def __init__(
+        self,
+        todo: Sequence[Problem],
+        attempts: _Attempts,
+        journal: Journal,
+        sink: ProgressSink | None,
+        limit: int,
+    ) -> None:
+        self.queue: asyncio.Queue[Problem] = asyncio.Queue()
+        for p in todo:
+            self.queue.put_nowait(p)
+        self.attempts = attempts
+        self.journal = journal
+        self.sink = sink
+        self.limit = limit
+        self.consecutive = 0
+        self.finished = 0
+        self.abort: ResultRecord | None = None
+
+    async def run(self, workers: int) -> None:
+        """Run ``workers`` workers until the queue is empty or the run is stopped."""
+        tasks = [asyncio.create_task(self._worker()) for _ in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for w in tasks:
+                w.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while self.abort is None:
             try:
-                problem = queue.get_nowait()
+                problem = self.queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            record = await one(problem)
+            record = await self.attempts.run(problem)
             # Journalled even when the run is being stopped: the problem finished, and
             # its calls must add up. Synchronous append+fsync: no await between, so
             # cancellation cannot split it.
-            journal.append(record)
-            in_flight.pop(problem.id, None)
-            state["finished"] += 1
-            if state["abort"] is not None:
+            self.journal.append(record)
+            self.attempts.journalled(problem)
+            self.finished += 1
+            if self.abort is not None:
                 return
             if record.failure_class in INFRA_FAILURES or record.agent_failure_class in (
                 INFRA_FAILURES
             ):
-                state["consecutive"] += 1
-                if limit and state["consecutive"] >= limit:
-                    state["abort"] = record
+                self.consecutive += 1
+                if self.limit and self.consecutive >= self.limit:
+                    self.abort = record
             else:
-                state["consecutive"] = 0
-            if sink:
-                sink.update(record)
+                self.consecutive = 0
+            if self.sink:
+                self.sink.update(record)
 
-    status = "crashed"
-    try:
-        if sink:
-            sink.start(
-                len(problems),
-                len(prior),
-                sum(1 for r in prior_scored if r.correct.get(DEFAULT_RULE)),
-                len(prior_scored),
-            )
-        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
+
+def _end_session(
+    session: Session,
+    status: str,
+    finished: int,
+    usage: Callable[[], dict[str, Any] | None] | None,
+    in_flight: dict[str, Any],
+) -> None:
+    """Close the session record: status, finished count, the client's usage, and what
+    problems still in flight (interrupted) had used without a journal line."""
+    session.ended_at = time.time()
+    session.finished = finished
+    session.status = status
+    if usage is not None:
         try:
-            await asyncio.gather(*workers)
-        finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-        status = "aborted" if state["abort"] is not None else "completed"
-    except asyncio.CancelledError:
-        status = "interrupted"
-        raise
-    finally:
-        journal.close()
-        if sink:
-            sink.stop()
-        session.ended_at = time.time()
-        session.finished = state["finished"]
-        session.status = status
-        if usage is not None:
-            try:
-                session.usage = usage()
-            except Exception:  # usage is informative only; never lose the run over it
-                session.usage = None
-        if in_flight:
-            lost: dict[str, Any] = {}
-            for sc in in_flight.values():
-                for k, v in sc.snapshot().model_dump().items():
-                    if isinstance(v, (int, float)):
-                        lost[k] = lost.get(k, 0) + v
-            session.usage_unjournalled = {**lost, "problems": sorted(in_flight)}
-        write_meta(out, meta)
-        summary: dict[str, Any] = {}
-        if write_report:
-            from optiforge.evals.report import write_reports
-
-            summary = write_reports(out)
-    if state["abort"] is not None:
-        rec: ResultRecord = state["abort"]  # type: ignore[assignment]
-        first = (rec.error or "").strip().splitlines()[0] if rec.error else rec.failure_class
-        raise EvalError(
-            f"stopped after {limit} problems in a row failed with {rec.failure_class}: "
-            f"{first}. Check that the model server is running and reachable. Finished "
-            f"problems are saved in {journal.path}; rerun with --resume --retry-failed."
-        )
-    return EvalOutcome(
-        out_dir=out,
-        planned=len(problems),
-        skipped_done=len(problems) - len(todo),
-        finished=state["finished"],
-        summary=summary,
-    )
+            session.usage = usage()
+        except Exception:  # usage is informative only; never lose the run over it
+            session.usage = None
+    if in_flight:
+        lost: dict[str, Any] = {}
+        for sc in in_flight.values():
+            for k, v in sc.snapshot().model_dump().items():
+                if isinstance(v, (int, float)):
+                    lost[k] = lost.get(k, 0) + v
+        session.usage_unjournalled = {**lost, "problems": sorted(in_flight)}
 
 
 class RichProgress:

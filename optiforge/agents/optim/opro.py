@@ -21,10 +21,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from optiforge.agents.optim.base import Optimizer, StepReport, suggestion_schema
+from optiforge.agents.optim.base import Optimizer
 from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
+from optiforge.agents.optim.replies import suggestion_schema
+from optiforge.agents.optim.report import StepReport
 from optiforge.llm import run_sync
 from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt

@@ -13,8 +13,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from optiforge.agents.optim.base import Optimizer, StepReport, jsonable, suggestion_schema
+from optiforge.agents.optim.base import Optimizer
 from optiforge.agents.optim.errors import OptimizerError
+from optiforge.agents.optim.replies import jsonable, suggestion_schema
+from optiforge.agents.optim.report import StepReport
 from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 

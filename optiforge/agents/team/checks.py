@@ -105,53 +105,80 @@ def check_solution(
 
     ``relaxed`` says the result was solved with integrality relaxed on purpose.
     """
-    issues: list[Issue] = []
     if error:
-        issues.append(
-            Issue(
-                check="build",
-                severity="error",
-                message=f"the model could not be built: {error[:600]}",
-                fix="rewrite the expressions named in the error with declared variable names, "
-                "numbers, + - * / and one <=, >= or == per constraint",
-            )
-        )
-        return issues
+        return [_build_issue(error)]
     sense = ir.get("objective", {}).get("sense")
     want = implied_sense(problem_text)
-    if want and sense and want != sense:
-        issues.append(
-            Issue(
-                check="sense",
-                severity="error",
-                message=f"the text asks to {want} but the objective says {sense}",
-                fix=f"set the objective sense to {want}",
-                action="flip_sense",
-            )
-        )
-    var_names = {v["name"] for v in ir.get("variables", [])}
     exprs = [ir.get("objective", {}).get("expression", "")] + [
         c.get("expression", "") for c in ir.get("constraints", [])
     ]
+    issues = [
+        *_sense_issues(want, sense),
+        *_unused_variable_issues(ir, exprs),
+        *_constraint_issues(ir),
+        *_number_issues(problem_text, exprs),
+    ]
+    if result is None:
+        return issues
+    if result.status in _STATUS_ISSUES:
+        return [*issues, _status_issue(result, sense)]
+    if result.ok:
+        issues += _solution_issues(ir, result, sense, want, relaxed=relaxed)
+    return issues
+
+
+def _build_issue(error: str) -> Issue:
+    return Issue(
+        check="build",
+        severity="error",
+        message=f"the model could not be built: {error[:600]}",
+        fix="rewrite the expressions named in the error with declared variable names, "
+        "numbers, + - * / and one <=, >= or == per constraint",
+    )
+
+
+def _sense_issues(want: str | None, sense: str | None) -> list[Issue]:
+    if not (want and sense and want != sense):
+        return []
+    return [
+        Issue(
+            check="sense",
+            severity="error",
+            message=f"the text asks to {want} but the objective says {sense}",
+            fix=f"set the objective sense to {want}",
+            action="flip_sense",
+        )
+    ]
+
+
+def _unused_variable_issues(ir: dict[str, Any], exprs: list[str]) -> list[Issue]:
+    var_names = {v["name"] for v in ir.get("variables", [])}
     used = {n for n in var_names if any(re.search(rf"\b{re.escape(n)}\b", e) for e in exprs)}
-    for n in sorted(var_names - used):
-        issues.append(
-            Issue(
-                check="unused_variable",
-                severity="warning",
-                message=f"variable {n!r} appears in no expression",
-                fix=f"use {n!r} in the objective or constraints, or remove it",
-            )
+    return [
+        Issue(
+            check="unused_variable",
+            severity="warning",
+            message=f"variable {n!r} appears in no expression",
+            fix=f"use {n!r} in the objective or constraints, or remove it",
         )
-    if not ir.get("constraints"):
-        issues.append(
-            Issue(
-                check="no_constraints",
-                severity="error",
-                message="the model has no constraints",
-                fix="add a constraint for every limit, requirement and ratio in the text",
-            )
+        for n in sorted(var_names - used)
+    ]
+
+
+def _constraint_issues(ir: dict[str, Any]) -> list[Issue]:
+    if ir.get("constraints"):
+        return []
+    return [
+        Issue(
+            check="no_constraints",
+            severity="error",
+            message="the model has no constraints",
+            fix="add a constraint for every limit, requirement and ratio in the text",
         )
+    ]
+
+
+def _number_issues(problem_text: str, exprs: list[str]) -> list[Issue]:
     # Numbers in the model that the text never mentions are usually invented.
     text_numbers = _numbers(problem_text)
     text_numbers |= {n / 100 for n in text_numbers} | {n * 100 for n in text_numbers}
@@ -161,76 +188,89 @@ def check_solution(
     invented = sorted(
         n for n in model_numbers - text_numbers if n not in (0, 1, 2, 3, 100) and n > 1
     )
-    if invented:
-        issues.append(
-            Issue(
-                check="numbers",
-                severity="warning",
-                message="numbers not found in the text: "
-                + ", ".join(f"{n:g}" for n in invented[:6]),
-                fix="use only the numbers given in the problem",
-            )
+    if not invented:
+        return []
+    return [
+        Issue(
+            check="numbers",
+            severity="warning",
+            message="numbers not found in the text: " + ", ".join(f"{n:g}" for n in invented[:6]),
+            fix="use only the numbers given in the problem",
         )
-    if result is None:
-        return issues
+    ]
+
+
+#: Solver statuses that are an issue by themselves (the solution checks then do not run).
+_STATUS_ISSUES = {
+    SolveStatus.INFEASIBLE,
+    SolveStatus.INFEASIBLE_OR_UNBOUNDED,
+    SolveStatus.UNBOUNDED,
+    SolveStatus.ERROR,
+    SolveStatus.TIME_LIMIT,
+}
+
+
+def _status_issue(result: SolveResult, sense: str | None) -> Issue:
     st = result.status
     if st in (SolveStatus.INFEASIBLE, SolveStatus.INFEASIBLE_OR_UNBOUNDED):
+        return Issue(
+            check="infeasible",
+            severity="error",
+            message="the solver found no solution satisfying all constraints, but the text "
+            "describes a situation that has one",
+            fix="check each inequality direction (at least = >=, at most = <=), totals that "
+            "should be <= rather than ==, and ratios written the wrong way round",
+        )
+    if st == SolveStatus.UNBOUNDED:
+        return Issue(
+            check="unbounded",
+            severity="error",
+            message=f"the objective can grow without limit ({sense})",
+            fix="add the missing resource or budget limit, or check the objective sense",
+        )
+    return Issue(
+        check="solver",
+        severity="error",
+        message=f"the solver failed: {result.message or st.value}",
+        fix="simplify the model: linear expressions, one comparison per constraint",
+    )
+
+
+def _solution_issues(
+    ir: dict[str, Any],
+    result: SolveResult,
+    sense: str | None,
+    want: str | None,
+    *,
+    relaxed: bool,
+) -> list[Issue]:
+    """Checks of a solved model's values: integrality, all zeros, a zero maximum."""
+    issues = []
+    ints = {v["name"] for v in ir.get("variables", []) if v.get("domain") != "continuous"}
+    frac = _fractional(result.variables, ints)
+    if frac and not relaxed:
         issues.append(
             Issue(
-                check="infeasible",
+                check="integrality",
                 severity="error",
-                message="the solver found no solution satisfying all constraints, but the text "
-                "describes a situation that has one",
-                fix="check each inequality direction (at least = >=, at most = <=), totals that "
-                "should be <= rather than ==, and ratios written the wrong way round",
+                message="integer variables have fractional values: " + ", ".join(frac[:5]),
+                fix="solve with integrality enforced",
+                action="enforce_integrality",
             )
         )
-    elif st == SolveStatus.UNBOUNDED:
+    values = list(result.variables.values())
+    if values and all(abs(v) < 1e-9 for v in values) and sense in _ZERO_SOLUTION:
+        message, fix = _ZERO_SOLUTION[sense]
+        issues.append(Issue(check="zero_solution", severity="warning", message=message, fix=fix))
+    if result.objective is not None and abs(result.objective) < 1e-9 and want == "maximize":
         issues.append(
             Issue(
-                check="unbounded",
-                severity="error",
-                message=f"the objective can grow without limit ({sense})",
-                fix="add the missing resource or budget limit, or check the objective sense",
+                check="zero_objective",
+                severity="warning",
+                message="the best objective is 0 although the text asks to maximize",
+                fix="check the objective coefficients and the constraint directions",
             )
         )
-    elif st in (SolveStatus.ERROR, SolveStatus.TIME_LIMIT):
-        issues.append(
-            Issue(
-                check="solver",
-                severity="error",
-                message=f"the solver failed: {result.message or st.value}",
-                fix="simplify the model: linear expressions, one comparison per constraint",
-            )
-        )
-    elif result.ok:
-        ints = {v["name"] for v in ir.get("variables", []) if v.get("domain") != "continuous"}
-        frac = _fractional(result.variables, ints)
-        if frac and not relaxed:
-            issues.append(
-                Issue(
-                    check="integrality",
-                    severity="error",
-                    message="integer variables have fractional values: " + ", ".join(frac[:5]),
-                    fix="solve with integrality enforced",
-                    action="enforce_integrality",
-                )
-            )
-        values = list(result.variables.values())
-        if values and all(abs(v) < 1e-9 for v in values) and sense in _ZERO_SOLUTION:
-            message, fix = _ZERO_SOLUTION[sense]
-            issues.append(
-                Issue(check="zero_solution", severity="warning", message=message, fix=fix)
-            )
-        if result.objective is not None and abs(result.objective) < 1e-9 and want == "maximize":
-            issues.append(
-                Issue(
-                    check="zero_objective",
-                    severity="warning",
-                    message="the best objective is 0 although the text asks to maximize",
-                    fix="check the objective coefficients and the constraint directions",
-                )
-            )
     return issues
 
 
