@@ -153,7 +153,7 @@ def eval_command(
         "local",
         "--executor",
         help="Where problems run: local (this process) or ray (each problem a Ray task on a "
-        "worker, agent and sandbox included; pip install 'optiforge[ray]'). The journal, "
+        "worker, agent and sandbox included; pip install -e '.\\[ray]'). The journal, "
         "--resume and Ctrl-C work the same.",
     ),
     ray_address: str | None = typer.Option(
