@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import math
 import os
 import pickle
@@ -192,6 +193,11 @@ class _NoUsage:
     failed_calls: int = 0
     cached_calls: int = 0
     by_tag: dict[str, Any] = field(default_factory=dict)
+
+    def model_dump(self) -> dict[str, Any]:
+        """Its fields, as a :class:`~optiforge.llm.types.UsageSnapshot` dumps them (the
+        runner sums an interrupted problem's counts from this)."""
+        return dataclasses.asdict(self)
 
 
 class RemoteUsage:

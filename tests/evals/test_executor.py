@@ -205,3 +205,12 @@ async def test_a_ray_worker_body_returns_each_problems_usage(scripted_llm):
         ex._unpack(bad, slot, 0)
     assert scope.snapshot().calls == 1 and len(slot.finished_usage) == 2
     assert RayExecutor(functools.partial(build_agent, spec)).usage_scope is None
+
+
+def test_a_remote_scope_cut_off_before_its_worker_answered_sums_as_zero():
+    # A Ray problem interrupted in flight has no worker snapshot yet: the runner still sums
+    # its counts into run.json's usage_unjournalled (zeros), instead of crashing at Ctrl-C.
+    from optiforge.evals.executor import RemoteUsage
+
+    dumped = RemoteUsage().snapshot().model_dump()
+    assert dumped["calls"] == dumped["failed_calls"] == dumped["cached_calls"] == 0

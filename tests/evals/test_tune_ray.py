@@ -317,4 +317,4 @@ def test_ctrl_c_stops_a_ray_tune_cleanly_and_a_rerun_finishes(tmp_path, model, r
     assert "on Ray workers, 0 worker deaths" in " ".join(res.stderr.split())  # rich wraps
     saved = json.loads(out.read_text())
     assert saved["meta"]["executor"] == "ray" and saved["meta"]["best_val_score"] == 1.0
-    assert saved["prompts"]["coder_system"] == TUNED_PROMPT
+    assert saved["parameters"]["coder_system"] == TUNED_PROMPT
