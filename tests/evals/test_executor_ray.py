@@ -213,7 +213,10 @@ async def test_each_problems_usage_is_journalled_with_it_on_ray(tmp_path, tiny_l
         assert r.usage_source == "client" and len(r.replies) == 1, (r.id, r.replies)
         assert r.calls + r.cache_hits == 1 and r.usage_by_tag
     usage = json.loads((out_dir / "run.json").read_text())["sessions"][0]["usage"]
-    assert usage["executor"]["worker_deaths"] >= 1
+    # The kill itself is not asserted through worker_deaths: that counts deaths a running
+    # call saw, and the problem picked as running may have returned just before the kill
+    # (test_a_killed_worker_loses_nothing covers deaths). What matters here is that the dead
+    # worker's finished problems still add up with everyone else's.
     for key in ("calls", "prompt_tokens", "completion_tokens", "cache_hits", "failed_calls"):
         assert sum(getattr(r, key) for r in recs.values()) == usage.get(key, 0), key
     assert usage["calls"] + usage["cache_hits"] == len(IDS)
