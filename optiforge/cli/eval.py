@@ -65,7 +65,7 @@ def _start(plan: Any, spec: Any, settings: Any, console: Any) -> tuple[Any, Any,
         from optiforge.cli.common import llm_provenance
 
         provenance = llm_provenance(llm, settings)
-    return runner_exec, llm, provenance, getattr(runner_exec, "usage_scope", None)
+    return runner_exec, llm, provenance, runner_exec.usage_scope
 
 
 @app.command("eval")

@@ -75,6 +75,7 @@ def summarize(records: Sequence[ResultRecord], meta: RunMeta | None = None) -> d
     wall = meta.wall_s
     planned = len(meta.planned_ids) or n
     answer_fields = sorted({r.answer_field for r in records}) or [meta.answer_field]
+    answered = sum(1 for r in records if r.prediction is not None)
     return {
         "dataset": meta.dataset,
         "answer_field": answer_fields[0] if len(answer_fields) == 1 else answer_fields,
@@ -97,10 +98,8 @@ def summarize(records: Sequence[ResultRecord], meta: RunMeta | None = None) -> d
         # Problems with an answer (right or wrong), and why problems stopped early: the
         # agent at its deadline ("deadline"), for want of time for the next step
         # ("time_left"), or the runner's hard cancel ("cancelled").
-        "answered": sum(1 for r in records if r.prediction is not None),
-        "answered_rate": (
-            round(sum(1 for r in records if r.prediction is not None) / n, 6) if n else None
-        ),
+        "answered": answered,
+        "answered_rate": round(answered / n, 6) if n else None,
         "stopped": dict(Counter(r.stopped for r in records if r.stopped).most_common()),
         "by_category": {
             cat: {"n": len(rs), "accuracy": _accuracy(rs)} for cat, rs in sorted(by_cat.items())
