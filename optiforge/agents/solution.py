@@ -57,6 +57,10 @@ class Solution(BaseModel):
     stopped: str | None = None
     #: The time limit the run was given, in seconds (None: none).
     time_limit_s: float | None = None
+    #: The accuracy levers of :class:`~optiforge.agents.team.TeamConfig` that fired in this
+    #: run (changed a formulation, a vote or a prompt), in first-fired order, e.g.
+    #: ``["verify", "hints"]``. An ablation re-runs only the problems where a lever fired.
+    levers: list[str] = Field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The outcome in a few fields for judges and feedback: answer, solver status,

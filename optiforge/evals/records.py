@@ -148,6 +148,8 @@ class ResultRecord(BaseModel):
     #: time left), ``cancelled`` (the agent did not stop by its deadline and the runner
     #: cancelled it a few seconds later: no answer). None: the agent finished on its own.
     stopped: str | None = None
+    #: The team's accuracy levers that fired on this problem (``Solution.levers``).
+    levers: list[str] = Field(default_factory=list)
     agent: str = ""
     samples: int | None = None
     session: int = 1

@@ -156,6 +156,7 @@ def record_from_solution(
         elapsed_s=round(elapsed_s, 4),
         time_limit_s=time_limit_s,
         stopped=str(stopped) if stopped else None,
+        levers=[str(x) for x in getattr(solution, "levers", None) or []],
         agent=str(getattr(solution, "agent", "") or ""),
         samples=samples,
         session=session,

@@ -262,12 +262,19 @@ class RunState:
         )
         #: Why the run stopped early: None, STOPPED_TIME_LEFT or STOPPED_DEADLINE.
         self.stopped: str | None = None
+        #: The accuracy levers that fired in this run (``Solution.levers``); see fired().
+        self.levers: list[str] = []
         #: Measured wall time of each pull, per plan (the first round counts as "sample").
         self.pull_times: dict[str, list[float]] = {}
         self.seed = 0
         self.signatures: set[str] = set()
         self.code_attempt: Attempt | None = None
         self.nonlinear_hint = False
+
+    def fired(self, lever: str) -> None:
+        """Record that the accuracy lever ``lever`` changed something in this run (once)."""
+        if lever not in self.levers:
+            self.levers.append(lever)
 
     def can_sample(self, k: int = 1) -> bool:
         """True when ``k`` more LLM samples fit the budget (and time is left)."""

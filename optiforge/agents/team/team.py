@@ -126,6 +126,7 @@ class _Decision:
                 sol.failure_class, sol.error = "timeout", _stopped_error(run, sol.error)
         sol.stopped = run.stopped
         sol.time_limit_s = run.time_limit
+        sol.levers = list(run.levers)
         sol.steps.append(
             StepRecord(
                 role="scheduler",
