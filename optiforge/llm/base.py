@@ -53,6 +53,11 @@ class Completion:
     model: str
     #: Completion tokens per choice when the transport knows them (else the total is shared).
     choice_tokens: list[int] | None = None
+    #: What the server reports about its work, when it does (0 otherwise): prompt tokens
+    #: taken from its prompt cache, and milliseconds spent on the prompt and on the reply.
+    server_cached_tokens: int = 0
+    prompt_ms: float = 0.0
+    predicted_ms: float = 0.0
 
 
 @dataclass
@@ -517,6 +522,9 @@ class BaseLLM:
                         comp.completion_tokens,
                         time.perf_counter() - t0,
                         choices=len(comp.texts),
+                        server_cached_tokens=comp.server_cached_tokens,
+                        prompt_ms=comp.prompt_ms,
+                        completion_ms=comp.predicted_ms,
                     )
                     return comp
         # The server cannot constrain output: ask for the schema in words, parse, re-ask.

@@ -461,10 +461,49 @@ def _to_completion(resp: Any, where: str, model: str) -> Completion:
     usage = getattr(resp, "usage", None)
     ptok = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
     ctok = int(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else 0
+    cached, prompt_ms, predicted_ms = _server_work(resp, usage)
     return Completion(
         texts=texts,
         finish_reasons=reasons,
         prompt_tokens=ptok,
         completion_tokens=ctok,
         model=str(getattr(resp, "model", None) or model),
+        server_cached_tokens=cached,
+        prompt_ms=prompt_ms,
+        predicted_ms=predicted_ms,
+    )
+
+
+def _number(value: Any) -> float:
+    """A non-negative finite float from a server field, or 0 (servers send odd things)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if x == x and 0.0 <= x < float("inf") else 0.0
+
+
+def _server_work(resp: Any, usage: Any) -> tuple[int, float, float]:
+    """(prompt tokens from the server's prompt cache, prompt ms, generation ms) of a reply.
+
+    The cached tokens come from the OpenAI field ``usage.prompt_tokens_details.cached_tokens``
+    (vLLM with prefix caching, llama.cpp) or llama.cpp's ``timings.cache_n``; the times from
+    llama.cpp's ``timings`` (``prompt_ms``, ``predicted_ms``). Missing fields count 0."""
+    details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
+    if isinstance(details, dict):
+        cached = _number(details.get("cached_tokens"))
+    else:
+        cached = _number(getattr(details, "cached_tokens", 0))
+    extra = getattr(resp, "model_extra", None) or {}
+    timings = extra.get("timings") if isinstance(extra, dict) else None
+    if timings is None:
+        timings = getattr(resp, "timings", None)
+    if not isinstance(timings, dict):
+        return int(cached), 0.0, 0.0
+    if not cached:
+        cached = _number(timings.get("cache_n"))
+    return (
+        int(cached),
+        round(_number(timings.get("prompt_ms")), 3),
+        round(_number(timings.get("predicted_ms")), 3),
     )

@@ -68,6 +68,11 @@ class TagUsage(BaseModel):
       ``cached_completion_tokens``: requests answered from the response cache (wholly or in
       part), the replies taken from it, and what those replies cost when they were first
       produced. Cached replies cost nothing now and are kept apart from the live counters.
+    - ``server_cached_tokens``, ``prompt_ms``, ``completion_ms``: what the server says of
+      the requests it answered, when it says it (llama.cpp does; vLLM reports cached tokens
+      with prefix caching on; 0 otherwise): the prompt tokens it took from its own prompt
+      (KV) cache instead of processing them (part of ``prompt_tokens``), and the
+      milliseconds it spent processing prompts and generating replies.
     """
 
     calls: int = 0
@@ -81,6 +86,9 @@ class TagUsage(BaseModel):
     cached_completion_tokens: int = 0
     #: Sum of request latencies in seconds (overlapping requests each count).
     wall_time_s: float = 0.0
+    server_cached_tokens: int = 0
+    prompt_ms: float = 0.0
+    completion_ms: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -109,6 +117,9 @@ _COUNTERS = (
     "cached_prompt_tokens",
     "cached_completion_tokens",
     "wall_time_s",
+    "server_cached_tokens",
+    "prompt_ms",
+    "completion_ms",
 )
 
 

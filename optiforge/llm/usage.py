@@ -219,8 +219,13 @@ class UsageTracker:
         completion_tokens: int,
         seconds: float,
         choices: int = 1,
+        *,
+        server_cached_tokens: int = 0,
+        prompt_ms: float = 0.0,
+        completion_ms: float = 0.0,
     ) -> None:
-        """Count one request the server answered, with ``choices`` replies."""
+        """Count one request the server answered, with ``choices`` replies (and what the
+        server said of its prompt cache and timings, when it said it)."""
         self._record(
             tag,
             TagUsage(
@@ -229,6 +234,9 @@ class UsageTracker:
                 completion_tokens=completion_tokens,
                 choices=choices,
                 wall_time_s=seconds,
+                server_cached_tokens=server_cached_tokens,
+                prompt_ms=prompt_ms,
+                completion_ms=completion_ms,
             ),
         )
 
