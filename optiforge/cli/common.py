@@ -117,4 +117,7 @@ def llm_provenance(llm: LLM, settings: Settings | None = None) -> dict[str, Any]
     if settings is None:
         settings = getattr(llm, "settings", None)
     out["settings"] = settings_dict(settings)
+    if hasattr(llm, "cache"):
+        # What the client does, not what the settings asked for (--no-cache turns it off).
+        out["settings"]["cache"] = llm.cache is not None
     return out

@@ -77,3 +77,6 @@ def test_llm_provenance_of_an_openai_compatible_server(fake_server_url) -> None:
         p = llm_provenance(llm)
     assert p["server"]["url"] == fake_server_url and p["server"]["kind"] == "openai-compatible"
     assert p["server"]["served_models"] == ["fake"] and p["settings"]["model"]
+    # the client's cache is off (as --no-cache turns it off): run.json says so, whatever
+    # the settings' default
+    assert p["settings"]["cache"] is False
