@@ -110,7 +110,11 @@ _CUES: dict[str, re.Pattern[str]] = {
         rf"\b(?:twice|thrice|double|triple|half|{_NUM}\s+times)\b"
         r"|\bratio\b",
     ),
-    "percent": re.compile(r"%|\bpercent(?:age)?\b"),
+    # A share of a total ("30% of the volunteers", "75% implemented lights must be"), not a
+    # composition ("contains 20% cat paw snacks") or a rate ("earn 3%").
+    "percent": re.compile(
+        r"(?:%|\bpercent)(?: of\b| \w+(?: \w+)? (?:must|can|should|are|is|be)\b)"
+    ),
     "strict": re.compile(
         r"(?<!not )(?<!n't )\bexceed(?:s)? the (?:number|amount)\b"
         r"|\bmore \w+(?: \w+)? than (?:the number of )?\w+\b(?! \d)"
@@ -196,8 +200,6 @@ def classify(problem: str, features: dict[str, Any] | None = None) -> dict[str, 
     if feats.get("table"):
         out["table"] = "a table"
         out.setdefault("coefficient_grouping", "a table")
-    if feats.get("nonlinear"):
-        out.setdefault("nonlinear", "nonlinear words")
     if feats.get("integer_stated") or feats.get("fraction_stated"):
         out["integrality"] = "integrality stated"
     else:

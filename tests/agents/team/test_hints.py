@@ -131,7 +131,7 @@ def test_a_hint_file_parses_its_front_matter():
 def test_cues_classify_the_error_classes_of_a_problem():
     got = classify(DELI)
     assert got["ratio"] == "3 times"
-    assert got["percent"] == "%"
+    assert got["percent"] == "% of"
     assert {"per_item_total", "coefficient_grouping", "at_least_at_most"} <= set(got)
     assert "strict" not in got and "nonlinear" not in got and "table" not in got
 
@@ -144,6 +144,9 @@ def test_cues_classify_the_error_classes_of_a_problem():
         ("Pies must be at least twice the number of cakes.", "ratio", True),
         ("There can be at most thrice the oil as lavender.", "ratio", True),
         ("Make at most 30 percent of the feed corn.", "percent", True),
+        ("At least 75% implemented lights must be lamps.", "percent", True),
+        ("The first mix contains 20% cat paw snacks and 80% nuts.", "percent", False),
+        ("Investments in telecom earn 3% a year.", "percent", False),
         ("How many chairs should be made?", "integrality", True),
         ("Cut squares from the corners and fold up the sides to make a box.", "nonlinear", True),
         ("Each ad is seen by 5 million people.", "units_scale", True),
