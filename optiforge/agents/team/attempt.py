@@ -5,7 +5,9 @@ the role's system prompt (a :class:`~optiforge.trace.ParameterNode`):
 
 - ``plan(problem, planner_system, ...)``: the planner model's advice (only with
   ``llm_planner``);
-- ``formulate(problem, formulator_system, settings)``: a draft formulation;
+- ``formulate(problem, formulator_system, settings)``: a draft formulation (with the
+  ``hints`` lever, also ``hints``: the error-class hints chosen for the problem, the value
+  of the ``hints`` op in :mod:`.hints`; ``repair`` reads them too);
 - ``critique(problem, critic_system, findings)``: the critic model's review of an attempt;
 - ``repair(problem, formulator_system, settings, draft, findings, critique)``: a draft that
   fixes an earlier one;
