@@ -1,6 +1,6 @@
 """Lever ``hints`` (issue #12): error-class hints chosen from cues, in the formulator's
 system message. Scripted models, the real solver; the real-model run is in
-test_levers_slow.py."""
+test_hints_vote_slow.py."""
 
 from __future__ import annotations
 

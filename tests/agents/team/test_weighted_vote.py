@@ -1,6 +1,6 @@
 """Lever ``weighted_vote`` (issue #12): votes weighted by the critic's and the verifier's
 verdicts, and a split vote that buys more samples. Scripted models, the real solver; the
-real-model run is in test_levers_slow.py."""
+real-model run is in test_hints_vote_slow.py."""
 
 from __future__ import annotations
 
