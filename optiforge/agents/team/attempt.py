@@ -5,7 +5,9 @@ the role's system prompt (a :class:`~optiforge.trace.ParameterNode`):
 
 - ``plan(problem, planner_system, ...)``: the planner model's advice (only with
   ``llm_planner``);
-- ``formulate(problem, formulator_system, settings)``: a draft formulation;
+- ``formulate(problem, formulator_system, settings)``: a draft formulation (with the
+  ``hints`` lever, also ``hints``: the error-class hints chosen for the problem, the value
+  of the ``hints`` op in :mod:`.hints`; ``repair`` reads them too);
 - ``critique(problem, critic_system, findings)``: the critic model's review of an attempt;
 - ``repair(problem, formulator_system, settings, draft, findings, critique)``: a draft that
   fixes an earlier one;
@@ -243,9 +245,9 @@ class TeamRun(RunState):
 
     @bundle(name="formulate", doc=_DOCS["formulate"])
     async def formulate(
-        self, problem: str, formulator_system: str, settings: dict[str, Any]
+        self, problem: str, formulator_system: str, settings: dict[str, Any], hints: Any = None
     ) -> roles.RoleReply:
-        """Ask the formulator for one draft."""
+        """Ask the formulator for one draft (``hints``: the hints step's ``HintChoice``)."""
         ps = self.prompts.with_values(formulator_system=formulator_system)
         return await self.ask(
             "formulator",
@@ -257,6 +259,7 @@ class TeamRun(RunState):
                 temperature=settings["temperature"],
                 seed=settings["seed"],
                 plan=settings["plan"],
+                hints=self.use_hints(hints),
             ),
         )
 
@@ -289,8 +292,10 @@ class TeamRun(RunState):
         draft: roles.RoleReply,
         findings: Findings,
         critique: roles.RoleReply | None,
+        hints: Any = None,
     ) -> roles.RoleReply:
-        """Ask the formulator to fix ``draft`` given the findings and the critique."""
+        """Ask the formulator to fix ``draft`` given the findings and the critique (with the
+        draft's ``hints``, so the conversation keeps its cached prefix)."""
         issues_text = chk.format_issues(findings.issues)
         if critique is not None and critique.values:
             c = critique.values[0]
@@ -310,6 +315,7 @@ class TeamRun(RunState):
                 previous=roles.draft_json(draft.values[0]),
                 issues=issues_text or "- check every constraint against the text",
                 plan="repair",
+                hints=self.use_hints(hints),
             ),
         )
 
@@ -340,6 +346,19 @@ class TeamRun(RunState):
                 plan="code",
             ),
         )
+
+    def use_hints(self, hints: Any) -> str | None:
+        """The hints block for a formulator call (None without hints); the ``hints`` lever
+        fires when a call gets at least one hint."""
+        text = hints.text if hints is not None else ""
+        if not text:
+            return None
+        self.fired("hints")
+        return text
+
+    def hint_kw(self) -> dict[str, Any]:
+        """The hints step's node as the formulator ops' ``hints`` parent (none without)."""
+        return {} if self.hints_node is None else {"hints": self.hints_node}
 
     # -- attempts ---------------------------------------------------------------------------
     def add_draft(self, reply_node: Any, plan: str, parent: int | None = None) -> Attempt:
@@ -412,6 +431,7 @@ class TeamRun(RunState):
                 self.problem_node,
                 system,
                 self._settings(t, None if t == 0 else self.next_seed(), plan),
+                **self.hint_kw(),
             )
             for t in temps
         ]
@@ -451,6 +471,7 @@ class TeamRun(RunState):
             target.draft_node,
             target.findings_node,
             critique if critique is not None else node(None, name="no_critique"),
+            **self.hint_kw(),
         )
         self.record(reply.value)
         att = self.add_draft(reply, "repair", parent=target.index)

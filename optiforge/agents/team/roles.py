@@ -87,10 +87,18 @@ def formulator_messages(
     problem: str,
     previous: str | None = None,
     issues: str | None = None,
+    hints: str | None = None,
 ) -> list[dict[str, str]]:
-    """Messages for a first formulation, or a repair of ``previous`` given ``issues``."""
+    """Messages for a first formulation, or a repair of ``previous`` given ``issues``.
+
+    ``hints`` (the error-class hints' "Watch out for:" block, :mod:`.hints`) is appended to
+    the system message, after the instructions and examples, so the prefix the server's
+    prompt cache keeps is the same for every problem and the problem text comes last."""
+    system = prompts.text("formulator_system")
+    if hints:
+        system = f"{system.rstrip()}\n\n{hints.strip()}"
     msgs = [
-        {"role": "system", "content": prompts.text("formulator_system")},
+        {"role": "system", "content": system},
         {"role": "user", "content": prompts.render("formulator_user", problem=problem)},
     ]
     if previous is not None:
@@ -112,13 +120,15 @@ async def formulate(
     issues: str | None = None,
     plan: str | None = None,
     max_tokens: int = 900,
+    hints: str | None = None,
 ) -> RoleReply:
-    """Ask the formulator for one :class:`FormulationDraft` (a repair when ``previous``)."""
+    """Ask the formulator for one :class:`FormulationDraft` (a repair when ``previous``);
+    ``hints`` go into its system message (:func:`formulator_messages`)."""
     started = time.perf_counter()
     role = "formulator"
     try:
         res = await llm.achat(
-            formulator_messages(prompts, problem, previous, issues),
+            formulator_messages(prompts, problem, previous, issues, hints=hints),
             temperature=temperature,
             seed=seed,
             max_tokens=max_tokens,

@@ -90,12 +90,51 @@ def same_value(a: float, b: float, rel: float = 1e-6) -> bool:
 
 @dataclass
 class Candidate:
-    """One solved answer that takes part in the vote."""
+    """One solved answer that takes part in the vote.
+
+    ``verdict`` (the critic's: ``ok`` or ``suspicious``), ``source`` (``ir`` or ``code``)
+    and ``verified`` (the verifier's: True, False, or None when it did not look) are what
+    :func:`weighted` weighs the vote by.
+    """
 
     value: float
     weight: float
     plan: str
     index: int  # position in the team's list of attempts
+    verdict: str = "ok"
+    source: str = "ir"
+    verified: bool | None = None
+
+
+#: Weighted voting (``TeamConfig.weighted_vote``): a vote's weight by the critic's verdict...
+VERDICT_WEIGHTS = {"ok": 1.0, "suspicious": 0.4}
+#: ... times a factor by the verifier's verdict (True weighs more, False much less) ...
+VERIFIED_FACTORS = {True: 1.5, None: 1.0, False: 0.2}
+#: ... times this for a program (the code route) rather than a checked formulation.
+CODE_FACTOR = 0.8
+
+
+def vote_weight(verdict: str, source: str = "ir", verified: bool | None = None) -> float:
+    """The weight of one answer in a weighted vote: the critic's verdict (ok 1, suspicious
+    0.4) times the verifier's (verified 1.5, refuted 0.2, not looked at 1), x0.8 for code."""
+    base = VERDICT_WEIGHTS.get(verdict, 0.0) * VERIFIED_FACTORS.get(verified, 1.0)
+    return base * (CODE_FACTOR if source == "code" else 1.0)
+
+
+def weighted(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates with their weights from the critic's and the verifier's verdicts."""
+    return [
+        Candidate(
+            value=c.value,
+            weight=vote_weight(c.verdict, c.source, c.verified),
+            plan=c.plan,
+            index=c.index,
+            verdict=c.verdict,
+            source=c.source,
+            verified=c.verified,
+        )
+        for c in candidates
+    ]
 
 
 @dataclass
@@ -106,6 +145,8 @@ class VoteResult:
     weight: float
     total: float
     members: list[Candidate]
+    #: How many clusters of agreeing answers there are.
+    clusters: int = 1
 
     @property
     def share(self) -> float:
@@ -127,13 +168,23 @@ def vote(candidates: list[Candidate], rel: float = 1e-6) -> VoteResult:
             clusters.append([c])
     total = sum(c.weight for c in candidates)
     if not clusters:
-        return VoteResult(value=None, weight=0.0, total=0.0, members=[])
+        return VoteResult(value=None, weight=0.0, total=0.0, members=[], clusters=0)
     best = max(clusters, key=lambda cl: (sum(c.weight for c in cl), -min(c.index for c in cl)))
     return VoteResult(
-        value=best[0].value, weight=sum(c.weight for c in best), total=total, members=best
+        value=best[0].value,
+        weight=sum(c.weight for c in best),
+        total=total,
+        members=best,
+        clusters=len(clusters),
     )
 
 
 def confident(v: VoteResult, min_votes: float = 2.0, min_share: float = 0.6) -> bool:
     """Stop rule: enough agreeing weight, and a clear majority."""
     return v.value is not None and v.weight >= min_votes and v.share >= min_share
+
+
+def split(v: VoteResult, min_share: float = 0.6) -> bool:
+    """A split vote: answers disagree and no cluster has a clear share (``min_share``), so
+    taking the plurality would be a guess (weighted voting buys more samples instead)."""
+    return v.value is not None and v.clusters >= 2 and v.share < min_share

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from optiforge.agents.solution import StepRecord
 from optiforge.agents.team import checks as chk
 from optiforge.agents.team.formulation import Normalized
-from optiforge.agents.team.scheduler import Candidate
+from optiforge.agents.team.scheduler import Candidate, weighted
 from optiforge.errors import OptiforgeError
 from optiforge.solvers.result import SolveResult
 
@@ -76,6 +76,16 @@ class TeamConfig(BaseModel):
     solver_time_limit: float = 30.0
     sandbox_timeout: float = 60.0
     exploration: float = 0.8
+    #: Accuracy lever (issue #12): error-class hints chosen from the problem's cues (and
+    #: the planner model's classification with ``llm_planner``) are appended to the
+    #: formulator's system message (:mod:`.hints`).
+    hints: bool = False
+    #: Accuracy lever (issue #12): votes weigh by the critic's and the verifier's verdicts
+    #: (:func:`~optiforge.agents.team.scheduler.vote_weight`), and a split vote buys more
+    #: ``sample`` pulls (at most ``split_pulls``) instead of spending on other plans.
+    weighted_vote: bool = False
+    #: Sample pulls a split vote may buy in one run (with ``weighted_vote``).
+    split_pulls: int = Field(default=2, ge=0, le=20)
 
 
 def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple[str, ...]:
@@ -270,6 +280,12 @@ class RunState:
         self.signatures: set[str] = set()
         self.code_attempt: Attempt | None = None
         self.nonlinear_hint = False
+        #: The hints step's node (its value a ``HintChoice``; None without ``hints``).
+        self.hints_node: Any = None
+        #: Sample pulls a split vote bought (``weighted_vote``).
+        self.split_pulls = 0
+        #: The last (plain winner, weighted winner) the weighted vote changed (``weighted_vote``).
+        self.weight_change: tuple[float, float] | None = None
 
     def fired(self, lever: str) -> None:
         """Record that the accuracy lever ``lever`` changed something in this run (once)."""
@@ -354,13 +370,29 @@ class RunState:
         self.steps.append(reply.step)
         self.llm_samples += 1
 
-    def candidates(self) -> list[Candidate]:
-        """The solved, not-wrong attempts as weighted votes."""
-        return [
-            Candidate(value=a.value, weight=a.weight, plan=a.plan, index=a.index)
+    def candidates(self, weigh: bool | None = None) -> list[Candidate]:
+        """The solved, not-wrong attempts as weighted votes.
+
+        With ``weigh`` (default: ``config.weighted_vote``) the weights come from the critic's
+        and the verifier's verdicts (:func:`~optiforge.agents.team.scheduler.weighted`);
+        otherwise they are the attempts' plain weights."""
+        out = [
+            Candidate(
+                value=a.value,
+                weight=a.weight,
+                plan=a.plan,
+                index=a.index,
+                verdict=a.verdict,
+                source=a.source,
+                # Set by the verifier when it looked at the attempt (another lever).
+                verified=getattr(a, "verified", None),
+            )
             for a in self.attempts
             if a.value is not None
         ]
+        if self.config.weighted_vote if weigh is None else weigh:
+            out = weighted(out)
+        return out
 
     def repair_target(self) -> Attempt | None:
         """The most promising attempt to repair: built or solved with errors, not yet tried."""

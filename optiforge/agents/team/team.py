@@ -38,8 +38,9 @@ from typing import Any
 from optiforge.agents.solution import Solution, StepRecord
 from optiforge.agents.team import roles
 from optiforge.agents.team.attempt import TeamRun
+from optiforge.agents.team.hints import choose_hints
 from optiforge.agents.team.prompts import PromptSet, load_prompt_values, prompt_parameter
-from optiforge.agents.team.scheduler import UCBScheduler, confident, vote
+from optiforge.agents.team.scheduler import UCBScheduler, confident, same_value, split, vote
 from optiforge.agents.team.state import (
     DEFAULT_SAMPLES,
     ROLES,
@@ -74,8 +75,9 @@ __all__ = [
 
 _VOTE_DOC = (
     "The scheduler's self-consistency vote over the checked attempts: solved answers that "
-    "pass the critic's checks vote (weight 1, 0.6 when suspicious, x0.8 for programs); the "
-    "heaviest agreeing cluster wins."
+    "pass the critic's checks vote (weight 1, 0.6 when suspicious, x0.8 for programs; with "
+    "weighted voting by the critic's and the verifier's verdicts); the heaviest agreeing "
+    "cluster wins."
 )
 _DECIDE_DOC = (
     "The team's answer: the objective of the winning cluster with its formulation, code and "
@@ -93,7 +95,7 @@ class _Decision:
     @bundle(name="vote", doc=_VOTE_DOC)
     def vote(self, *findings: Findings) -> Any:
         """The vote over every attempt's checked result."""
-        return vote(self.run.candidates())
+        return _vote(self.run)
 
     @bundle(name="decide", doc=_DECIDE_DOC)
     def decide(self, problem: str, v: Any) -> Solution:
@@ -283,11 +285,14 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
     feats = plan_features(run.problem)
     run.nonlinear_hint = feats["nonlinear"]
     # Planner: register plans with priors from the cues.
+    reply = None
     if config.llm_planner and run.can_sample():
         reply = await run.plan(run.problem_node, run.param("planner_system"))
         run.record(reply.value)
         if reply.value.values:
             run.nonlinear_hint = run.nonlinear_hint or reply.value.values[0].nonlinear
+    if config.hints:
+        _choose_hints(run, reply)
     # Repair from solver/validation errors is the cheapest fix that works, so it is tried
     # first when something is wrong; fresh samples feed the vote.
     sched.add("repair", prior=0.6)
@@ -308,13 +313,13 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
     t0 = time.monotonic()
     await run.formulate_batch("sample", temps)
     run.note_pull("sample", time.monotonic() - t0)
-    v = vote(run.candidates())
+    v = _vote(run)
     while not confident(v, config.min_votes, config.min_share) and run.can_sample(1):
         if run.repair_target() is None:
             sched.disable("repair")
         else:
             sched.enable("repair")
-        arm, need = _next_plan(run, sched)
+        arm, need = _split_pull(run, v) or _next_plan(run, sched)
         if arm is None:
             break
         before = vote(run.candidates())
@@ -328,8 +333,98 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
         else:
             new = [await run.code_pull()]
         run.note_pull(arm, time.monotonic() - t0)
-        v = vote(run.candidates())
+        v = _vote(run)
         sched.update(arm, _reward(new, before))
+
+
+def _choose_hints(run: TeamRun, advice: Any) -> None:
+    """The hints step (lever ``hints``): choose the error-class hints for the formulator
+    from the problem's cues and the planner model's reply, and record what was chosen."""
+    kw = {} if advice is None else {"advice": advice}
+    run.hints_node = choose_hints(run.problem_node, **kw)
+    choice = run.hints_node.value
+    run.steps.append(
+        StepRecord(
+            role="planner",
+            summary=(
+                f"hints for the formulator: {', '.join(choice.ids)}"
+                if choice.hints
+                else "hints for the formulator: none apply"
+            )
+            + f" (classes: {', '.join(sorted(choice.classes)) or 'none'})",
+            detail={"hints": choice.ids, "classes": dict(choice.classes)},
+        )
+    )
+
+
+def _vote(run: TeamRun) -> Any:
+    """The vote over the checked attempts. With ``weighted_vote`` the weights come from the
+    verdicts; when that changes the winner against the plain weights, the lever fires and
+    a step says so (once per change)."""
+    v = vote(run.candidates())
+    if not run.config.weighted_vote or v.value is None:
+        return v
+    plain = vote(run.candidates(weigh=False))
+    if plain.value is not None and not same_value(v.value, plain.value):
+        run.fired("weighted_vote")
+        change = (plain.value, v.value)
+        if run.weight_change != change:
+            run.weight_change = change
+            run.steps.append(
+                StepRecord(
+                    role="scheduler",
+                    summary=f"weighted vote: {v.value:g} ({v.weight:.2f}/{v.total:.2f}) "
+                    f"wins where the plain weights give {plain.value:g} "
+                    f"({plain.weight:.2f}/{plain.total:.2f})",
+                    detail={
+                        "weighted_vote": {
+                            "winner": v.value,
+                            "plain_winner": plain.value,
+                            "members": [c.index for c in v.members],
+                            "plain_members": [c.index for c in plain.members],
+                        }
+                    },
+                )
+            )
+    return v
+
+
+def _split_pull(run: TeamRun, v: Any) -> tuple[str, int] | None:
+    """With ``weighted_vote``, a split vote (answers disagree, no cluster has a clear
+    share) buys a ``sample`` pull instead of the bandit's choice: at most
+    ``config.split_pulls`` per run, within the budget and when its measured cost fits the
+    time left. None when the vote is not split or nothing can be bought."""
+    config = run.config
+    if not config.weighted_vote or not split(v, config.min_share):
+        return None
+    if run.split_pulls >= config.split_pulls:
+        return None
+    need = config.samples_per_pull if run.can_sample(config.samples_per_pull) else 1
+    if not run.can_sample(need):
+        return None
+    est, left = run.estimate_pull("sample"), run.time_left()
+    if est is not None and left is not None and est > left:
+        return None
+    run.split_pulls += 1
+    run.fired("weighted_vote")
+    run.steps.append(
+        StepRecord(
+            role="scheduler",
+            plan_id="sample",
+            summary=f"split vote ({v.clusters} answers, the best {v.value:g} has "
+            f"{v.share:.0%} of the weight): buying {need} more sample(s) "
+            f"({run.split_pulls}/{config.split_pulls})",
+            detail={
+                "split_vote": {
+                    "clusters": v.clusters,
+                    "share": round(v.share, 3),
+                    "samples": need,
+                    "pull": run.split_pulls,
+                }
+            },
+        )
+    )
+    return "sample", need
 
 
 def _reward(new: list[Attempt], before: Any) -> float:
