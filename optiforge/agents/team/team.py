@@ -40,6 +40,7 @@ from optiforge.agents.team import roles
 from optiforge.agents.team.attempt import TeamRun
 from optiforge.agents.team.prompts import PromptSet, load_prompt_values, prompt_parameter
 from optiforge.agents.team.scheduler import UCBScheduler, confident, vote
+from optiforge.agents.team.verify import Verifier
 from optiforge.agents.team.state import (
     DEFAULT_SAMPLES,
     ROLES,
@@ -308,6 +309,10 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
     t0 = time.monotonic()
     await run.formulate_batch("sample", temps)
     run.note_pull("sample", time.monotonic() - t0)
+    # The verify lever: check the leading answers line by line; fixes join the vote.
+    verifier = Verifier(run) if config.verify else None
+    if verifier is not None:
+        await verifier.verify_leading()
     v = vote(run.candidates())
     while not confident(v, config.min_votes, config.min_share) and run.can_sample(1):
         if run.repair_target() is None:
@@ -330,6 +335,8 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
         run.note_pull(arm, time.monotonic() - t0)
         v = vote(run.candidates())
         sched.update(arm, _reward(new, before))
+    if verifier is not None:  # the leading answer may have changed since the first round
+        await verifier.verify_leading()
 
 
 def _reward(new: list[Attempt], before: Any) -> float:

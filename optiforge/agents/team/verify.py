@@ -1,0 +1,485 @@
+"""Sentence-level verification (the ``verify`` lever of :class:`TeamConfig`).
+
+A 1.5B model reviews one short line far better than a whole model. So each constraint and
+the objective of the leading answers is checked on its own: a small prompt
+(``verifier_system`` / ``verifier_user``) shows the variables with their descriptions, the
+sentences of the problem the line comes from (its source sentence and the sentences that
+state its numbers) and the line, and asks for grammar-constrained JSON
+(:class:`VerifierReply`): ``yes``, or ``no`` with the fixed line. The prompt covers:
+
+- direction (at least = >=, at most = <=);
+- the ratio check: for a sentence with ratio words the prompt lists the variables the
+  sentence names, in the order it names them (matched through the variable descriptions,
+  :func:`~optiforge.agents.team.grounded.mentioned_variables`), so "at least 3 times as many
+  wraps as platters" can be checked as ``wraps >= 3*platters``;
+- coefficient-variable alignment: the sentences that state the line's numbers are shown, so
+  a transposed matrix (``2*chairs + 5*tables <= 100`` where "each table needs 3 hours of
+  cutting") shows up as a number paired with the wrong variable.
+
+A fix must parse, use only declared names and numbers of the text, and differ from the
+line; it is applied to a copy of the IR (the op ``apply_fix``) and solved as a new attempt
+(plan ``"verify"``, ``parent`` = the verified attempt), so the vote sees it. The verified
+attempt gets ``Attempt.verified = False`` (its vote weight is halved: the fix votes
+instead), an attempt whose every checked line passed gets ``True``.
+
+Cost: only the attempts of the leading vote cluster(s) are verified, each distinct line once
+per run (cached by expression and sentences), lines with no number and no ratio word are
+skipped, at most ``TeamConfig.verify_calls`` calls per run, each counted against the LLM
+budget and started only when its measured time fits before the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from optiforge.agents.solution import StepRecord
+from optiforge.agents.team import roles
+from optiforge.agents.team.checks import _numbers
+from optiforge.agents.team.grounded import mentioned_variables, number_sentences, sentences
+from optiforge.agents.team.prompts import PromptSet
+from optiforge.agents.team.scheduler import Candidate, same_value
+from optiforge.agents.team.state import Attempt
+from optiforge.trace import bundle, node
+
+__all__ = ["Item", "Verifier", "VerifierReply", "ask_verifier", "check_fix", "items_of"]
+
+ROLE = "verifier"
+#: A cluster is "leading" when it has at least this share of the heaviest cluster's weight.
+LEADING_SHARE = 0.5
+_RATIO = re.compile(
+    r"\b(times|ratio|percent|fraction|twice|thrice|half|third|quarter|as many|as much|more "
+    r"than|less than|fewer than|proportion|share|at least|at most)\b|%",
+    re.IGNORECASE,
+)
+_RATIO_ONLY = re.compile(
+    r"\b(times|ratio|percent|fraction|twice|thrice|half|third|quarter|as many|as much|"
+    r"proportion|share)\b|%",
+    re.IGNORECASE,
+)
+_DOCS = {
+    "verify": "The verifier model checks one constraint (or the objective) of a checked "
+    "formulation against the sentences it comes from, following the verifier_system prompt: "
+    "yes, or no with the fixed expression.",
+    "apply_fix": "Applies the verifier's fixed expressions to a copy of the formulation and "
+    "validates it (the fixed model is solved as a new attempt).",
+}
+
+
+class VerifierReply(BaseModel):
+    """The verifier's answer on one line: ``yes``, or ``no`` with the fixed line."""
+
+    correct: Literal["yes", "no"]
+    fixed: str = Field(default="", max_length=300)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of a formulation to verify, with the sentences it is checked against."""
+
+    kind: Literal["constraint", "objective"]
+    name: str  # the constraint's name, or "objective"
+    expression: str
+    sentences: tuple[str, ...]
+    #: The variables the sentences name, in order (for the ratio check; "" when no ratio).
+    mentions: str = ""
+
+    @property
+    def key(self) -> str:
+        """Cache key: the line (spaces removed) and its sentences."""
+        return json.dumps([self.kind, self.expression.replace(" ", ""), list(self.sentences)])
+
+
+def _words(s: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", s.lower()))
+
+
+def _source_sentence(problem_sents: list[str], source: str) -> str | None:
+    """The sentence of the text a formulator's ``source`` quotes (or paraphrases)."""
+    want = _words(source)
+    if not want:
+        return None
+    best, score = None, 0.0
+    for s in problem_sents:
+        got = len(want & _words(s)) / len(want)
+        if got > score:
+            best, score = s, got
+    return best if score >= 0.5 else source.strip()
+
+
+def _variables_text(ir: dict[str, Any]) -> str:
+    lines = []
+    for v in ir.get("variables", []):
+        desc = v.get("description") or ""
+        units = f" ({v['units']})" if v.get("units") else ""
+        lines.append(f"- {v['name']}: {desc}{units}".rstrip(": "))
+    return "\n".join(lines)
+
+
+def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
+    """The lines of ``ir`` worth verifying, objective first.
+
+    A line is left out when it has no number other than 0 and 1 and its sentences no ratio
+    word (``x >= 0``, ``x <= y`` from "no more than the number of ..." is kept), or when no
+    sentence of the text can be found for it.
+    """
+    sents = sentences(problem)
+    variables = ir.get("variables", [])
+    out: list[Item] = []
+    obj = ir.get("objective", {}).get("expression", "")
+    obj_nums = {n for n in _numbers(obj) if n not in (0.0, 1.0)}
+    if obj_nums:
+        found = number_sentences(problem, obj_nums)[:3]
+        if found:
+            out.append(Item("objective", "objective", obj, tuple(found)))
+    for c in ir.get("constraints", []):
+        expr = c.get("expression", "")
+        nums = {n for n in _numbers(expr) if n not in (0.0, 1.0)}
+        picked: list[str] = []
+        src = _source_sentence(sents, c.get("source") or "")
+        if src:
+            picked.append(src)
+        for s in number_sentences(problem, nums):
+            if s not in picked:
+                picked.append(s)
+        picked = picked[:3]
+        if not picked:
+            continue
+        ratio = any(_RATIO.search(s) for s in picked)
+        if not nums and not ratio:
+            continue
+        mentions = ""
+        if any(_RATIO_ONLY.search(s) for s in picked[:1]):
+            named = mentioned_variables(picked[0], variables)
+            if named:
+                mentions = (
+                    "The first sentence names these variables in this order: "
+                    + ", ".join(named)
+                    + ".\n"
+                )
+        out.append(Item("constraint", c.get("name", ""), expr, tuple(picked), mentions))
+    return out
+
+
+def check_fix(item: Item, fixed: str, ir: dict[str, Any], problem: str) -> str | None:
+    """The verifier's ``fixed`` line made usable, or None when it cannot be used: it must
+    parse (a comparison for a constraint, an expression for the objective), use only the
+    model's names, state only numbers of the text (or of the line it replaces), and differ
+    from the line."""
+    from optiforge.agents.team.formulation import clean_expression
+    from optiforge.solvers.errors import IRValidationError
+    from optiforge.solvers.ir import ModelIR
+
+    names = {v["name"]: v["name"] for v in ir.get("variables", [])}
+    text = fixed.strip()
+    # "c2: 3*x >= y" or "maximize 3*x + 2*y": keep the line itself.
+    text = re.sub(r"^\s*(?:maximi[sz]e|minimi[sz]e|objective)\s*:?\s*", "", text, flags=re.I)
+    text = re.sub(rf"^\s*{re.escape(item.name)}\s*:\s*", "", text)
+    if not text:
+        return None
+    expr = clean_expression(text, names)
+    if expr.replace(" ", "") == item.expression.replace(" ", ""):
+        return None
+    is_cmp = bool(re.search(r"<=|>=|==", expr))
+    if is_cmp != (item.kind == "constraint"):
+        return None
+    allowed = _numbers(problem) | _numbers(item.expression)
+    allowed |= {n / 100 for n in allowed} | {n * 100 for n in allowed} | {0.0, 1.0}
+    if any(all(abs(n - a) > 1e-9 for a in allowed) for n in _numbers(expr)):
+        return None
+    try:
+        ModelIR.from_json(replace_line(ir, item, expr))
+    except IRValidationError:
+        return None
+    return expr
+
+
+def replace_line(ir: dict[str, Any], item: Item, expr: str) -> dict[str, Any]:
+    """A copy of ``ir`` with ``item``'s line replaced by ``expr``."""
+    out = json.loads(json.dumps(ir))
+    if item.kind == "objective":
+        out["objective"]["expression"] = expr
+    else:
+        for c in out.get("constraints", []):
+            if c.get("name") == item.name:
+                c["expression"] = expr
+    return out
+
+
+async def ask_verifier(
+    llm: Any,
+    prompts: PromptSet,
+    ir: dict[str, Any],
+    item: Item,
+    *,
+    plan: str | None = "verify",
+    max_tokens: int = 120,
+) -> roles.RoleReply:
+    """Ask the verifier about one line; the value is a :class:`VerifierReply`."""
+    started = time.perf_counter()
+    msgs = [
+        {"role": "system", "content": prompts.text("verifier_system")},
+        {
+            "role": "user",
+            "content": prompts.render(
+                "verifier_user",
+                variables=_variables_text(ir),
+                sentences="\n".join(f"- {s}" for s in item.sentences),
+                mentions=item.mentions,
+                kind=item.kind,
+                expression=item.expression,
+            ),
+        },
+    ]
+    try:
+        res = await llm.achat(
+            msgs, temperature=0.0, max_tokens=max_tokens, response_format=VerifierReply, tag=ROLE
+        )
+    except Exception as exc:  # LLM errors and replies that never validated
+        return roles._failed(ROLE, plan, started, exc)
+    r = res.parsed[0]
+    summary = f"{item.name} `{item.expression}`: {r.correct}" + (
+        f" -> `{r.fixed}`" if r.correct == "no" and r.fixed else ""
+    )
+    return roles.RoleReply(
+        values=[r], texts=[res.texts[0]], step=roles._step(ROLE, plan, res, started, summary)
+    )
+
+
+@dataclass
+class _Check:
+    """One verified line: the item and its reply node (None: not asked)."""
+
+    item: Item
+    reply: Any = None
+
+
+@dataclass
+class _Outcome:
+    """What the verifier found on one attempt: usable fixes and whether every line passed."""
+
+    fixes: list[tuple[Item, str]] = field(default_factory=list)
+    unusable: list[tuple[Item, str]] = field(default_factory=list)
+    #: Every line that got no usable fix was asked and passed.
+    others_passed: bool = True
+
+    @property
+    def all_passed(self) -> bool:
+        return self.others_passed and not self.fixes
+
+
+def _passed(item: Item) -> Any:
+    """A "yes" for a line the verifier wrote itself (a fix is not checked again)."""
+    reply = roles.RoleReply(
+        values=[VerifierReply(correct="yes")],
+        texts=[],
+        step=StepRecord(role=ROLE, plan_id="verify", summary=f"{item.name}: the verifier's fix"),
+    )
+    return node(reply, name="verified_fix")
+
+
+class _FixSteps:
+    """The ``apply_fix`` op of one fix attempt."""
+
+    def __init__(self, parent: Attempt, child: Attempt, fixes: list[tuple[Item, str]]) -> None:
+        self.parent, self.child, self.fixes = parent, child, fixes
+
+    @bundle(name="apply_fix", doc=_DOCS["apply_fix"])
+    def apply_fix(self, model: Any, *verdicts: Any) -> Any:
+        """The parent's IR with the verifier's fixes, as a validated ModelIR."""
+        from optiforge.solvers.errors import IRValidationError
+        from optiforge.solvers.ir import ModelIR
+
+        ir = self.parent.ir or {}
+        for item, expr in self.fixes:
+            ir = replace_line(ir, item, expr)
+        child = self.child
+        child.ir = ir
+        try:
+            child.model = ModelIR.from_json(ir)
+            return child.model
+        except IRValidationError as exc:  # check_fix validated each fix; not expected
+            child.error = str(exc)
+            return f"not built: {child.error}"
+
+
+class Verifier:
+    """The sentence-level verifier of one run: its cache of checked lines and its calls."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        #: Item key -> the reply node of its check (a plain "yes" node for a fix's own line).
+        self.cache: dict[str, Any] = {}
+        self.calls = 0
+
+    @bundle(name="verify", doc=_DOCS["verify"])
+    async def check_item(
+        self, problem: str, verifier_system: str, findings: Any, item: dict[str, Any]
+    ) -> roles.RoleReply:
+        """Ask the verifier model about one line of a checked formulation."""
+        run = self.run
+        ps = run.prompts.with_values(verifier_system=verifier_system)
+        it = Item(**{**item, "sentences": tuple(item["sentences"])})
+        ir = findings.ir if findings is not None and findings.ir is not None else {}
+        return await run.ask(ROLE, "verify", ask_verifier(run.llms["critic"], ps, ir, it))
+
+    def _room(self) -> int:
+        """How many more calls the cap, the LLM budget and the time left allow."""
+        run = self.run
+        room = min(
+            run.config.verify_calls - self.calls, run.budget.llm_samples - run.llm_samples
+        )
+        left = run.time_left()
+        if left is not None:
+            est = run.call_seconds(ROLE)
+            if left <= 0 or (est is not None and est > left):
+                return 0
+        return max(0, room)
+
+    def leading(self) -> list[Attempt]:
+        """The IR attempts of the leading vote cluster(s) not verified yet."""
+        run = self.run
+        clusters: list[list[Candidate]] = []
+        for c in run.candidates():
+            for cl in clusters:
+                if same_value(c.value, cl[0].value):
+                    cl.append(c)
+                    break
+            else:
+                clusters.append([c])
+        if not clusters:
+            return []
+        weights = [sum(c.weight for c in cl) for cl in clusters]
+        top = max(weights)
+        out = []
+        for cl, w in sorted(zip(clusters, weights, strict=True), key=lambda p: -p[1]):
+            if w < LEADING_SHARE * top:
+                continue
+            for c in cl:
+                att = run.attempts[c.index]
+                if att.source == "ir" and att.ir is not None and att.verified is None:
+                    out.append(att)
+        return out
+
+    async def verify_leading(self) -> list[Attempt]:
+        """Verify the leading attempts; solve each proposed fix as a new attempt. Returns
+        the new attempts (empty when nothing was fixed)."""
+        run = self.run
+        targets = self.leading()
+        if not targets:
+            return []
+        plans = {a.index: items_of(run.problem, a.ir) for a in targets}
+        pending: dict[str, tuple[Attempt, Item]] = {}
+        for att in targets:
+            for it in plans[att.index]:
+                if it.key not in self.cache and it.key not in pending:
+                    pending[it.key] = (att, it)
+        asked = list(pending.items())[: self._room()]
+        if asked:
+            system = run.param("verifier_system")
+
+            async def one(key: str, att: Attempt, it: Item) -> None:
+                item_node = node(
+                    {**asdict(it), "sentences": list(it.sentences)}, name="verify_item"
+                )
+                reply = await self.check_item(run.problem_node, system, att.findings_node, item_node)
+                run.record(reply.value)
+                self.cache[key] = reply
+
+            self.calls += len(asked)
+            await asyncio.gather(*(one(k, a, it) for k, (a, it) in asked))
+        new: list[Attempt] = []
+        for att in targets:
+            out = self._outcome(att, plans[att.index])
+            if out.fixes:
+                att.verified = False
+                child = await self._solve_fix(att, out)
+                if child is not None:
+                    new.append(child)
+            elif out.all_passed:
+                att.verified = True
+            self._record(att, plans[att.index], out, new[-1] if out.fixes and new else None)
+        if new:
+            run.fired("verify")
+        return new
+
+    def _outcome(self, att: Attempt, items: list[Item]) -> _Outcome:
+        out = _Outcome()
+        for it in items:
+            reply = self.cache.get(it.key)
+            value = getattr(reply, "value", None)
+            if value is None or not value.values:
+                out.others_passed = False  # not asked (cap, budget, time) or the call failed
+                continue
+            r = value.values[0]
+            if r.correct == "yes":
+                continue
+            fixed = check_fix(it, r.fixed, att.ir or {}, self.run.problem) if r.fixed else None
+            if fixed is None:
+                out.others_passed = False
+                out.unusable.append((it, r.fixed))
+            else:
+                out.fixes.append((it, fixed))
+        return out
+
+    async def _solve_fix(self, parent: Attempt, out: _Outcome) -> Attempt | None:
+        run = self.run
+        if run.solver_runs >= run.budget.solver_runs:
+            return None
+        child = run.new_attempt("verify", parent=parent.index)
+        verdicts = [self.cache[it.key] for it, _ in out.fixes]
+        child.model_node = _FixSteps(parent, child, out.fixes).apply_fix(
+            parent.model_node, *verdicts
+        )
+        # The fixed lines were written by the verifier: they count as checked; the other
+        # lines are the parent's, already in the cache.
+        for it, expr in out.fixes:
+            fixed_item = Item(it.kind, it.name, expr, it.sentences, it.mentions)
+            self.cache.setdefault(fixed_item.key, _passed(fixed_item))
+        await run.solve_and_check(child)
+        if out.others_passed:
+            child.verified = True
+        return child
+
+    def _record(
+        self, att: Attempt, items: list[Item], out: _Outcome, child: Attempt | None
+    ) -> None:
+        if out.fixes:
+            what = "; ".join(f"{it.name} `{it.expression}` -> `{e}`" for it, e in out.fixes)
+            summary = f"attempt {att.index}: fixed {what}" + (
+                f" (solved as attempt {child.index}"
+                + (f", objective {child.value:g})" if child.value is not None else ")")
+                if child is not None
+                else " (not solved: no solver runs left)"
+            )
+        elif out.all_passed:
+            summary = f"attempt {att.index}: all {len(items)} checked line(s) pass"
+        else:
+            summary = f"attempt {att.index}: no usable fix"
+        self.run.steps.append(
+            StepRecord(
+                role=ROLE,
+                plan_id="verify",
+                ok=True,
+                summary=summary[:300],
+                detail={
+                    "attempt": att.index,
+                    "verified": att.verified,
+                    "fix_attempt": child.index if child is not None else None,
+                    "fixes": [
+                        {"line": it.name, "from": it.expression, "to": e} for it, e in out.fixes
+                    ],
+                    "unusable": [
+                        {"line": it.name, "from": it.expression, "reply": r}
+                        for it, r in out.unusable
+                    ],
+                    "lines": len(items),
+                },
+            )
+        )
