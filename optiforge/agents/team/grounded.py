@@ -69,10 +69,16 @@ def sentences(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
+    """A crude singular: wraps -> wrap, batteries -> battery, boxes -> box, glass -> glass."""
     w = word.lower()
-    for suffix in ("ies", "es", "s"):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            return w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    if len(w) <= 3:
+        return w
+    if w.endswith("ies"):
+        return w[:-3] + "y"
+    if w.endswith(("sses", "ches", "shes", "xes", "zes")):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
     return w
 
 

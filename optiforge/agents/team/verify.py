@@ -48,7 +48,17 @@ from optiforge.agents.team.scheduler import Candidate, same_value
 from optiforge.agents.team.state import Attempt
 from optiforge.trace import bundle, node
 
-__all__ = ["Item", "Verifier", "VerifierReply", "ask_verifier", "check_fix", "items_of"]
+__all__ = [
+    "Item",
+    "Verdict",
+    "Verifier",
+    "VerifierReply",
+    "ask_verifier",
+    "items_of",
+    "judge",
+    "same_line",
+    "usable_line",
+]
 
 ROLE = "verifier"
 #: A cluster is "leading" when it has at least this share of the heaviest cluster's weight.
@@ -73,10 +83,21 @@ _DOCS = {
 
 
 class VerifierReply(BaseModel):
-    """The verifier's answer on one line: ``yes``, or ``no`` with the fixed line."""
+    """The verifier model's answer: the line as the sentences state it (grammar-constrained
+    JSON). It is written without seeing the model's line, then compared with it."""
 
-    correct: Literal["yes", "no"]
-    fixed: str = Field(default="", max_length=300)
+    expression: str = Field(max_length=300)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's verdict on one line: ``correct`` yes/no (``unclear`` when the line the
+    model wrote could not be used), and when no the fixed line."""
+
+    correct: Literal["yes", "no", "unclear"]
+    fixed: str = ""
+    #: What the verifier model wrote (for the record).
+    wrote: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,8 @@ class Item:
     sentences: tuple[str, ...]
     #: The variables the sentences name, in order (for the ratio check; "" when no ratio).
     mentions: str = ""
+    #: Which line to write, e.g. "the constraint the first sentence states for the number 100".
+    request: str = ""
 
     @property
     def key(self) -> str:
@@ -122,24 +145,56 @@ def _variables_text(ir: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_NUMBER_PHRASE = re.compile(
+    r"\$?(\d+(?:,\d{3})*(?:\.\d+)?)\s*(%?(?:\s*(?!and\b|or\b|while\b)[A-Za-z-]+){0,4})"
+)
+
+
+def _pairings(sents: list[str] | tuple[str, ...], variables: list[dict[str, Any]]) -> str:
+    """For each sentence that names one variable, the numbers it pairs with it and the words
+    after each ("- chairs: 2 hours of carpentry; 1 hour of painting"): what coefficient
+    alignment reads. Empty when no sentence names exactly one variable."""
+    lines = []
+    for s in sents:
+        named = mentioned_variables(s, variables)
+        if len(named) != 1:
+            continue
+        phrases = [
+            f"{m.group(1)} {m.group(2).strip()}".strip() for m in _NUMBER_PHRASE.finditer(s)
+        ]
+        if phrases:
+            lines.append(f"- {named[0]}: " + "; ".join(phrases))
+    if not lines:
+        return ""
+    return "Numbers each sentence gives for one variable:\n" + "\n".join(lines) + "\n"
+
+
 def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
     """The lines of ``ir`` worth verifying, objective first.
 
     A line is left out when it has no number other than 0 and 1 and its sentences no ratio
-    word (``x >= 0``, ``x <= y`` from "no more than the number of ..." is kept), or when no
-    sentence of the text can be found for it.
+    word (``x >= 0``), or when no sentence of the text can be found for it. Indexed models
+    (sets, ``for_all``) are not verified: the verifier writes scalar lines.
     """
+    from optiforge.agents.team.directions import _constant, _split
+
+    if ir.get("sets") or any(v.get("index_sets") for v in ir.get("variables", [])):
+        return []
     sents = sentences(problem)
     variables = ir.get("variables", [])
     out: list[Item] = []
     obj = ir.get("objective", {}).get("expression", "")
+    sense = ir.get("objective", {}).get("sense", "maximize")
     obj_nums = {n for n in _numbers(obj) if n not in (0.0, 1.0)}
     if obj_nums:
         found = number_sentences(problem, obj_nums)[:3]
         if found:
-            out.append(Item("objective", "objective", obj, tuple(found)))
+            request = f"the objective: the expression to {sense}, without the word {sense}"
+            out.append(Item("objective", "objective", obj, tuple(found), "", request))
     for c in ir.get("constraints", []):
         expr = c.get("expression", "")
+        if c.get("for_all"):
+            continue
         nums = {n for n in _numbers(expr) if n not in (0.0, 1.0)}
         picked: list[str] = []
         src = _source_sentence(sents, c.get("source") or "")
@@ -154,38 +209,96 @@ def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
         ratio = any(_RATIO.search(s) for s in picked)
         if not nums and not ratio:
             continue
-        mentions = ""
-        if any(_RATIO_ONLY.search(s) for s in picked[:1]):
+        mentions = _pairings(picked[1:], variables)
+        if _RATIO_ONLY.search(picked[0]):
             named = mentioned_variables(picked[0], variables)
             if named:
-                mentions = (
+                mentions += (
                     "The first sentence names these variables in this order: "
                     + ", ".join(named)
                     + ".\n"
                 )
-        out.append(Item("constraint", c.get("name", ""), expr, tuple(picked), mentions))
+        parts = _split(expr)
+        consts = [k for k in (_constant(parts[0]), _constant(parts[2])) if k is not None] if parts else []
+        request = "the constraint the first sentence states"
+        if consts and consts[0] not in (0.0, 1.0) and consts[0] in _numbers(picked[0]):
+            phrase = next(
+                (
+                    f"{m.group(1)} {m.group(2).strip()}".strip()
+                    for m in _NUMBER_PHRASE.finditer(picked[0])
+                    if _numbers(m.group(1)) == {consts[0]}
+                ),
+                f"{consts[0]:g}",
+            )
+            request += f", the one with {phrase}"
+        out.append(Item("constraint", c.get("name", ""), expr, tuple(picked), mentions, request))
     return out
 
 
-def check_fix(item: Item, fixed: str, ir: dict[str, Any], problem: str) -> str | None:
-    """The verifier's ``fixed`` line made usable, or None when it cannot be used: it must
-    parse (a comparison for a constraint, an expression for the objective), use only the
-    model's names, state only numbers of the text (or of the line it replaces), and differ
-    from the line."""
+def same_line(ir: dict[str, Any], item: Item, a: str, b: str) -> bool | None:
+    """Do lines ``a`` and ``b`` say the same in ``ir``'s terms? Constraints compare up to a
+    positive factor (``x >= 3*y`` is ``2*x - 6*y >= 0``), objectives exactly (their value is
+    the answer). None when either does not compile as a linear or polynomial line."""
+    from optiforge.solvers.compile import Poly, compile_ir
+    from optiforge.solvers.errors import IRValidationError
+    from optiforge.solvers.ir import ModelIR
+
+    def canon(expr: str) -> list[tuple[str, dict[tuple[int, ...], float]]] | None:
+        try:
+            cir = compile_ir(ModelIR.model_validate(replace_line(ir, item, expr)))
+        except (IRValidationError, ValueError):
+            return None
+        if item.kind == "objective":
+            body = cir.objective
+            return [("obj", dict(body.t))] if isinstance(body, Poly) else None
+        out = []
+        for r in cir.rows:
+            if r.item != item.name:
+                continue
+            if not isinstance(r.body, Poly):
+                return None
+            t = {k: c for k, c in r.body.t.items() if abs(c) > 1e-12}
+            sense = r.sense
+            if sense == ">=":
+                t, sense = {k: -c for k, c in t.items()}, "<="
+            scale = max((abs(c) for k, c in t.items() if k), default=1.0) or 1.0
+            if sense == "==":
+                first = next((c for k, c in sorted(t.items()) if k), 1.0)
+                scale = scale if first > 0 else -scale
+            out.append((sense, {k: c / scale for k, c in t.items()}))
+        return out
+
+    ca, cb = canon(a), canon(b)
+    if ca is None or cb is None or len(ca) != len(cb):
+        return None
+    for (sa, ta), (sb, tb) in zip(ca, cb, strict=True):
+        if sa != sb or set(ta) ^ set(tb):
+            return False
+        if any(abs(ta[k] - tb[k]) > 1e-9 * (1 + abs(tb[k])) for k in ta):
+            return False
+    return True
+
+
+def usable_line(item: Item, wrote: str, ir: dict[str, Any], problem: str) -> str | None:
+    """The verifier's line made usable, or None when it cannot be used. It is cleaned like a
+    draft (``3x`` -> ``3*x``, ``=`` -> ``==``), must parse (a comparison for a constraint,
+    an expression for the objective), use the same variables as the line it replaces, only
+    numbers of the text (or of that line), pair each number with a variable the text pairs
+    it with (:func:`misaligned`), and its direction is matched to the words of its limit as
+    a draft's is (:func:`~optiforge.agents.team.directions.fix_directions`)."""
+    from optiforge.agents.team.directions import fix_directions
     from optiforge.agents.team.formulation import clean_expression
     from optiforge.solvers.errors import IRValidationError
     from optiforge.solvers.ir import ModelIR
 
     names = {v["name"]: v["name"] for v in ir.get("variables", [])}
-    text = fixed.strip()
+    text = wrote.strip()
     # "c2: 3*x >= y" or "maximize 3*x + 2*y": keep the line itself.
     text = re.sub(r"^\s*(?:maximi[sz]e|minimi[sz]e|objective)\s*:?\s*", "", text, flags=re.I)
     text = re.sub(rf"^\s*{re.escape(item.name)}\s*:\s*", "", text)
     if not text:
         return None
     expr = clean_expression(text, names)
-    if expr.replace(" ", "") == item.expression.replace(" ", ""):
-        return None
     is_cmp = bool(re.search(r"<=|>=|==", expr))
     if is_cmp != (item.kind == "constraint"):
         return None
@@ -193,11 +306,74 @@ def check_fix(item: Item, fixed: str, ir: dict[str, Any], problem: str) -> str |
     allowed |= {n / 100 for n in allowed} | {n * 100 for n in allowed} | {0.0, 1.0}
     if any(all(abs(n - a) > 1e-9 for a in allowed) for n in _numbers(expr)):
         return None
+    declared = {v["name"] for v in ir.get("variables", [])}
+    # A fix corrects numbers and directions; it does not add or drop quantities, and pairs
+    # each number with a variable the text pairs it with.
+    if _names(expr, declared) != _names(item.expression, declared):
+        return None
+    if misaligned(problem, ir, expr):
+        return None
+    fixed = replace_line(ir, item, expr)
+    if item.kind == "constraint":
+        fix_directions(problem, fixed)
+        expr = next(c["expression"] for c in fixed["constraints"] if c.get("name") == item.name)
     try:
-        ModelIR.from_json(replace_line(ir, item, expr))
+        ModelIR.from_json(fixed)
     except IRValidationError:
         return None
     return expr
+
+
+_TERM = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)\s*\*\s*([A-Za-z_]\w*)(?![\w\[(])"
+    r"|(?<![\w.])([A-Za-z_]\w*)\s*\*\s*(\d+(?:\.\d+)?)(?![\w.])"
+)
+
+
+def misaligned(problem: str, ir: dict[str, Any], expression: str) -> list[str]:
+    """The terms ``number*variable`` of ``expression`` whose number the text states only in
+    sentences that name other variables (``1*tables`` where "1" is only in "Each chair
+    requires ... 1 hour of painting"): a coefficient attached to the wrong variable. A
+    number the text does not state, or states in sentences naming no variable, is not
+    judged."""
+    variables = ir.get("variables", [])
+    declared = {v["name"] for v in variables}
+    sents = sentences(problem)
+    out = []
+    for m in _TERM.finditer(expression):
+        num, var = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+        if var not in declared:
+            continue
+        value = float(num)
+        holders = [s for s in sents if value in _numbers(s) or value * 100 in _numbers(s)]
+        named = [mentioned_variables(s, variables) for s in holders]
+        if not holders or not any(named):
+            continue
+        if not any(var in n for n in named):
+            out.append(m.group(0).replace(" ", ""))
+    return out
+
+
+def _names(expr: str, declared: set[str]) -> set[str]:
+    return {w for w in re.findall(r"[A-Za-z_]\w*", expr) if w in declared}
+
+
+def judge(item: Item, wrote: str, ir: dict[str, Any], problem: str) -> Verdict:
+    """Compare the line the verifier wrote with the model's: ``yes`` when they say the same,
+    ``no`` with the fixed line when they differ, ``unclear`` when the verifier's line is
+    unusable."""
+    line = usable_line(item, wrote, ir, problem)
+    if line is None:
+        return Verdict("unclear", "", wrote)
+    same = same_line(ir, item, item.expression, line)
+    if same is None:
+        return Verdict("unclear", "", wrote)
+    if same:
+        # The verifier repeated a line whose numbers sit with other variables: not a pass.
+        if misaligned(problem, ir, item.expression):
+            return Verdict("unclear", "", wrote)
+        return Verdict("yes", "", wrote)
+    return Verdict("no", line, wrote)
 
 
 def replace_line(ir: dict[str, Any], item: Item, expr: str) -> dict[str, Any]:
@@ -215,13 +391,15 @@ def replace_line(ir: dict[str, Any], item: Item, expr: str) -> dict[str, Any]:
 async def ask_verifier(
     llm: Any,
     prompts: PromptSet,
+    problem: str,
     ir: dict[str, Any],
     item: Item,
     *,
     plan: str | None = "verify",
-    max_tokens: int = 120,
+    max_tokens: int = 80,
 ) -> roles.RoleReply:
-    """Ask the verifier about one line; the value is a :class:`VerifierReply`."""
+    """Ask the verifier to write one line from its sentences; the value is the
+    :class:`Verdict` of comparing it with the model's line (:func:`judge`)."""
     started = time.perf_counter()
     msgs = [
         {"role": "system", "content": prompts.text("verifier_system")},
@@ -232,8 +410,7 @@ async def ask_verifier(
                 variables=_variables_text(ir),
                 sentences="\n".join(f"- {s}" for s in item.sentences),
                 mentions=item.mentions,
-                kind=item.kind,
-                expression=item.expression,
+                request=item.request or f"the {item.kind}",
             ),
         },
     ]
@@ -243,21 +420,11 @@ async def ask_verifier(
         )
     except Exception as exc:  # LLM errors and replies that never validated
         return roles._failed(ROLE, plan, started, exc)
-    r = res.parsed[0]
-    summary = f"{item.name} `{item.expression}`: {r.correct}" + (
-        f" -> `{r.fixed}`" if r.correct == "no" and r.fixed else ""
-    )
+    v = judge(item, res.parsed[0].expression, ir, problem)
+    summary = f"{item.name} `{item.expression}`: {v.correct} (wrote `{v.wrote[:80]}`)"
     return roles.RoleReply(
-        values=[r], texts=[res.texts[0]], step=roles._step(ROLE, plan, res, started, summary)
+        values=[v], texts=[res.texts[0]], step=roles._step(ROLE, plan, res, started, summary)
     )
-
-
-@dataclass
-class _Check:
-    """One verified line: the item and its reply node (None: not asked)."""
-
-    item: Item
-    reply: Any = None
 
 
 @dataclass
@@ -277,7 +444,7 @@ class _Outcome:
 def _passed(item: Item) -> Any:
     """A "yes" for a line the verifier wrote itself (a fix is not checked again)."""
     reply = roles.RoleReply(
-        values=[VerifierReply(correct="yes")],
+        values=[Verdict("yes", "", item.expression)],
         texts=[],
         step=StepRecord(role=ROLE, plan_id="verify", summary=f"{item.name}: the verifier's fix"),
     )
@@ -304,7 +471,7 @@ class _FixSteps:
         try:
             child.model = ModelIR.from_json(ir)
             return child.model
-        except IRValidationError as exc:  # check_fix validated each fix; not expected
+        except IRValidationError as exc:  # usable_line validated each fix; not expected
             child.error = str(exc)
             return f"not built: {child.error}"
 
@@ -327,7 +494,9 @@ class Verifier:
         ps = run.prompts.with_values(verifier_system=verifier_system)
         it = Item(**{**item, "sentences": tuple(item["sentences"])})
         ir = findings.ir if findings is not None and findings.ir is not None else {}
-        return await run.ask(ROLE, "verify", ask_verifier(run.llms["critic"], ps, ir, it))
+        return await run.ask(
+            ROLE, "verify", ask_verifier(run.llms["critic"], ps, problem, ir, it)
+        )
 
     def _room(self) -> int:
         """How many more calls the cap, the LLM budget and the time left allow."""
@@ -417,15 +586,14 @@ class Verifier:
             if value is None or not value.values:
                 out.others_passed = False  # not asked (cap, budget, time) or the call failed
                 continue
-            r = value.values[0]
-            if r.correct == "yes":
+            v = value.values[0]
+            if v.correct == "yes":
                 continue
-            fixed = check_fix(it, r.fixed, att.ir or {}, self.run.problem) if r.fixed else None
-            if fixed is None:
-                out.others_passed = False
-                out.unusable.append((it, r.fixed))
+            if v.correct == "no" and v.fixed:
+                out.fixes.append((it, v.fixed))
             else:
-                out.fixes.append((it, fixed))
+                out.others_passed = False
+                out.unusable.append((it, v.wrote))
         return out
 
     async def _solve_fix(self, parent: Attempt, out: _Outcome) -> Attempt | None:
@@ -440,7 +608,7 @@ class Verifier:
         # The fixed lines were written by the verifier: they count as checked; the other
         # lines are the parent's, already in the cache.
         for it, expr in out.fixes:
-            fixed_item = Item(it.kind, it.name, expr, it.sentences, it.mentions)
+            fixed_item = Item(it.kind, it.name, expr, it.sentences, it.mentions, it.request)
             self.cache.setdefault(fixed_item.key, _passed(fixed_item))
         await run.solve_and_check(child)
         if out.others_passed:
