@@ -549,7 +549,17 @@ class Verifier:
             for it in plans[att.index]:
                 if it.key not in self.cache and it.key not in pending:
                     pending[it.key] = (att, it)
-        asked = list(pending.items())[: self._room()]
+        # Lines the text pairs numbers against, and ratio lines, first; the objective last.
+        order = sorted(
+            pending.items(),
+            key=lambda kv: (
+                0
+                if kv[1][1].kind == "constraint"
+                and (kv[1][1].mentions or misaligned(run.problem, kv[1][0].ir, kv[1][1].expression))
+                else 1 if kv[1][1].kind == "constraint" else 2
+            ),
+        )
+        asked = order[: self._room()]
         if asked:
             system = run.param("verifier_system")
 
@@ -568,7 +578,7 @@ class Verifier:
             out = self._outcome(att, plans[att.index])
             if out.fixes:
                 att.verified = False
-                child = await self._solve_fix(att, out)
+                child = await self._solve_fix(att, out, plans[att.index])
                 if child is not None:
                     new.append(child)
             elif out.all_passed:
@@ -596,12 +606,15 @@ class Verifier:
                 out.unusable.append((it, v.wrote))
         return out
 
-    async def _solve_fix(self, parent: Attempt, out: _Outcome) -> Attempt | None:
+    async def _solve_fix(
+        self, parent: Attempt, out: _Outcome, items: list[Item]
+    ) -> Attempt | None:
         run = self.run
         if run.solver_runs >= run.budget.solver_runs:
             return None
         child = run.new_attempt("verify", parent=parent.index)
-        verdicts = [self.cache[it.key] for it, _ in out.fixes]
+        # The fixed model rests on every verdict on the parent's lines (fixes and passes).
+        verdicts = [self.cache[it.key] for it in items if it.key in self.cache]
         child.model_node = _FixSteps(parent, child, out.fixes).apply_fix(
             parent.model_node, *verdicts
         )
