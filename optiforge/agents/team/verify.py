@@ -169,6 +169,20 @@ def _pairings(sents: list[str] | tuple[str, ...], variables: list[dict[str, Any]
     return "Numbers each sentence gives for one variable:\n" + "\n".join(lines) + "\n"
 
 
+_CLAUSE_START = re.compile(r"(?:^|[,;:]\s+|\b(?:because|since|so|but|and|while|if)\s+)", re.I)
+
+
+def _clause(sentence: str, at: int) -> str:
+    """The clause of ``sentence`` around position ``at``: from the last comma, semicolon or
+    joining word before it to the end ("..., the number of A must be at least 4 times as
+    much as B" -> "the number of A must be at least 4 times as much as B")."""
+    starts = [m.end() for m in _CLAUSE_START.finditer(sentence) if m.end() <= at]
+    start = starts[-1] if starts else 0
+    clause = sentence[start:].strip().rstrip(".!?")
+    # Too short to name both sides of a ratio: the whole sentence.
+    return clause if len(clause.split()) >= 5 else sentence.strip().rstrip(".!?")
+
+
 def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
     """The lines of ``ir`` worth verifying, objective first.
 
@@ -210,11 +224,13 @@ def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
         if not nums and not ratio:
             continue
         mentions = _pairings(picked[1:], variables)
-        if _RATIO_ONLY.search(picked[0]):
-            named = mentioned_variables(picked[0], variables)
+        ratio_at = _RATIO_ONLY.search(picked[0])
+        if ratio_at:
+            clause = _clause(picked[0], ratio_at.start())
+            named = mentioned_variables(clause, variables)
             if named:
                 mentions += (
-                    "The first sentence names these variables in this order: "
+                    f"The ratio in '{clause}' names these variables in this order: "
                     + ", ".join(named)
                     + ".\n"
                 )
@@ -484,6 +500,8 @@ class Verifier:
         #: Item key -> the reply node of its check (a plain "yes" node for a fix's own line).
         self.cache: dict[str, Any] = {}
         self.calls = 0
+        #: Attempt index -> how many of its lines were answered when it was last recorded.
+        self.recorded: dict[int, int] = {}
 
     @bundle(name="verify", doc=_DOCS["verify"])
     async def check_item(
@@ -575,6 +593,10 @@ class Verifier:
             await asyncio.gather(*(one(k, a, it) for k, (a, it) in asked))
         new: list[Attempt] = []
         for att in targets:
+            answered = sum(it.key in self.cache for it in plans[att.index])
+            if self.recorded.get(att.index) == answered:
+                continue  # nothing new on this attempt since its last record
+            self.recorded[att.index] = answered
             out = self._outcome(att, plans[att.index])
             if out.fixes:
                 att.verified = False
