@@ -142,7 +142,5 @@ def zero_variables(
         raise ActivityError(exc.errors) from None
     names = {v.name for v in model.variables}
     return [
-        label
-        for label, x in values.items()
-        if label.split("[", 1)[0] in names and abs(x) <= tol
+        label for label, x in values.items() if label.split("[", 1)[0] in names and abs(x) <= tol
     ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from optiforge.agents.team.checks import Issue, _numbers
+from optiforge.agents.team.checks import Issue
 from optiforge.solvers.activity import ActivityError, RowActivity, constraint_activity
 from optiforge.solvers.result import SolveResult
 
@@ -29,6 +29,7 @@ __all__ = [
     "grounded_issues",
     "mentioned_variables",
     "number_sentences",
+    "numbers",
     "sentences",
 ]
 
@@ -36,9 +37,58 @@ _SENTENCE = re.compile(r"(?:[^.!?\n]|\.(?=\d))+(?:[.!?]|$)")
 _WORD = re.compile(r"[a-z]+")
 #: Words that say nothing about which quantity a variable is.
 _STOP = frozenset(
-    """a an the of to for in on and or per each every number amount total quantity units unit
-    how many much produced produce make made making build built sell sold buy bought use used
-    decision variable variables value count be is are by with from at as that this""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "for",
+        "in",
+        "on",
+        "and",
+        "or",
+        "per",
+        "each",
+        "every",
+        "number",
+        "amount",
+        "total",
+        "quantity",
+        "units",
+        "unit",
+        "how",
+        "many",
+        "much",
+        "produced",
+        "produce",
+        "make",
+        "made",
+        "making",
+        "build",
+        "built",
+        "sell",
+        "sold",
+        "buy",
+        "bought",
+        "use",
+        "used",
+        "decision",
+        "variable",
+        "variables",
+        "value",
+        "count",
+        "be",
+        "is",
+        "are",
+        "by",
+        "with",
+        "from",
+        "at",
+        "as",
+        "that",
+        "this",
+    ]
 )
 #: Requirements: the quantity must be positive or reach a level.
 _REQUIREMENT = re.compile(
@@ -61,6 +111,14 @@ _LIMIT = re.compile(
 )
 _SOME = re.compile(r"\b(some|at least one|a positive|nonzero|non-zero)\b", re.IGNORECASE)
 _EACH = re.compile(r"\b(each|every|both|all)\b", re.IGNORECASE)
+
+
+_NUMBER = re.compile(r"(?<![A-Za-z_])(\d+(?:,\d{3})*(?:\.\d+)?)")
+
+
+def numbers(text: str) -> set[float]:
+    """The numbers written in ``text`` (``1,000`` is 1000; digits inside names are not)."""
+    return {float(m.group(1).replace(",", "")) for m in _NUMBER.finditer(text)}
 
 
 def sentences(text: str) -> list[str]:
@@ -86,7 +144,9 @@ def _keywords(variables: list[dict[str, Any]]) -> dict[str, set[str]]:
     """Per variable, the stems of its name and description that no other variable shares."""
     raw: dict[str, set[str]] = {}
     for v in variables:
-        words = _WORD.findall(f"{v.get('name', '')} {v.get('description', '')}".lower().replace("_", " "))
+        words = _WORD.findall(
+            f"{v.get('name', '')} {v.get('description', '')}".lower().replace("_", " ")
+        )
         raw[v["name"]] = {_stem(w) for w in words if w not in _STOP and len(w) > 1}
     out = {}
     for name, stems in raw.items():
@@ -110,12 +170,12 @@ def mentioned_variables(sentence: str, variables: list[dict[str, Any]]) -> list[
     return sorted(first, key=lambda n: first[n])
 
 
-def number_sentences(text: str, numbers: set[float]) -> list[str]:
-    """The sentences of ``text`` that state one of ``numbers`` (as written or as a %)."""
-    want = {n for n in numbers if n not in (0.0, 1.0)}
+def number_sentences(text: str, values: set[float]) -> list[str]:
+    """The sentences of ``text`` that state one of ``values`` (as written or as a %)."""
+    want = {n for n in values if n not in (0.0, 1.0)}
     out = []
     for s in sentences(text):
-        found = _numbers(s)
+        found = numbers(s)
         found |= {n / 100 for n in found}
         if found & want:
             out.append(s)
@@ -127,7 +187,7 @@ def _model_numbers(ir: dict[str, Any]) -> set[float]:
     exprs += [c.get("expression", "") for c in ir.get("constraints", [])]
     got: set[float] = set()
     for e in exprs:
-        got |= _numbers(e)
+        got |= numbers(e)
     for v in ir.get("variables", []):
         for b in (v.get("lb"), v.get("ub")):
             if isinstance(b, (int, float)):
@@ -179,7 +239,7 @@ def grounded_issues(problem: str, ir: dict[str, Any], result: SolveResult | None
         named = mentioned_variables(s, variables)
         if not named or (len(named) > 1 and not _EACH.search(s)):
             continue
-        if not (any(n > 0 for n in _numbers(s)) or _SOME.search(s)):
+        if not (any(n > 0 for n in numbers(s)) or _SOME.search(s)):
             continue
         for name in named:
             x = _value(result.variables, name)
@@ -200,7 +260,7 @@ def grounded_issues(problem: str, ir: dict[str, Any], result: SolveResult | None
     for s in sentences(problem):
         if not _LIMIT.search(s):
             continue
-        missing = sorted(n for n in _numbers(s) if n > 1 and n not in used)
+        missing = sorted(n for n in numbers(s) if n > 1 and n not in used)
         for n in missing[:2]:
             issues.append(
                 Issue(

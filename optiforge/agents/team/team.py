@@ -40,7 +40,6 @@ from optiforge.agents.team import roles
 from optiforge.agents.team.attempt import TeamRun
 from optiforge.agents.team.prompts import PromptSet, load_prompt_values, prompt_parameter
 from optiforge.agents.team.scheduler import UCBScheduler, confident, vote
-from optiforge.agents.team.verify import Verifier
 from optiforge.agents.team.state import (
     DEFAULT_SAMPLES,
     ROLES,
@@ -55,6 +54,7 @@ from optiforge.agents.team.state import (
     plan_features,
     used_prompts,
 )
+from optiforge.agents.team.verify import Verifier
 from optiforge.llm import run_sync
 from optiforge.llm.protocol import ChatClient
 from optiforge.solvers.result import SolveStatus

@@ -41,8 +41,12 @@ from pydantic import BaseModel, Field
 
 from optiforge.agents.solution import StepRecord
 from optiforge.agents.team import roles
-from optiforge.agents.team.checks import _numbers
-from optiforge.agents.team.grounded import mentioned_variables, number_sentences, sentences
+from optiforge.agents.team.grounded import (
+    mentioned_variables,
+    number_sentences,
+    numbers,
+    sentences,
+)
 from optiforge.agents.team.prompts import PromptSet
 from optiforge.agents.team.scheduler import Candidate, same_value
 from optiforge.agents.team.state import Attempt
@@ -159,9 +163,7 @@ def _pairings(sents: list[str] | tuple[str, ...], variables: list[dict[str, Any]
         named = mentioned_variables(s, variables)
         if len(named) != 1:
             continue
-        phrases = [
-            f"{m.group(1)} {m.group(2).strip()}".strip() for m in _NUMBER_PHRASE.finditer(s)
-        ]
+        phrases = [f"{m.group(1)} {m.group(2).strip()}".strip() for m in _NUMBER_PHRASE.finditer(s)]
         if phrases:
             lines.append(f"- {named[0]}: " + "; ".join(phrases))
     if not lines:
@@ -170,6 +172,19 @@ def _pairings(sents: list[str] | tuple[str, ...], variables: list[dict[str, Any]
 
 
 _CLAUSE_START = re.compile(r"(?:^|[,;:]\s+|\b(?:because|since|so|but|and|while|if)\s+)", re.I)
+
+
+def _constant_sides(expr: str) -> list[float]:
+    """The sides of a comparison that are a plain number (``... <= 100`` -> [100.0])."""
+    sides = re.split(r"<=|>=|==|<|>", expr)
+    if len(sides) != 2:
+        return []
+    out = []
+    for side in sides:
+        m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*", side)
+        if m:
+            out.append(float(m.group(1)))
+    return out
 
 
 def _clause(sentence: str, at: int) -> str:
@@ -190,8 +205,6 @@ def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
     word (``x >= 0``), or when no sentence of the text can be found for it. Indexed models
     (sets, ``for_all``) are not verified: the verifier writes scalar lines.
     """
-    from optiforge.agents.team.directions import _constant, _split
-
     if ir.get("sets") or any(v.get("index_sets") for v in ir.get("variables", [])):
         return []
     sents = sentences(problem)
@@ -199,7 +212,7 @@ def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
     out: list[Item] = []
     obj = ir.get("objective", {}).get("expression", "")
     sense = ir.get("objective", {}).get("sense", "maximize")
-    obj_nums = {n for n in _numbers(obj) if n not in (0.0, 1.0)}
+    obj_nums = {n for n in numbers(obj) if n not in (0.0, 1.0)}
     if obj_nums:
         found = number_sentences(problem, obj_nums)[:3]
         if found:
@@ -209,7 +222,7 @@ def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
         expr = c.get("expression", "")
         if c.get("for_all"):
             continue
-        nums = {n for n in _numbers(expr) if n not in (0.0, 1.0)}
+        nums = {n for n in numbers(expr) if n not in (0.0, 1.0)}
         picked: list[str] = []
         src = _source_sentence(sents, c.get("source") or "")
         if src:
@@ -234,15 +247,14 @@ def items_of(problem: str, ir: dict[str, Any]) -> list[Item]:
                     + ", ".join(named)
                     + ".\n"
                 )
-        parts = _split(expr)
-        consts = [k for k in (_constant(parts[0]), _constant(parts[2])) if k is not None] if parts else []
+        consts = _constant_sides(expr)
         request = "the constraint the first sentence states"
-        if consts and consts[0] not in (0.0, 1.0) and consts[0] in _numbers(picked[0]):
+        if consts and consts[0] not in (0.0, 1.0) and consts[0] in numbers(picked[0]):
             phrase = next(
                 (
                     f"{m.group(1)} {m.group(2).strip()}".strip()
                     for m in _NUMBER_PHRASE.finditer(picked[0])
-                    if _numbers(m.group(1)) == {consts[0]}
+                    if numbers(m.group(1)) == {consts[0]}
                 ),
                 f"{consts[0]:g}",
             )
@@ -318,9 +330,9 @@ def usable_line(item: Item, wrote: str, ir: dict[str, Any], problem: str) -> str
     is_cmp = bool(re.search(r"<=|>=|==", expr))
     if is_cmp != (item.kind == "constraint"):
         return None
-    allowed = _numbers(problem) | _numbers(item.expression)
+    allowed = numbers(problem) | numbers(item.expression)
     allowed |= {n / 100 for n in allowed} | {n * 100 for n in allowed} | {0.0, 1.0}
-    if any(all(abs(n - a) > 1e-9 for a in allowed) for n in _numbers(expr)):
+    if any(all(abs(n - a) > 1e-9 for a in allowed) for n in numbers(expr)):
         return None
     declared = {v["name"] for v in ir.get("variables", [])}
     # A fix corrects numbers and directions; it does not add or drop quantities, and pairs
@@ -361,7 +373,7 @@ def misaligned(problem: str, ir: dict[str, Any], expression: str) -> list[str]:
         if var not in declared:
             continue
         value = float(num)
-        holders = [s for s in sents if value in _numbers(s) or value * 100 in _numbers(s)]
+        holders = [s for s in sents if value in numbers(s) or value * 100 in numbers(s)]
         named = [mentioned_variables(s, variables) for s in holders]
         if not holders or not any(named):
             continue
@@ -404,6 +416,37 @@ def replace_line(ir: dict[str, Any], item: Item, expr: str) -> dict[str, Any]:
     return out
 
 
+def _step(plan: str | None, res: Any, started: float, summary: str) -> StepRecord:
+    """The step record of one answered verifier call (a cached reply costs nothing)."""
+    cached = bool(getattr(res, "cached", False))
+    return StepRecord(
+        role=ROLE,
+        plan_id=plan,
+        calls=0 if cached else 1,
+        prompt_tokens=0 if cached else int(getattr(res, "prompt_tokens", 0) or 0),
+        completion_tokens=0 if cached else int(getattr(res, "completion_tokens", 0) or 0),
+        elapsed_s=round(time.perf_counter() - started, 3),
+        summary=summary,
+        detail={"cached": cached},
+    )
+
+
+def _failed(plan: str | None, started: float, exc: Exception) -> roles.RoleReply:
+    """A failed verifier call: what it cost (re-asks included) and why."""
+    msg = f"{type(exc).__name__}: {exc}"
+    step = StepRecord(
+        role=ROLE,
+        plan_id=plan,
+        calls=getattr(exc, "calls", 0) or 1,
+        prompt_tokens=getattr(exc, "prompt_tokens", 0),
+        completion_tokens=getattr(exc, "completion_tokens", 0),
+        elapsed_s=round(time.perf_counter() - started, 3),
+        ok=False,
+        summary=f"verifier call failed: {msg[:200]}",
+    )
+    return roles.RoleReply(values=[], texts=[], step=step, error=msg)
+
+
 async def ask_verifier(
     llm: Any,
     prompts: PromptSet,
@@ -435,11 +478,11 @@ async def ask_verifier(
             msgs, temperature=0.0, max_tokens=max_tokens, response_format=VerifierReply, tag=ROLE
         )
     except Exception as exc:  # LLM errors and replies that never validated
-        return roles._failed(ROLE, plan, started, exc)
+        return _failed(plan, started, exc)
     v = judge(item, res.parsed[0].expression, ir, problem)
     summary = f"{item.name} `{item.expression}`: {v.correct} (wrote `{v.wrote[:80]}`)"
     return roles.RoleReply(
-        values=[v], texts=[res.texts[0]], step=roles._step(ROLE, plan, res, started, summary)
+        values=[v], texts=[res.texts[0]], step=_step(plan, res, started, summary)
     )
 
 
@@ -512,16 +555,12 @@ class Verifier:
         ps = run.prompts.with_values(verifier_system=verifier_system)
         it = Item(**{**item, "sentences": tuple(item["sentences"])})
         ir = findings.ir if findings is not None and findings.ir is not None else {}
-        return await run.ask(
-            ROLE, "verify", ask_verifier(run.llms["critic"], ps, problem, ir, it)
-        )
+        return await run.ask(ROLE, "verify", ask_verifier(run.llms["critic"], ps, problem, ir, it))
 
     def _room(self) -> int:
         """How many more calls the cap, the LLM budget and the time left allow."""
         run = self.run
-        room = min(
-            run.config.verify_calls - self.calls, run.budget.llm_samples - run.llm_samples
-        )
+        room = min(run.config.verify_calls - self.calls, run.budget.llm_samples - run.llm_samples)
         left = run.time_left()
         if left is not None:
             est = run.call_seconds(ROLE)
@@ -574,7 +613,9 @@ class Verifier:
                 0
                 if kv[1][1].kind == "constraint"
                 and (kv[1][1].mentions or misaligned(run.problem, kv[1][0].ir, kv[1][1].expression))
-                else 1 if kv[1][1].kind == "constraint" else 2
+                else 1
+                if kv[1][1].kind == "constraint"
+                else 2
             ),
         )
         asked = order[: self._room()]
@@ -585,7 +626,9 @@ class Verifier:
                 item_node = node(
                     {**asdict(it), "sentences": list(it.sentences)}, name="verify_item"
                 )
-                reply = await self.check_item(run.problem_node, system, att.findings_node, item_node)
+                reply = await self.check_item(
+                    run.problem_node, system, att.findings_node, item_node
+                )
                 run.record(reply.value)
                 self.cache[key] = reply
 
@@ -628,9 +671,7 @@ class Verifier:
                 out.unusable.append((it, v.wrote))
         return out
 
-    async def _solve_fix(
-        self, parent: Attempt, out: _Outcome, items: list[Item]
-    ) -> Attempt | None:
+    async def _solve_fix(self, parent: Attempt, out: _Outcome, items: list[Item]) -> Attempt | None:
         run = self.run
         if run.solver_runs >= run.budget.solver_runs:
             return None

@@ -85,7 +85,9 @@ def test_no_solution_no_findings_and_ratio_sentences_are_not_requirements():
     assert grounded_issues(FURNITURE, ir, failed) == []
     assert grounded_issues(FURNITURE, ir, None) == []
     text = "There must be at least 3 times as many chairs as tables. At most 100 hours."
-    res = SolveResult(status=SolveStatus.OPTIMAL, objective=0.0, variables={"chairs": 0.0, "tables": 0.0})
+    res = SolveResult(
+        status=SolveStatus.OPTIMAL, objective=0.0, variables={"chairs": 0.0, "tables": 0.0}
+    )
     assert all(i.check != "grounded_requirement" for i in grounded_issues(text, ir, res))
 
 
@@ -109,12 +111,25 @@ def test_sentences_and_mentions():
 MISSING_DEMAND = json.dumps(
     {
         "variables": [
-            {"name": "chairs", "description": "number of chairs", "units": "chairs", "domain": "integer"},
-            {"name": "tables", "description": "number of tables", "units": "tables", "domain": "integer"},
+            {
+                "name": "chairs",
+                "description": "number of chairs",
+                "units": "chairs",
+                "domain": "integer",
+            },
+            {
+                "name": "tables",
+                "description": "number of tables",
+                "units": "tables",
+                "domain": "integer",
+            },
         ],
         "objective": {"sense": "maximize", "expression": "20*chairs + 45*tables"},
         "constraints": [
-            {"source": "Each week at most 100 hours are available", "expression": "2*chairs + 3*tables <= 100"}
+            {
+                "source": "Each week at most 100 hours are available",
+                "expression": "2*chairs + 3*tables <= 100",
+            }
         ],
     }
 )
@@ -122,12 +137,17 @@ FIXED = json.dumps(
     {
         **json.loads(MISSING_DEMAND),
         "constraints": [
-            {"source": "Each week at most 100 hours are available", "expression": "2*chairs + 3*tables <= 100"},
+            {
+                "source": "Each week at most 100 hours are available",
+                "expression": "2*chairs + 3*tables <= 100",
+            },
             {"source": "The shop must produce at least 5 chairs", "expression": "chairs >= 5"},
         ],
     }
 )
-CRITIQUE = json.dumps({"verdict": "wrong", "problems": ["chairs demand missing"], "fixes": ["add chairs >= 5"]})
+CRITIQUE = json.dumps(
+    {"verdict": "wrong", "problems": ["chairs demand missing"], "fixes": ["add chairs >= 5"]}
+)
 
 
 def _script(first, then):

@@ -114,8 +114,10 @@ def verifier_requests(llm: ScriptedLLM):
 async def test_the_fix_of_a_transposed_matrix_changes_the_answer():
     right = _answer(
         TRANSPOSED,
-        {"2*chairs + 1*tables <= 100": "2*chairs + 3*tables <= 100",
-         "3*chairs + 2*tables <= 60": "chairs + 2*tables <= 60"},
+        {
+            "2*chairs + 1*tables <= 100": "2*chairs + 3*tables <= 100",
+            "3*chairs + 2*tables <= 60": "chairs + 2*tables <= 60",
+        },
     )
     assert right == pytest.approx(1600)
     off = await asolve(WORKSHOP, llm=ScriptedLLM(team_script(TRANSPOSED, workshop_verifier)))
@@ -207,9 +209,7 @@ async def test_no_verifier_call_starts_when_its_time_does_not_fit():
         return json.dumps({"expression": workshop_verifier(messages[-1]["content"])})
 
     llm = ScriptedLLM(slow)
-    sol = await asolve(
-        WORKSHOP, llm=llm, samples=3, time_limit=1.0, config=TeamConfig(verify=True)
-    )
+    sol = await asolve(WORKSHOP, llm=llm, samples=3, time_limit=1.0, config=TeamConfig(verify=True))
     assert verifier_requests(llm) == [] and sol.answer == pytest.approx(1500)
 
 
@@ -222,9 +222,7 @@ async def test_the_deadline_cancels_a_verifier_call_in_flight():
 
     llm = ScriptedLLM(hangs)
     t0 = time.monotonic()
-    sol = await asolve(
-        WORKSHOP, llm=llm, samples=3, time_limit=2.0, config=TeamConfig(verify=True)
-    )
+    sol = await asolve(WORKSHOP, llm=llm, samples=3, time_limit=2.0, config=TeamConfig(verify=True))
     assert time.monotonic() - t0 < 6
     assert sol.stopped == "deadline" and sol.answer == pytest.approx(1500)
     cancelled = [s for s in sol.steps if s.role == "verifier" and s.detail.get("cancelled")]
