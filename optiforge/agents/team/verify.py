@@ -1,31 +1,37 @@
 """Sentence-level verification (the ``verify`` lever of :class:`TeamConfig`).
 
-A 1.5B model reviews one short line far better than a whole model. So each constraint and
-the objective of the leading answers is checked on its own: a small prompt
-(``verifier_system`` / ``verifier_user``) shows the variables with their descriptions, the
-sentences of the problem the line comes from (its source sentence and the sentences that
-state its numbers) and the line, and asks for grammar-constrained JSON
-(:class:`VerifierReply`): ``yes``, or ``no`` with the fixed line. The prompt covers:
+A 1.5B model handles one short line far better than a whole model. So each constraint and
+the objective of the leading answers is checked on its own. A small prompt
+(``verifier_system`` / ``verifier_user``) shows the variables with their descriptions and
+the sentences of the problem the line comes from (its source sentence, matched in the text,
+and the sentences that state its numbers), and asks the model to *write* that line as
+grammar-constrained JSON (:class:`VerifierReply`) without showing it the model's line: asked
+"does this line say what the sentence says?", Qwen2.5-Coder-1.5B answered "yes" to every
+line, wrong ones included. The verdict is deterministic (:func:`judge`, a :class:`Verdict`):
+the same line up to a positive factor is ``yes``; a different one is ``no`` with the fixed
+line; a line that cannot be used is ``unclear``. The prompt carries two aids:
 
-- direction (at least = >=, at most = <=);
-- the ratio check: for a sentence with ratio words the prompt lists the variables the
-  sentence names, in the order it names them (matched through the variable descriptions,
+- the ratio check: for a ratio sentence, the variables its ratio clause names, in order
+  (matched through the variable descriptions,
   :func:`~optiforge.agents.team.grounded.mentioned_variables`), so "at least 3 times as many
-  wraps as platters" can be checked as ``wraps >= 3*platters``;
-- coefficient-variable alignment: the sentences that state the line's numbers are shown, so
-  a transposed matrix (``2*chairs + 5*tables <= 100`` where "each table needs 3 hours of
-  cutting") shows up as a number paired with the wrong variable.
+  wraps as platters" is written ``wraps >= 3*platters``;
+- coefficient-variable alignment: for each sentence naming one variable, the numbers it
+  pairs with it and the words after each ("- tables: 3 hours of carpentry; 2 hours of
+  painting"), so a transposed matrix is rewritten by resource; :func:`misaligned` finds a
+  number attached to a variable the text does not pair it with.
 
-A fix must parse, use only declared names and numbers of the text, and differ from the
-line; it is applied to a copy of the IR (the op ``apply_fix``) and solved as a new attempt
-(plan ``"verify"``, ``parent`` = the verified attempt), so the vote sees it. The verified
-attempt gets ``Attempt.verified = False`` (its vote weight is halved: the fix votes
-instead), an attempt whose every checked line passed gets ``True``.
+A fix must parse, keep the line's variables, use numbers of the text, not be misaligned,
+and its direction is matched to the text as a draft's is; it is applied to a copy of the IR
+(the op ``apply_fix``) and solved as a new attempt (plan ``"verify"``, ``parent`` = the
+verified attempt), so the vote sees it. The verified attempt gets ``Attempt.verified =
+False`` (its vote weight is halved: the fix votes instead); an attempt whose every asked
+line passed gets ``True``.
 
 Cost: only the attempts of the leading vote cluster(s) are verified, each distinct line once
-per run (cached by expression and sentences), lines with no number and no ratio word are
-skipped, at most ``TeamConfig.verify_calls`` calls per run, each counted against the LLM
-budget and started only when its measured time fits before the deadline.
+per run (cached by line and sentences), lines with no number and no ratio word are skipped,
+misaligned and ratio lines go first and the objective last, at most
+``TeamConfig.verify_calls`` calls per run, each counted against the LLM budget and started
+only when the measured call time fits before the deadline.
 """
 
 from __future__ import annotations
