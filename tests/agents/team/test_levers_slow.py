@@ -74,7 +74,7 @@ def _problem():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 async def test_verify_fires_on_a_training_problem(coder_llm):
     p = _problem()
     # The ratio written the wrong way round: vintage >= 4*regular.
@@ -102,7 +102,7 @@ async def test_verify_fires_on_a_training_problem(coder_llm):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 async def test_grounded_critique_fires_on_a_training_problem(coder_llm):
     p = _problem()
     # The ratio left out: the stated 4 of "at least 4 times as much" is used by no constraint.
