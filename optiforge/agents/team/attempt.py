@@ -38,6 +38,7 @@ from optiforge.agents.team import checks as chk
 from optiforge.agents.team import roles
 from optiforge.agents.team.directions import count_flips
 from optiforge.agents.team.formulation import ir_signature, normalize_draft
+from optiforge.agents.team.grounded import grounded_issues
 from optiforge.agents.team.state import Attempt, Findings, RunState
 from optiforge.trace import bundle, node
 
@@ -165,6 +166,8 @@ class AttemptSteps:
         att.issues = chk.check_solution(
             problem, att.ir, att.result, error=None if att.flipped else att.error
         )
+        if self.run.config.grounded_critique:
+            att.issues += grounded_issues(problem, att.ir, att.result)
         att.verdict = chk.verdict(att.issues)
         return att.findings()
 
@@ -396,6 +399,7 @@ class TeamRun(RunState):
                 att.result_node = flip
                 att.findings_node = steps.check(self.problem_node, flip, flip)
         await steps.relaxed_objective()
+        _note_grounded(self, att)
         status = att.result.status.value if att.result is not None else "not built"
         self.steps.append(
             StepRecord(
@@ -537,3 +541,21 @@ def _fix_summary(att: Attempt) -> str:
     """The deterministic fixes of an attempt, in a few words for the step summary."""
     flipped = count_flips(att.normalized.notes) if att.normalized else 0
     return f"; flipped {flipped} constraint(s) to match the text" if flipped else ""
+
+
+def _note_grounded(run: TeamRun, att: Attempt) -> None:
+    """Record the solver-grounded findings of ``att`` (``grounded_critique``): a critic
+    step that lists them, and the lever as fired (it added a finding)."""
+    found = [i for i in att.issues if i.check.startswith("grounded_")]
+    if not found:
+        return
+    run.fired("grounded_critique")
+    run.steps.append(
+        StepRecord(
+            role="critic",
+            plan_id=att.plan,
+            summary=f"grounded critique of attempt {att.index}: {found[0].message[:200]}"
+            + (f" (+{len(found) - 1} more)" if len(found) > 1 else ""),
+            detail={"attempt": att.index, "grounded": [i.model_dump() for i in found]},
+        )
+    )

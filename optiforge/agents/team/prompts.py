@@ -1,8 +1,8 @@
 """The team's prompts: shipped defaults, tuned overrides, the prompts file, and rendering.
 
 Every role prompt is a file ``optiforge/prompts/team/<name>.md``. The *system* prompts of
-the roles (``formulator_system``, ``critic_system``, ``coder_system``, ``planner_system``)
-are trainable: ``optiforge tune`` saves new values with :func:`save_prompts`, and
+the roles (``formulator_system``, ``critic_system``, ``coder_system``, ``planner_system``,
+and ``verifier_system`` of the ``verify`` lever) are trainable: ``optiforge tune`` saves new values with :func:`save_prompts`, and
 :func:`load_prompt_values` reads them back for ``solve`` and ``eval`` (``--prompts FILE``).
 
 A prompts file is a state document in the shared format (:mod:`optiforge.trace.state`):
@@ -28,7 +28,13 @@ from optiforge.trace.errors import SerializationError
 from optiforge.trace.state import check_state, state_document, write_state
 
 #: Prompts an optimizer may change (the roles' instructions).
-TRAINABLE = ("formulator_system", "critic_system", "coder_system", "planner_system")
+TRAINABLE = (
+    "formulator_system",
+    "critic_system",
+    "coder_system",
+    "planner_system",
+    "verifier_system",
+)
 #: Every template the team uses.
 ALL_PROMPTS = (
     *TRAINABLE,
@@ -39,6 +45,7 @@ ALL_PROMPTS = (
     "coder_repair",
     "direct_user",
     "planner_user",
+    "verifier_user",
 )
 #: The role each prompt belongs to (the direct agent's prompt is the coder's).
 PROMPT_ROLES = {
@@ -53,6 +60,9 @@ PROMPT_ROLES = {
     "direct_user": "coder",
     "planner_system": "planner",
     "planner_user": "planner",
+    # The verifier (the ``verify`` lever) is a check on the critic's side.
+    "verifier_system": "critic",
+    "verifier_user": "critic",
 }
 #: The team's roles, in the order the prompts file lists them.
 TEAM_ROLES = ("formulator", "planner", "coder", "critic")
@@ -72,6 +82,9 @@ DESCRIPTIONS = {
     "coder_system": "System prompt of the coder: how to write a Pyomo program that ends with "
     "report(model=m, results=res).",
     "planner_system": "System prompt of the planner: how to decide integrality and nonlinearity.",
+    "verifier_system": "System prompt of the sentence-level verifier: how to decide whether one "
+    "constraint or objective says what its sentences say (directions, ratios, which number "
+    "multiplies which variable) and write the fixed expression.",
 }
 
 

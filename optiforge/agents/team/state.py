@@ -76,6 +76,15 @@ class TeamConfig(BaseModel):
     solver_time_limit: float = 30.0
     sandbox_timeout: float = 60.0
     exploration: float = 0.8
+    #: Accuracy lever (#12): ask a small verifier prompt, per constraint and for the
+    #: objective of the leading answers, whether each says what its sentences say; a fix
+    #: is solved as a new attempt (plan "verify"). See :mod:`.verify`.
+    verify: bool = False
+    #: The most verifier calls one run may make (each is a short LLM call).
+    verify_calls: int = Field(default=4, ge=1, le=50)
+    #: Accuracy lever (#12): findings from the solution (a stated requirement whose variable
+    #: is 0, a stated limit no constraint uses) for the critic and repair. See :mod:`.grounded`.
+    grounded_critique: bool = False
     #: Accuracy lever (issue #12): error-class hints chosen from the problem's cues (and
     #: the planner model's classification with ``llm_planner``) are appended to the
     #: formulator's system message (:mod:`.hints`).
@@ -92,8 +101,9 @@ def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple
     """The trainable prompts some step of a run with these settings may use.
 
     The direct agent uses only ``coder_system``. The team always uses the formulator's; the
-    critic's only with ``llm_critic``, the coder's only with ``code_route``, and the
-    planner's only with ``llm_planner`` (off by default), so an optimizer is never offered a
+    critic's only with ``llm_critic``, the coder's only with ``code_route``, the
+    planner's only with ``llm_planner`` (off by default) and the verifier's only with
+    ``verify`` (off by default), so an optimizer is never offered a
     prompt that no step reads.
     """
     if agent == "direct":
@@ -106,6 +116,8 @@ def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple
         names.append("coder_system")
     if cfg.llm_planner:
         names.append("planner_system")
+    if cfg.verify:
+        names.append("verifier_system")
     return tuple(names)
 
 
@@ -203,6 +215,9 @@ class Attempt:
     model: Any = None
     #: The sandbox run of a program (for its step record).
     sandbox: Any = None
+    #: The sentence-level verifier's verdict (``verify`` lever): None not checked, True
+    #: every check passed, False a fix was proposed (solved as its own "verify" attempt).
+    verified: bool | None = None
     draft_node: Any = field(default=None, repr=False)
     model_node: Any = field(default=None, repr=False)
     result_node: Any = field(default=None, repr=False)
@@ -219,6 +234,8 @@ class Attempt:
         if self.value is None:
             return 0.0
         base = 1.0 if self.verdict == "ok" else 0.6
+        if self.verified is False:  # the verifier proposed a fix: its attempt votes instead
+            base *= 0.5
         return base * (0.8 if self.source == "code" else 1.0)
 
     def findings(self) -> Findings:
@@ -384,8 +401,7 @@ class RunState:
                 index=a.index,
                 verdict=a.verdict,
                 source=a.source,
-                # Set by the verifier when it looked at the attempt (another lever).
-                verified=getattr(a, "verified", None),
+                verified=a.verified,
             )
             for a in self.attempts
             if a.value is not None

@@ -55,6 +55,7 @@ from optiforge.agents.team.state import (
     plan_features,
     used_prompts,
 )
+from optiforge.agents.team.verify import Verifier
 from optiforge.llm import run_sync
 from optiforge.llm.protocol import ChatClient
 from optiforge.solvers.result import SolveStatus
@@ -313,6 +314,10 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
     t0 = time.monotonic()
     await run.formulate_batch("sample", temps)
     run.note_pull("sample", time.monotonic() - t0)
+    # The verify lever: check the leading answers line by line; fixes join the vote.
+    verifier = Verifier(run) if config.verify else None
+    if verifier is not None:
+        await verifier.verify_leading()
     v = _vote(run)
     while not confident(v, config.min_votes, config.min_share) and run.can_sample(1):
         if run.repair_target() is None:
@@ -335,6 +340,8 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
         run.note_pull(arm, time.monotonic() - t0)
         v = _vote(run)
         sched.update(arm, _reward(new, before))
+    if verifier is not None:  # the leading answer may have changed since the first round
+        await verifier.verify_leading()
 
 
 def _choose_hints(run: TeamRun, advice: Any) -> None:

@@ -89,10 +89,11 @@ def test_run_candidates_read_the_verifiers_field_when_it_exists():
         a = Attempt(index=i, plan="sample", source="ir", verdict="ok")
         a.result = SolveResult(status=SolveStatus.OPTIMAL, objective=float(i))
         if verified is not None:
-            a.verified = verified  # the verifier's field (another lever) when it is set
+            a.verified = verified
         run.attempts.append(a)
     assert [c.weight for c in run.candidates()] == pytest.approx([1.5, 0.2, 1.0])
-    assert [c.weight for c in run.candidates(weigh=False)] == [1.0, 1.0, 1.0]
+    # plain weights: an attempt the verifier proposed a fix for votes with half its weight
+    assert [c.weight for c in run.candidates(weigh=False)] == [1.0, 0.5, 1.0]
 
 
 # -- a run ---------------------------------------------------------------------------------------
