@@ -521,3 +521,13 @@ def test_template_summary_lists_what_it_needs():
     text = load_template("tsp").data_summary()
     assert "set DEPOT" in text and "default: first:CITIES" in text
     assert "parameter distance[CITIES, CITIES]" in text
+
+
+def test_docs_describe_every_template():
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[3] / "docs" / "templates.md").read_text(encoding="utf-8")
+    for tpl in load_templates():
+        assert f"### `{tpl.id}`: {tpl.class_name}" in docs
+        for a in tpl.assumptions:
+            assert a in docs, (tpl.id, a)
