@@ -421,6 +421,20 @@ def build_extraction(
     sets = {s.name: [e.strip() for e in s.elements if e.strip()] for s in reply.sets}
     used_rows = {_norm(p.row) for p in reply.parameters if p.row}
     used_cols = {_norm(p.column) for p in reply.parameters if p.column}
+    # A row or column that holds another parameter ("Demand", "Supply") is not an element.
+    for name, elements in sets.items():
+        stray = [e for e in elements if _norm(e) in used_rows | used_cols]
+        if stray:
+            sets[name] = [e for e in elements if e not in stray]
+            notes.append(
+                Issue(
+                    check="dimensions",
+                    severity="warning",
+                    message=f"set {name!r}: dropped {stray}, which name the table row or column "
+                    "of another parameter",
+                    fix="list only the members of the set",
+                )
+            )
     params: dict[str, ParameterData] = {}
     # Parameters spanning a whole table first: they fix the sets' elements from the labels.
     order = sorted(reply.parameters, key=lambda p: (p.table == 0, bool(p.row or p.column)))

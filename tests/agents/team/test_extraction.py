@@ -200,3 +200,15 @@ def test_reply_schemas():
     assert parsed.sets.DEPOT is None and parsed.parameters.n is None
     with pytest.raises(ValueError):
         model.model_validate({"sets": {}, "parameters": {"distance": {}}})
+
+
+async def test_a_row_holding_another_parameter_is_not_a_set_element(scripted_llm):
+    reply = json.loads(json.dumps(TRANSPORT_REPLY))
+    reply["sets"]["SOURCES"]["elements"] = ["North", "South", "Demand"]
+    ex = await extract(
+        scripted_llm([json.dumps(reply)]), PromptSet(), TRANSPORT_TEXT, template="transportation"
+    )
+    assert ex.sets["SOURCES"] == ["North", "South"]
+    assert ex.parameters["cost"].values == [4, 7, 2, 5, 3, 6]
+    assert any("dropped ['Demand']" in f.message for f in ex.findings)
+    assert ex.ok  # a warning only
