@@ -531,3 +531,16 @@ def test_docs_describe_every_template():
         assert f"### `{tpl.id}`: {tpl.class_name}" in docs
         for a in tpl.assumptions:
             assert a in docs, (tpl.id, a)
+
+
+def test_cues_rank_the_fitting_template_first():
+    from optiforge.agents.team.templates import match_cues
+
+    ship = (
+        "Two plants supply a product to three markets; the shipping cost per unit on each route is"
+    )
+    assert match_cues(ship)[0][0] == "transportation"
+    tour = "A salesman must visit each city exactly once and return to the start; find the shortest tour."
+    best = match_cues(tour)
+    assert best[0][0] == "tsp" and "exactly once" in best[0][2]
+    assert match_cues("Nothing here matches.") == []

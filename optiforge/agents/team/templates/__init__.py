@@ -60,6 +60,7 @@ __all__ = [
     "fill",
     "load_template",
     "load_templates",
+    "match_cues",
     "template_ids",
 ]
 
@@ -243,6 +244,20 @@ def _check_template(tpl: Template) -> None:
         errors.append("senses: the first must be the objective's own sense")
     if errors:
         raise TemplateError(f"template {tpl.id!r} is invalid: " + "; ".join(errors))
+
+
+def match_cues(text: str, *, top: int = 3) -> list[tuple[str, float, list[str]]]:
+    """Templates whose classification cues occur in ``text``, best first: ``(id, score,
+    cues found)``. A cue of several words counts as many points as it has words; a template
+    with no cue found is left out. A cheap first guess for a classifier, not a verdict."""
+    low = " ".join(text.lower().split())
+    scored = []
+    for tpl in load_templates():
+        hits = [c for c in tpl.cues if re.search(rf"\b{re.escape(c.lower())}\b", low)]
+        if hits:
+            scored.append((tpl.id, float(sum(len(c.split()) for c in hits)), hits))
+    scored.sort(key=lambda t: (-t[1], t[0]))
+    return scored[:top]
 
 
 # ---------------------------------------------------------------------------------------------
