@@ -163,6 +163,10 @@ def _aligned_tables(lines: list[str], used: set[int]) -> list[ParsedTable]:
             k += 1
         if len(block) < 2:
             continue
+        # Prose with double spaces is not a table: cells are short and the rows line up.
+        widths = {len(r) for r in block[1:]}
+        if len(widths) != 1 or any(len(c) > 40 for r in block for c in r):
+            continue
         numeric = [r for r in block if sum(cell_number(c) is not None for c in r[1:]) >= 1]
         if len(numeric) < 1 or (block[0] in numeric and len(numeric) == len(block)):
             # every row numeric: no header row; label the columns by position

@@ -78,3 +78,11 @@ def test_prose_without_tables_or_lists():
     assert parse_tables(text) == []
     # An uneven run after "..." is not guessed.
     assert all(t.rows[0][1:] != ["1", "2", "4"] for t in parse_tables("Sizes 1, 2, 4, ..., 64."))
+
+
+def test_prose_with_double_spaces_is_not_a_table():
+    text = (
+        "The farm has 100 acres of land available for planting.  Wheat needs 3 hours.\n"
+        "Corn needs 2 hours of labour per acre and sells well.  It earns 40 dollars per acre."
+    )
+    assert parse_tables(text) == []
