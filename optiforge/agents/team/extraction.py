@@ -339,6 +339,15 @@ def _table_values(
         return sets[set_name]
 
     dims = p.index_sets
+    if len(dims) == 1 and bool(p.column) != bool(p.row):
+        # "column: Demand" for what the table has as a row (or the other way round).
+        label = p.column or p.row
+        in_rows = _match([label], rows, "", [], by_position=False) is not None
+        in_cols = _match([label], cols, "", [], by_position=False) is not None
+        if p.column and in_rows and not in_cols:
+            p = p.model_copy(update={"row": label, "column": ""})
+        elif p.row and in_cols and not in_rows:
+            p = p.model_copy(update={"column": label, "row": ""})
     if p.column and len(dims) <= 1:
         c = find(p.column, cols, "column")
         if c is None:
@@ -419,8 +428,10 @@ def build_extraction(
     """Resolve table references, then run the checks (no model call)."""
     notes: list[Issue] = []
     sets = {s.name: [e.strip() for e in s.elements if e.strip()] for s in reply.sets}
-    used_rows = {_norm(p.row) for p in reply.parameters if p.row}
-    used_cols = {_norm(p.column) for p in reply.parameters if p.column}
+    # Rows and columns that hold a one-set parameter ("Supply", "Demand"); either name
+    # counts for both, since a model may call a row a column.
+    single = [p for p in reply.parameters if p.table and len(p.index_sets) <= 1]
+    used_rows = used_cols = {_norm(x) for p in single for x in (p.row, p.column) if x}
     # A row or column that holds another parameter ("Demand", "Supply") is not an element.
     for name, elements in sets.items():
         stray = [e for e in elements if _norm(e) in used_rows | used_cols]

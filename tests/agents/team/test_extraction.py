@@ -212,3 +212,20 @@ async def test_a_row_holding_another_parameter_is_not_a_set_element(scripted_llm
     assert ex.parameters["cost"].values == [4, 7, 2, 5, 3, 6]
     assert any("dropped ['Demand']" in f.message for f in ex.findings)
     assert ex.ok  # a warning only
+
+
+async def test_a_row_called_a_column_is_read_as_the_row(scripted_llm):
+    # Confusions seen from Qwen2.5-Coder-1.5B on such a table: demand given as "column"
+    # Demand (a row), and store labels as row/column of the two-set cost (only the table's
+    # body can hold it), which must not remove the stores from DESTINATIONS.
+    reply = json.loads(json.dumps(TRANSPORT_REPLY))
+    reply["sets"]["DESTINATIONS"]["elements"] = ["Store A", "Store B", "Store C"]
+    reply["parameters"]["demand"] = {"table": 1, "column": "Demand"}
+    reply["parameters"]["cost"] = {"table": 1, "column": "Store A", "row": "North"}
+    ex = await extract(
+        scripted_llm([json.dumps(reply)]), PromptSet(), TRANSPORT_TEXT, template="transportation"
+    )
+    assert ex.sets["DESTINATIONS"] == ["Store A", "Store B", "Store C"]
+    assert ex.parameters["demand"].values == [4, 5, 3]
+    assert ex.parameters["cost"].values == [4, 7, 2, 5, 3, 6]
+    assert ex.ok, ex.findings
