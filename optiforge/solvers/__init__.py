@@ -7,8 +7,8 @@ or pyscipopt:
   ``validate_ir`` (``optiforge.solvers.ir``)
 - ``classify_ir``, ``IRClass`` (``optiforge.solvers.compile``)
 - ``solve_ir`` (``optiforge.solvers.solve``)
-- ``ir_to_markdown``, ``ir_to_pyomo_code``, ``ir_markdown``, ``ir_plaintext``, ``ir_code``
-  (``optiforge.solvers.render``)
+- ``ir_to_markdown``, ``ir_to_pyomo_code``, ``ir_markdown``, ``ir_plaintext``, ``ir_code``,
+  ``ir_expanded`` (``optiforge.solvers.render``)
 - ``sandbox_outcome`` (``optiforge.solvers.outcome``): a sandbox run -> SolveResult or error
 - ``run_sandboxed``, ``arun_sandboxed``, ``SandboxPool``, ``SandboxResult``, ``ExitReason``
   (``optiforge.solvers.sandbox``); ``parse_objective_line`` (``optiforge.solvers.protocol``)
@@ -39,6 +39,7 @@ _EXPORTS = {
     "ir_markdown": "optiforge.solvers.render",
     "ir_plaintext": "optiforge.solvers.render",
     "ir_code": "optiforge.solvers.render",
+    "ir_expanded": "optiforge.solvers.render",
     "sandbox_outcome": "optiforge.solvers.outcome",
     "run_sandboxed": "optiforge.solvers.sandbox",
     "arun_sandboxed": "optiforge.solvers.sandbox",

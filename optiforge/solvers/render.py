@@ -7,8 +7,16 @@ import functools
 import keyword
 from typing import Any
 
-from optiforge.solvers.compile import classify_compiled, compile_ir
-from optiforge.solvers.expr import comparison_parts, parse, parse_for_all
+from optiforge.solvers.compile import NL, Poly, classify_compiled, compile_ir, var_label
+from optiforge.solvers.errors import IRValidationError
+from optiforge.solvers.expr import (
+    Backend,
+    Evaluator,
+    ExprError,
+    comparison_parts,
+    parse,
+    parse_for_all,
+)
 from optiforge.solvers.ir import ModelIR, element_key
 
 # ---------------------------------------------------------------------------------------------
@@ -161,8 +169,14 @@ def _tex_or_code(text: str, fn: Any) -> str:
         return f"`{text}`"
 
 
-def ir_to_markdown(ir: ModelIR) -> str:
-    """Readable Markdown with LaTeX math for ``ir`` (renders even when the IR is invalid)."""
+def ir_to_markdown(ir: ModelIR, *, expanded: bool = False, max_rows: int = 200) -> str:
+    """Readable Markdown with LaTeX math for ``ir`` (renders even when the IR is invalid).
+
+    The compact form writes each indexed constraint once, with its ``for all``. With
+    ``expanded=True`` a section "Expanded model" follows: every constraint row, the
+    objective and the bounds written out per element (:func:`ir_expanded`, at most
+    ``max_rows`` rows).
+    """
     t = _Tex()
     lines = [f"### Model `{ir.name}`", ""]
     if ir.sets:
@@ -226,11 +240,169 @@ def ir_to_markdown(ir: ModelIR) -> str:
                 )
             lines.append(f"- *{_md_text(c.name)}*: {body}{forall}" + _src(c.source))
         lines.append("")
+    if expanded:
+        lines += ["**Expanded model**", "", "```text", _expanded_or_reason(ir, max_rows), "```", ""]
     return "\n".join(lines)
 
 
 def _src(source: str) -> str:
     return f" — _“{_md_text(source.strip())}”_" if source and source.strip() else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Expanded form: every row written out per element
+
+
+def _num(v: float) -> str:
+    return f"{v:.10g}"
+
+
+def _const(v: float) -> ast.Constant:
+    """A parameter value as a literal: whole numbers without '.0'."""
+    return ast.Constant(int(v) if float(v).is_integer() and abs(v) < 1e15 else v)
+
+
+def _poly_text(p: Any, labels: list[str]) -> tuple[str, float]:
+    """Terms of a polynomial as text (``3 x[a] - x[b] + 2 x*y``) and its constant."""
+    if isinstance(p, (int, float)):
+        return "", float(p)
+    const = p.t.get((), 0.0)
+    out: list[str] = []
+    for mono, c in sorted(p.t.items(), key=lambda kv: (len(kv[0]), kv[0])):
+        if not mono or c == 0.0:
+            continue
+        counts: dict[int, int] = {}
+        for i in mono:
+            counts[i] = counts.get(i, 0) + 1
+        factors = "*".join(labels[i] + (f"^{k}" if k > 1 else "") for i, k in counts.items())
+        mag = abs(c)
+        term = factors if mag == 1.0 else f"{_num(mag)} {factors}"
+        if not out:
+            out.append(f"-{term}" if c < 0 else term)
+        else:
+            out.append(f"- {term}" if c < 0 else f"+ {term}")
+    return " ".join(out), const
+
+
+class _Expander:
+    """Rewrites an expression with indices bound: parameters become numbers, variables
+    their component labels (``x[P1,A]``) and ``sum(...)`` an explicit chain of terms."""
+
+    def __init__(self, cir: Any):
+        self.sym = cir.symbols
+        self.labels = [v.label for v in cir.variables]
+        self.ev = Evaluator(self.sym, Backend())
+
+    def text(self, node: ast.AST, env: dict[str, str]) -> str:
+        return ast.unparse(self.node(node, env))
+
+    def _key(self, part: ast.AST, env: dict[str, str]) -> str:
+        if isinstance(part, ast.Constant):
+            return element_key(part.value)
+        if isinstance(part, ast.Name) and part.id in env:
+            return env[part.id]
+        return element_key(float(self.ev.value(part, env)))
+
+    def node(self, n: ast.AST, env: dict[str, str]) -> ast.expr:
+        if isinstance(n, ast.Name):
+            if n.id in env:
+                return ast.Name(env[n.id])
+            if self.sym.scalar_kind.get(n.id) == "parameter":
+                return _const(self.sym.scalars[n.id])
+            return ast.Name(n.id)
+        if isinstance(n, ast.Subscript):
+            name = n.value.id  # type: ignore[attr-defined]
+            parts = n.slice.elts if isinstance(n.slice, ast.Tuple) else [n.slice]
+            key = tuple(self._key(p, env) for p in parts)
+            ent = self.sym.indexed[name]
+            if ent.kind == "parameter":
+                return _const(ent.items[key])
+            return ast.Name(var_label(name, key))
+        if isinstance(n, ast.Call) and len(n.args) == 1:
+            f = n.func.id  # type: ignore[attr-defined]
+            arg = n.args[0]
+            terms: list[ast.expr] | None = None
+            if isinstance(arg, (ast.GeneratorExp, ast.ListComp)):
+                terms = [self.node(arg.elt, b) for b in self.ev.bindings(arg.generators, env)]
+            elif (
+                f in ("sum", "min", "max")
+                and isinstance(arg, ast.Name)
+                and arg.id in self.sym.indexed
+            ):
+                ent = self.sym.indexed[arg.id]
+                terms = [
+                    _const(v) if ent.kind == "parameter" else ast.Name(var_label(arg.id, k))
+                    for k, v in ent.items.items()
+                ]
+            if terms is not None:
+                if f != "sum":
+                    return ast.Call(ast.Name(f), terms, [])
+                if not terms:
+                    return ast.Constant(0)
+                out = terms[0]
+                for t in terms[1:]:
+                    out = ast.BinOp(out, ast.Add(), t)
+                return out
+        if isinstance(n, ast.Call):
+            return ast.Call(n.func, [self.node(a, env) for a in n.args], [])
+        if isinstance(n, ast.BinOp):
+            return ast.BinOp(self.node(n.left, env), n.op, self.node(n.right, env))
+        if isinstance(n, ast.UnaryOp):
+            return ast.UnaryOp(n.op, self.node(n.operand, env))
+        return n  # type: ignore[return-value]
+
+
+def ir_expanded(ir: ModelIR, *, max_rows: int = 200) -> str:
+    """The model written out per element, as plain text: the objective, every constraint
+    row (``supply_limit[P1]: ship[P1,A] + ship[P1,B] <= 20``) and the bounds.
+
+    Polynomial rows are shown with like terms collected and constants moved to the right;
+    other rows (``exp``, division, ...) with their sums written out. At most ``max_rows``
+    rows are shown, then how many more there are. Raises :class:`IRValidationError` when
+    the IR is invalid.
+    """
+    cir = compile_ir(ir)
+    ex = _Expander(cir)
+    labels = ex.labels
+    if isinstance(cir.objective, NL):
+        obj = ex.text(cir.objective_node, {})
+    else:
+        terms, const = _poly_text(cir.objective, labels)
+        obj = terms or "0"
+        if const:
+            obj += f" {'-' if const < 0 else '+'} {_num(abs(const))}"
+    lines = [f"{cir.sense}  {obj}", "subject to"]
+    width = max((len(r.label) for r in cir.rows[:max_rows]), default=0)
+    for r in cir.rows[:max_rows]:
+        if isinstance(r.body, Poly):
+            terms, const = _poly_text(r.body, labels)
+            rhs = -const + 0.0
+            body = f"{terms or '0'} {r.sense} {_num(rhs)}"
+        else:
+            body = f"{ex.text(r.lhs, r.env)} {r.sense} {ex.text(r.rhs, r.env)}"
+        lines.append(f"  {r.label:<{width}}  {body}")
+    if len(cir.rows) > max_rows:
+        lines.append(f"  ... and {len(cir.rows) - max_rows} more rows")
+    if cir.violated_constants:
+        lines.append("  violated rows without variables: " + ", ".join(cir.violated_constants))
+    lines.append("bounds")
+    groups: dict[tuple[str, str, Any, Any], list[str]] = {}
+    for v in cir.variables:
+        groups.setdefault((v.item, v.kind, v.lb, v.ub), []).append(v.label)
+    kinds = {"C": "continuous", "I": "integer", "B": "binary"}
+    for (_, kind, lb, ub), comps in groups.items():
+        shown = ", ".join(comps[:8]) + (f", ... ({len(comps)} in all)" if len(comps) > 8 else "")
+        lo = "-inf" if lb is None else _num(lb)
+        hi = "" if ub is None else f" <= {_num(ub)}"
+        lines.append(f"  {lo} <= {shown}{hi}  ({kinds[kind]})")
+    return "\n".join(lines)
+
+
+def _expanded_or_reason(ir: ModelIR, max_rows: int) -> str:
+    try:
+        return ir_expanded(ir, max_rows=max_rows)
+    except (IRValidationError, ExprError, KeyError) as exc:
+        return f"(cannot be expanded: {exc})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,13 +690,13 @@ def _as_dict(ir: ModelIR | dict[str, Any]) -> dict[str, Any]:
     return ir.model_dump() if isinstance(ir, ModelIR) else ir
 
 
-def ir_markdown(ir: ModelIR | dict[str, Any]) -> str:
+def ir_markdown(ir: ModelIR | dict[str, Any], *, expanded: bool = False) -> str:
     """Readable math for a formulation: :func:`ir_to_markdown` when the IR parses, else a
     plain listing of the objective, constraints and variables (never raises for a dict with
-    an objective)."""
+    an objective). ``expanded`` adds the per-element form (see :func:`ir_to_markdown`)."""
     try:
         model = ir if isinstance(ir, ModelIR) else ModelIR.model_validate(ir)
-        return ir_to_markdown(model)
+        return ir_to_markdown(model, expanded=expanded)
     except Exception:
         pass
     d = _as_dict(ir)
@@ -537,16 +709,20 @@ def ir_markdown(ir: ModelIR | dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ir_plaintext(ir: ModelIR | dict[str, Any]) -> str:
+def ir_plaintext(ir: ModelIR | dict[str, Any], *, expanded: bool = False) -> str:
     """The formulation as plain-text math for a terminal (objective, constraints with the
-    text they came from, variables with bounds, domain, description and units)."""
+    text they came from, variables with bounds, domain, description and units).
+
+    Indexed constraints show once, with their ``for all``; ``expanded=True`` adds the
+    model written out per element (:func:`ir_expanded`) after it."""
     d = _as_dict(ir)
     obj = d["objective"]
     lines = [f"{obj['sense']}  {obj['expression']}", "subject to"]
     width = max((len(c["name"]) for c in d.get("constraints", [])), default=2)
     for c in d.get("constraints", []):
         src = f"    [{c['source'][:70]}]" if c.get("source") else ""
-        lines.append(f"  {c['name']:<{width}}  {c['expression']}{src}")
+        each = f"  for all {c['for_all'].strip()}" if (c.get("for_all") or "").strip() else ""
+        lines.append(f"  {c['name']:<{width}}  {c['expression']}{each}{src}")
     lines.append("variables")
     for v in d.get("variables", []):
         lb = v.get("lb", 0.0)
@@ -558,6 +734,12 @@ def ir_plaintext(ir: ModelIR | dict[str, Any]) -> str:
         if v.get("description"):  # a draft's variable may have none
             desc = f"  ({v['description']}" + (f", {v['units']}" if v.get("units") else "") + ")"
         lines.append(f"  {rng}, {v.get('domain', 'continuous')}{desc}")
+    if expanded:
+        try:
+            model = ir if isinstance(ir, ModelIR) else ModelIR.model_validate(ir)
+            lines += ["expanded", _expanded_or_reason(model, 200)]
+        except Exception as exc:  # a draft that does not parse: say so, keep the compact form
+            lines += ["expanded", f"(cannot be expanded: {str(exc)[:300]})"]
     return "\n".join(lines)
 
 

@@ -72,6 +72,12 @@ def _numbers(text: str) -> set[float]:
     return out
 
 
+def numbers_in(text: str) -> set[float]:
+    """Every number written in ``text`` (``1,200`` -> 1200.0): what the number checks read
+    (the extraction step's checks use it too)."""
+    return _numbers(text)
+
+
 def _fractional(values: dict[str, float], names: set[str]) -> list[str]:
     return [n for n, v in values.items() if n in names and abs(v - round(v)) > 1e-6]
 
