@@ -1,7 +1,8 @@
 """``optiforge experience build``: the experience library of the team's formulator.
 
-Argument parsing, one call to :func:`optiforge.agents.team.experience.build_library`, and
-printing. See docs/team.md, "### experience".
+Argument parsing, :func:`optiforge.evals.experience.select_experience` (the solved, checked
+training problems of the runs), :func:`optiforge.agents.team.experience.make_library` (the
+entries and their insights), and printing. See docs/team.md, "### experience".
 """
 
 from __future__ import annotations
@@ -62,33 +63,31 @@ def build_command(
 ) -> None:
     from rich.console import Console
 
-    from optiforge.agents.team.experience import ExperienceError, build_library
-    from optiforge.evals.scoring import RULES
+    from optiforge.agents.team.experience import make_library
+    from optiforge.evals.experience import select_experience
+    from optiforge.evals.provenance import git_state
 
     console = Console(stderr=True)
-    if rule not in RULES:
-        raise ExperienceError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
+
+    def note(msg: str) -> None:
+        console.print(msg, highlight=False, markup=False)
+
+    selection = select_experience(run_dirs, rule=rule, drop_held_out=drop_held_out, note=note)
     llm = None
-    if not no_llm:
+    if not no_llm and selection.candidates:
         from optiforge.cli.common import connect_llm
         from optiforge.config import load_settings
 
         llm = connect_llm(load_settings(model=model, base_url=base_url), no_cache=no_cache)
     try:
-        report = build_library(
-            run_dirs,
-            llm=llm,
-            drop_held_out=drop_held_out,
-            rule=rule,
-            note=lambda m: console.print(m, highlight=False, markup=False),
-        )
+        report = make_library(selection, llm=llm, provenance=git_state(), note=note)
     finally:
         if llm is not None:
             llm.close()
     report.library.save(out)
     for why, ids in report.skipped.items():
         shown = ", ".join(ids[:6]) + (" ..." if len(ids) > 6 else "")
-        console.print(f"left out {len(ids)}: {why} ({shown})", highlight=False, markup=False)
+        note(f"left out {len(ids)}: {why} ({shown})")
     failed = f", {report.llm_failures} model call(s) failed (rule used)" if llm else ""
     typer.echo(
         f"wrote {out}: {report.kept} entries from {report.read} problem(s) in "

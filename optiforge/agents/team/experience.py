@@ -1,16 +1,14 @@
 """The experience library: worked formulations of solved training problems, retrieved as
 few-shot examples for the formulator (issue #12, lever 4; ``TeamConfig.experience``).
 
-- **Building** (:func:`build_library`, ``optiforge experience build``): reads ``optiforge
-  eval`` run directories and keeps each problem that was solved (a formulation on the IR
-  route with a value) *and* checked correct against its answer under the scoring rule. No
-  problem of a held-out sample may enter: a problem in a shipped sample other than the
-  ``*-train`` / ``*-val`` splits (by id, by the NL4Opt problem an OptiBench problem copies,
-  or by identical text) makes the build fail, or is left out with ``drop_held_out``. Each
-  entry holds the problem's id and text, its formulation as the formulator writes it (a
+- **Building** (``optiforge experience build``): :mod:`optiforge.evals.experience` picks
+  the problems of eval runs that were solved and checked correct against their answers,
+  and refuses any problem of a held-out sample (only training problems may enter);
+  :func:`make_library` turns each into an entry: the problem's id and text, its
+  formulation as the formulator writes it (a
   :class:`~optiforge.agents.team.schemas.FormulationDraft`) and a one- or two-sentence
-  insight: distilled by a model (the bundled ``distill`` op with the ``experience_insight``
-  prompt), or derived from the constraint kinds (:func:`rule_insight`) without one.
+  insight, distilled by a model (the bundled ``distill`` op with the ``experience_insight``
+  prompt) or derived from the constraint kinds (:func:`rule_insight`) without one.
 - **The file**: JSON lines; the first is a header (format, version, when, from which runs,
   at which commit), each other line one entry. A malformed file fails with an
   :class:`ExperienceError` naming the file and line.
@@ -74,10 +72,6 @@ _NUMBER_TOKEN = re.compile(r"^[0-9_]+$")
 class ExperienceError(TeamError):
     """An experience library cannot be built, read or used (malformed file, no library,
     bad run directory)."""
-
-
-class HeldOutExperienceError(ExperienceError):
-    """A problem of a held-out (test) sample would enter the library."""
 
 
 class LibraryHeader(BaseModel):
@@ -506,91 +500,17 @@ def rule_insight(draft: FormulationDraft) -> str:
 
 @dataclass
 class BuildReport:
-    """What :func:`build_library` kept, left out and why."""
+    """What :func:`make_library` made: the library, and what was read and left out."""
 
     library: ExperienceLibrary
     read: int = 0
     kept: int = 0
+    #: Why -> ids of the problems left out (the selection's reasons first).
     skipped: dict[str, list[str]] = field(default_factory=dict)
     llm_failures: int = 0
 
     def skip(self, why: str, pid: str) -> None:
         self.skipped.setdefault(why, []).append(pid)
-
-
-class _HeldOut:
-    """Held-out ids and texts of the shipped samples, and the copies among the datasets."""
-
-    def __init__(self) -> None:
-        from optiforge.evals.tune import held_out_ids
-
-        self.ids = held_out_ids()
-        self.texts: dict[str, str] = {}
-        self.copies: dict[str, str] = {}
-        from optiforge.datasets import load_dataset
-        from optiforge.evals.tune import copy_of
-
-        for ds in ("nl4opt", "optibench"):
-            try:
-                problems = load_dataset(ds)
-            except Exception:
-                continue
-            for p in problems:
-                if p.id in self.ids:
-                    self.texts.setdefault(normalize_text(p.text), p.id)
-                same = copy_of(p)
-                if same:
-                    self.copies[p.id] = same
-
-    def why(self, pid: str, text: str) -> str | None:
-        """Why problem ``pid`` is held out, or None when it may enter."""
-        if pid in self.ids:
-            return f"{pid} is in a held-out sample"
-        same = self.copies.get(pid)
-        if same and same in self.ids:
-            return f"{pid} copies {same}, which is in a held-out sample"
-        twin = self.texts.get(normalize_text(text))
-        if twin is not None:
-            return f"{pid} has the text of {twin}, which is in a held-out sample"
-        return None
-
-
-def _run_info(run_dir: Path) -> dict[str, Any]:
-    """What the header says about one run directory (from its run.json when present)."""
-    from optiforge.evals.journal import RUN_FILE
-
-    info: dict[str, Any] = {"path": _shown_path(run_dir)}
-    meta_path = run_dir / RUN_FILE
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ExperienceError(f"{meta_path}: not valid JSON ({exc})") from None
-        info.update(
-            dataset=meta.get("dataset"),
-            agent=meta.get("agent"),
-            model=meta.get("model"),
-            sample=(meta.get("filters") or {}).get("sample"),
-        )
-        sessions = meta.get("sessions") or []
-        commits = sorted(
-            {
-                c
-                for s in sessions
-                if (c := (s.get("provenance") or {}).get("git_commit")) is not None
-            }
-        )
-        if commits:
-            info["commits"] = commits
-    return info
-
-
-def _shown_path(p: Path) -> str:
-    """``p`` relative to the repository when inside it (no machine path in the header)."""
-    try:
-        return str(p.resolve().relative_to(Path(__file__).resolve().parents[3]))
-    except ValueError:
-        return p.name
 
 
 class _Distiller:
@@ -621,132 +541,85 @@ class _Distiller:
         return _WS.sub(" ", res.parsed[0].insight).strip()
 
 
-def build_library(
-    run_dirs: Sequence[str | Path],
+def make_library(
+    selection: Any,
     *,
     llm: Any = None,
-    drop_held_out: bool = False,
-    rule: str | None = None,
+    provenance: dict[str, Any] | None = None,
     note: Callable[[str], None] = lambda _msg: None,
 ) -> BuildReport:
-    """Build a library from eval run directories (see the module docs).
-
-    ``llm``: the model that distils insights (None: :func:`rule_insight`); a call that
-    fails falls back to the rule for that entry. ``note`` receives progress lines.
-    Raises :class:`HeldOutExperienceError` when a run holds a problem of a held-out sample
-    (unless ``drop_held_out``), :class:`ExperienceError` for a bad run directory.
+    """A library from the solved, checked training problems ``selection`` holds (an
+    :class:`optiforge.evals.experience.ExperienceSelection`: ``candidates`` with id,
+    dataset, text, formulation as a ModelIR dict, answer and run; ``runs``; ``rule``;
+    ``read``; ``skipped``). Each formulation becomes the formulator's draft
+    (:func:`draft_from_ir`; one that has no draft form is left out) and gets an insight:
+    from ``llm`` through the bundled ``distill`` op, or :func:`rule_insight` without one or
+    when its call fails. ``provenance`` (``git_commit``, ``git_dirty``) goes to the header;
+    ``note`` receives one progress line per entry.
     """
-    from optiforge.evals.journal import RESULTS_FILE, read_journal
-    from optiforge.evals.provenance import git_state
-    from optiforge.evals.scoring import DEFAULT_RULE
+    from optiforge.llm import run_sync
     from optiforge.prompts import load_prompt
 
-    rule = rule or DEFAULT_RULE
-    if not run_dirs:
-        raise ExperienceError("give at least one eval run directory")
-    held = _HeldOut()
-    runs: list[dict[str, Any]] = []
-    candidates: list[tuple[int, Any]] = []
-    held_out: list[str] = []
-    report = BuildReport(library=ExperienceLibrary([]))
-    for d in run_dirs:
-        rd = Path(d)
-        if not (rd / RESULTS_FILE).is_file():
-            raise ExperienceError(
-                f"{rd}: not an eval run directory (no {RESULTS_FILE}); give directories "
-                "written by `optiforge eval --out DIR`"
-            )
+    report = BuildReport(
+        library=ExperienceLibrary([]),
+        read=selection.read,
+        skipped={k: list(v) for k, v in selection.skipped.items()},
+    )
+    drafts: list[tuple[Any, FormulationDraft]] = []
+    for cand in selection.candidates:
         try:
-            records = read_journal(rd).latest()
-        except Exception as exc:  # EvalError naming the corrupt line
-            raise ExperienceError(f"cannot read the journal of {rd}: {exc}") from None
-        runs.append(_run_info(rd))
-        for rec in records.values():
-            report.read += 1
-            why = held.why(rec.id, rec.text)
-            if why is not None:
-                held_out.append(why)
-                continue
-            candidates.append((len(runs) - 1, rec))
-    if held_out:
-        shown = "; ".join(held_out[:8]) + (" ..." if len(held_out) > 8 else "")
-        if not drop_held_out:
-            raise HeldOutExperienceError(
-                f"{len(held_out)} problem(s) of held-out samples in the runs ({shown}). Only "
-                "training problems (*-train / *-val splits, or in no shipped sample) may "
-                "enter the library; pass --drop-held-out to leave them out."
-            )
-        note(f"left out {len(held_out)} problem(s) of held-out samples")
-        for w in held_out:
-            report.skip("held out", w.split(" ", 1)[0])
-    kept: dict[str, tuple[int, Any, FormulationDraft]] = {}
-    for run_i, rec in candidates:
-        if rec.id in kept:
-            report.skip("duplicate (first run kept)", rec.id)
-            continue
-        if rec.correct.get(rule) is not True:
-            report.skip(f"not correct under {rule}", rec.id)
-            continue
-        if rec.prediction_kind != "value" or rec.formulation is None or not rec.text.strip():
-            report.skip("no formulation (code route, infeasible or empty text)", rec.id)
-            continue
-        try:
-            draft = draft_from_ir(rec.formulation)
+            drafts.append((cand, draft_from_ir(cand.formulation)))
         except ExperienceError as exc:
-            report.skip(f"formulation has no draft form: {exc}", rec.id)
-            continue
-        kept[rec.id] = (run_i, rec, draft)
-    prompt = node(load_prompt(INSIGHT_PROMPT), name="experience_insight") if llm else None
-    distiller = _Distiller(llm) if llm else None
+            report.skip(f"formulation has no draft form: {exc}", cand.id)
+    prompt = node(load_prompt(INSIGHT_PROMPT), name="experience_insight")
+    distiller = _Distiller(llm) if llm is not None else None
     entries: list[ExperienceEntry] = []
-    total = len(kept)
-    note(f"{total} solved and checked problem(s) of {report.read} read")
-    for i, (pid, (run_i, rec, draft)) in enumerate(kept.items(), 1):
+    total = len(drafts)
+    note(f"{total} solved and checked problem(s) of {selection.read} read")
+    for i, (cand, draft) in enumerate(drafts, 1):
         t0 = time.perf_counter()
         insight, source = "", "rule"
         if distiller is not None:
             try:
-                from optiforge.llm import run_sync
-
                 with no_trace():
                     out = run_sync(
                         distiller.distill(
-                            rec.text,
-                            json.dumps(draft.model_dump(), separators=(",", ":")),
-                            prompt,
+                            cand.text, json.dumps(draft.model_dump(), separators=(",", ":")), prompt
                         )
                     )
                 insight, source = _one_or_two_sentences(out.value), "llm"
-            except Exception as exc:
+            except Exception as exc:  # a failed call (or reply) falls back to the rule
                 report.llm_failures += 1
                 note(
-                    f"[{i}/{total}] {pid}: model call failed ({type(exc).__name__}); "
-                    "rule insight used"
+                    f"[{i}/{total}] {cand.id}: model call failed ({type(exc).__name__}: "
+                    f"{str(exc)[:120]}); the rule's insight is used"
                 )
         if not insight:
             insight, source = rule_insight(draft), "rule"
         entries.append(
             ExperienceEntry(
-                id=pid,
-                dataset=rec.dataset,
-                text=rec.text.strip(),
+                id=cand.id,
+                dataset=cand.dataset,
+                text=cand.text,
                 formulation=draft,
                 insight=insight,
                 insight_from=source,  # type: ignore[arg-type]
-                answer=rec.prediction,
-                run=run_i,
+                answer=cand.answer,
+                run=cand.run,
             )
         )
-        note(f"[{i}/{total}] {pid} ({source}, {time.perf_counter() - t0:.1f} s): {insight[:100]}")
-    gs = git_state()
+        note(
+            f"[{i}/{total}] {cand.id} ({source}, {time.perf_counter() - t0:.1f} s): {insight[:100]}"
+        )
+    prov = provenance or {}
     header = LibraryHeader(
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        commit=gs.get("git_commit"),
-        dirty=gs.get("git_dirty"),
-        runs=runs,
-        rule=rule,
-        insights="llm" if llm else "rule",
-        model=getattr(llm, "model", None) if llm else None,
+        commit=prov.get("git_commit"),
+        dirty=prov.get("git_dirty"),
+        runs=list(selection.runs),
+        rule=selection.rule,
+        insights="llm" if llm is not None else "rule",
+        model=getattr(llm, "model", None) if llm is not None else None,
         entries=len(entries),
     )
     report.library = ExperienceLibrary(entries, header)
