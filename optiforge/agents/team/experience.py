@@ -60,7 +60,7 @@ CHARS_PER_TOKEN = 3.0
 MARGIN_TOKENS = 150
 #: At most this many characters of examples (problem texts plus formulations) per prompt.
 MAX_EXAMPLE_CHARS = 3000
-#: Insight length limits.
+#: The longest insight the model may write (a rule insight may be up to twice as long).
 MAX_INSIGHT_CHARS = 300
 
 _WS = re.compile(r"\s+")
@@ -70,8 +70,8 @@ _NUMBER_TOKEN = re.compile(r"^[0-9_]+$")
 
 
 class ExperienceError(TeamError):
-    """An experience library cannot be built, read or used (malformed file, no library,
-    bad run directory)."""
+    """An experience library cannot be made, read or used (malformed file, no library, a
+    formulation without a draft form)."""
 
 
 class LibraryHeader(BaseModel):
@@ -358,16 +358,16 @@ def draft_from_ir(ir: dict[str, Any]) -> FormulationDraft:
     """The journal's formulation (a ModelIR dict) as the formulator's draft: variables with
     description, units and domain; the objective; each constraint with its source words.
     A variable bound other than ``lb = 0`` becomes a constraint. Raises
-    :class:`ExperienceError` when it does not fit the draft's shape (sets, indexed
-    variables, too long)."""
+    :class:`ExperienceError` when it does not fit the draft's shape (sets or parameters,
+    indexed variables or constraints, free variables, names or expressions too long)."""
     if not isinstance(ir, dict) or not ir.get("variables") or not ir.get("objective"):
         raise ExperienceError("no variables or objective")
-    if ir.get("sets") or ir.get("params"):
-        raise ExperienceError("an indexed model (sets/params) has no draft form")
+    if ir.get("sets") or ir.get("parameters"):
+        raise ExperienceError("a model with sets or parameters has no draft form")
     try:
         variables, extra = [], []
         for v in ir["variables"]:
-            if v.get("index"):
+            if v.get("index_sets"):
                 raise ExperienceError(f"indexed variable {v.get('name')!r}")
             name = v["name"]
             variables.append(
@@ -378,17 +378,21 @@ def draft_from_ir(ir: dict[str, Any]) -> FormulationDraft:
                     domain=v.get("domain") or "continuous",
                 )
             )
-            lb, ub = v.get("lb"), v.get("ub")
-            if lb is not None and lb != 0 and v.get("domain") != "binary":
+            lb, ub = v.get("lb", 0.0), v.get("ub")
+            if lb is None:  # a draft's variables are non-negative
+                raise ExperienceError(f"free variable {name!r}")
+            if lb != 0 and v.get("domain") != "binary":
                 extra.append(DraftConstraint(source="", expression=f"{name} >= {lb:g}"))
             if ub is not None and v.get("domain") != "binary":
                 extra.append(DraftConstraint(source="", expression=f"{name} <= {ub:g}"))
         obj = ir["objective"]
-        constraints = [
-            DraftConstraint(source=(c.get("source") or "")[:200], expression=c["expression"])
-            for c in ir.get("constraints") or []
-            if not c.get("index") and not c.get("forall")
-        ]
+        constraints = []
+        for c in ir.get("constraints") or []:
+            if c.get("for_all"):
+                raise ExperienceError(f"indexed constraint {c.get('name')!r}")
+            constraints.append(
+                DraftConstraint(source=(c.get("source") or "")[:200], expression=c["expression"])
+            )
         return FormulationDraft(
             variables=variables,
             objective=DraftObjective(sense=obj["sense"], expression=obj["expression"]),

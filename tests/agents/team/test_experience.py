@@ -221,8 +221,15 @@ def test_draft_from_ir_keeps_bounds_and_refuses_indexed_models():
     d = draft_from_ir(ir)
     assert [c.expression for c in d.constraints] == ["x + y <= 8", "x >= 2", "x <= 10"]
     assert d.variables[1].domain == "binary"
-    with pytest.raises(ExperienceError, match="indexed"):
-        draft_from_ir({**ir, "sets": {"I": [1, 2]}})
+    with pytest.raises(ExperienceError, match="sets or parameters"):
+        draft_from_ir({**ir, "sets": [{"name": "I", "elements": ["1", "2"]}]})
+    indexed = {**ir, "constraints": [{"name": "c", "expression": "x <= 1", "for_all": "i in I"}]}
+    with pytest.raises(ExperienceError, match="indexed constraint 'c'"):
+        draft_from_ir(indexed)
+    with pytest.raises(ExperienceError, match="free variable 'x'"):
+        draft_from_ir({**ir, "variables": [{"name": "x", "lb": None}]})
+    with pytest.raises(ExperienceError, match="draft schema"):
+        draft_from_ir({**ir, "variables": [{"name": "x" * 40}]})
     with pytest.raises(ExperienceError, match="no variables"):
         draft_from_ir({"variables": [], "objective": {}})
 
