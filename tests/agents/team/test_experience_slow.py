@@ -1,6 +1,6 @@
 """The experience lever on the real 1.5B model (Qwen2.5-Coder-1.5B, embedded server): a
-library built in the test from the fixture run on NL4Opt training problems, an insight
-distilled by the model, and a team run on another training problem that uses it."""
+library built in the test from the fixture run on NL4Opt training problems, and a team run
+on another training problem that uses it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from optiforge.agents.team import TeamConfig, asolve
-from optiforge.agents.team.experience import ExperienceLibrary, make_library
+from optiforge.agents.team.experience import make_library
 from optiforge.datasets import load_dataset
 from optiforge.evals.experience import select_experience
 from optiforge.evals.tune import is_test_problem
@@ -20,15 +20,10 @@ RUN = Path(__file__).resolve().parents[2] / "data" / "experience_run"
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_experience_fires_on_a_training_problem(coder_llm, tmp_path):
-    sel = select_experience([RUN])
-    assert [c.id for c in sel.candidates] == ["nl4opt-0003", "nl4opt-0012", "nl4opt-0052"]
-    # The model distils the insight of the wage-bill problem; the others keep the rule's.
-    first = sel.candidates[:1]
-    sel.candidates = first
-    distilled = make_library(sel, llm=coder_llm).library.entries[0]
-    assert distilled.insight_from == "llm" and 10 <= len(distilled.insight) <= 300
-    rest = make_library(select_experience([RUN])).library
-    lib = ExperienceLibrary([distilled, *rest.entries[1:]], rest.header)
+    # Rule insights: the model's distill call is covered by the scripted tests (one call per
+    # entry would add to a test that must stay short).
+    lib = make_library(select_experience([RUN])).library
+    assert [e.id for e in lib.entries] == ["nl4opt-0003", "nl4opt-0012", "nl4opt-0052"]
     path = lib.save(tmp_path / "lib.jsonl")
 
     # nl4opt-0016 (nl4opt-tune-train): a store's wage bill, like nl4opt-0003's accountants.
@@ -38,7 +33,7 @@ async def test_experience_fires_on_a_training_problem(coder_llm, tmp_path):
     sol = await asolve(problem.text, llm=coder_llm, samples=2, budget=4, config=cfg)
     assert sol.levers == ["experience"]
     (step,) = [s for s in sol.steps if s.role == "experience"]
-    assert step.detail["ids"][0] == "nl4opt-0003" and distilled.insight in step.detail["insights"]
+    assert step.detail["ids"][0] == "nl4opt-0003" and step.detail["insights"]
     assert sol.answer is not None, (sol.failure_class, sol.error)
     assert sol.result is not None and sol.result.ok
     assert abs(sol.answer - problem.answer) / (abs(problem.answer) + 1) < 1e-6
