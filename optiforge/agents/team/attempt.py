@@ -266,8 +266,10 @@ class TeamRun(RunState):
         from optiforge.agents.team.experience import example_budget, fit_examples
 
         hits = self.library.retrieve(problem, self.config.experience_k)
-        system = self.param("formulator_system").value
-        return fit_examples(hits, example_budget(len(system), len(problem)))
+        system = len(self.param("formulator_system").value)
+        if self.hints_node is not None:  # the hints lever lengthens the system message
+            system += len(self.hints_node.value.text or "")
+        return fit_examples(hits, example_budget(system, len(problem)))
 
     def examples(self) -> Any:
         """The run's ``recall`` node (retrieved once, on first use), or None with the

@@ -350,6 +350,8 @@ def test_formulator_messages_put_the_examples_between_system_and_problem():
     last = msgs[-1]["content"]
     assert last.startswith("Lessons from similar solved problems:\n- lesson one\n\n")
     assert last.endswith(plain[1]["content"])  # the problem comes last
+    both = formulator_messages(ps, "PROBLEM", hints="Watch out for: X", examples=shots)
+    assert both[0]["content"].endswith("Watch out for: X") and both[1:5] == msgs[1:5]
     repair = formulator_messages(ps, "PROBLEM", "PREV", "- bad", examples=shots)
     assert [m["role"] for m in repair][:5] == [m["role"] for m in msgs][:5]
     assert repair[:5] == msgs[:5]  # the same prefix as the first formulation
