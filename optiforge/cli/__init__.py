@@ -9,7 +9,17 @@ from optiforge.cli.app import app
 
 # Each module registers its commands on ``app`` when imported. A module that does not exist
 # yet is skipped, so the CLI keeps working while commands are added.
-_COMMAND_MODULES = ("solve", "eval", "report", "tune", "models", "serve", "graph", "cache")
+_COMMAND_MODULES = (
+    "solve",
+    "eval",
+    "report",
+    "tune",
+    "models",
+    "serve",
+    "graph",
+    "cache",
+    "experience",
+)
 
 
 def _register_commands() -> None:

@@ -5,6 +5,9 @@ the role's system prompt (a :class:`~optiforge.trace.ParameterNode`):
 
 - ``plan(problem, planner_system, ...)``: the planner model's advice (only with
   ``llm_planner``);
+- ``recall(problem)``: the solved training problems of the experience library that the
+  formulator sees as few-shot examples (only with ``experience``; then ``formulate`` and
+  ``repair`` read it too, as ``examples``);
 - ``formulate(problem, formulator_system, settings)``: a draft formulation (with the
   ``hints`` lever, also ``hints``: the error-class hints chosen for the problem, the value
   of the ``hints`` op in :mod:`.hints`; ``repair`` reads them too);
@@ -60,6 +63,9 @@ _DOCS = {
     "flip_sense": "The critic's deterministic fix when the objective sense contradicts the "
     "text: the model is solved again with the other sense.",
     "run_code": "Runs the program in the sandbox and reads the solver result it reported.",
+    "recall": "Retrieves the solved training problems most similar to this one (BM25 over "
+    "the texts of the experience library) whose worked formulations and insights fit the "
+    "formulator's prompt; they become its few-shot examples.",
     "check": "The critic's deterministic checks of a solved (or failed) attempt: sense, "
     "integrality, infeasible or unbounded, invented numbers, unused variables.",
 }
@@ -211,6 +217,14 @@ class TeamRun(RunState):
         self.problem_node = problem_node
         #: Prompt name -> ParameterNode (the prompts the run's steps may use).
         self.params = params
+        #: The experience library (lever "experience"), loaded before any model call so a
+        #: missing or malformed one fails at once; and the run's ``recall`` node.
+        self.library: Any = None
+        self.recall_node: Any = None
+        if self.config.experience:
+            from optiforge.agents.team.experience import load_library
+
+            self.library = load_library(self.config.experience_library)
 
     def param(self, name: str) -> Any:
         """The prompt parameter ``name`` (a node holding the text the role uses)."""
@@ -246,11 +260,65 @@ class TeamRun(RunState):
         ps = self.prompts.with_values(planner_system=planner_system)
         return await self.ask("planner", None, roles.plan_advice(self.llms["planner"], ps, problem))
 
+    @bundle(name="recall", doc=_DOCS["recall"])
+    def recall(self, problem: str) -> Any:
+        """The library's examples for ``problem`` that fit the formulator's prompt."""
+        from optiforge.agents.team.experience import example_budget, fit_examples
+
+        hits = self.library.retrieve(problem, self.config.experience_k)
+        system = len(self.param("formulator_system").value)
+        if self.hints_node is not None:  # the hints lever lengthens the system message
+            system += len(self.hints_node.value.text or "")
+        return fit_examples(hits, example_budget(system, len(problem)))
+
+    def examples(self) -> Any:
+        """The run's ``recall`` node (retrieved once, on first use), or None with the
+        experience lever off. Records what was retrieved; the lever fires when at least one
+        example goes into the formulator's prompt."""
+        if self.library is None:
+            return None
+        if self.recall_node is None:
+            started = time.perf_counter()
+            self.recall_node = self.recall(self.problem_node)
+            got = self.recall_node.value
+            if got.examples:
+                self.fired("experience")
+            self.steps.append(
+                StepRecord(
+                    role="experience",
+                    elapsed_s=round(time.perf_counter() - started, 3),
+                    ok=bool(got.examples),
+                    summary=(
+                        f"{len(got.examples)} solved example(s) for the formulator: "
+                        + (", ".join(got.ids) or "none similar")
+                        + (
+                            f"; left out as too long: {', '.join(got.left_out)}"
+                            if got.left_out
+                            else ""
+                        )
+                    ),
+                    detail={
+                        "ids": got.ids,
+                        "scores": got.scores,
+                        "insights": got.insights,
+                        "left_out": got.left_out,
+                        "budget_chars": got.budget_chars,
+                    },
+                )
+            )
+        return self.recall_node
+
     @bundle(name="formulate", doc=_DOCS["formulate"])
     async def formulate(
-        self, problem: str, formulator_system: str, settings: dict[str, Any], hints: Any = None
+        self,
+        problem: str,
+        formulator_system: str,
+        settings: dict[str, Any],
+        hints: Any = None,
+        examples: Any = None,
     ) -> roles.RoleReply:
-        """Ask the formulator for one draft (``hints``: the hints step's ``HintChoice``)."""
+        """Ask the formulator for one draft (``hints``: the hints step's ``HintChoice``;
+        ``examples``: the recalled few-shot examples)."""
         ps = self.prompts.with_values(formulator_system=formulator_system)
         return await self.ask(
             "formulator",
@@ -263,6 +331,8 @@ class TeamRun(RunState):
                 seed=settings["seed"],
                 plan=settings["plan"],
                 hints=self.use_hints(hints),
+                examples=examples.examples if examples is not None else None,
+                insights=examples.insights if examples is not None else None,
             ),
         )
 
@@ -296,9 +366,11 @@ class TeamRun(RunState):
         findings: Findings,
         critique: roles.RoleReply | None,
         hints: Any = None,
+        examples: Any = None,
     ) -> roles.RoleReply:
         """Ask the formulator to fix ``draft`` given the findings and the critique (with the
-        draft's ``hints``, so the conversation keeps its cached prefix)."""
+        draft's ``hints`` and the recalled ``examples``, so the conversation keeps its
+        cached prefix)."""
         issues_text = chk.format_issues(findings.issues)
         if critique is not None and critique.values:
             c = critique.values[0]
@@ -319,6 +391,8 @@ class TeamRun(RunState):
                 issues=issues_text or "- check every constraint against the text",
                 plan="repair",
                 hints=self.use_hints(hints),
+                examples=examples.examples if examples is not None else None,
+                insights=examples.insights if examples is not None else None,
             ),
         )
 
@@ -362,6 +436,12 @@ class TeamRun(RunState):
     def hint_kw(self) -> dict[str, Any]:
         """The hints step's node as the formulator ops' ``hints`` parent (none without)."""
         return {} if self.hints_node is None else {"hints": self.hints_node}
+
+    def example_kw(self) -> dict[str, Any]:
+        """The ``recall`` node as the formulator ops' ``examples`` parent (none without the
+        experience lever); retrieves on first use (:meth:`examples`)."""
+        shots = self.examples()
+        return {} if shots is None else {"examples": shots}
 
     # -- attempts ---------------------------------------------------------------------------
     def add_draft(self, reply_node: Any, plan: str, parent: int | None = None) -> Attempt:
@@ -436,6 +516,7 @@ class TeamRun(RunState):
                 system,
                 self._settings(t, None if t == 0 else self.next_seed(), plan),
                 **self.hint_kw(),
+                **self.example_kw(),
             )
             for t in temps
         ]
@@ -476,6 +557,7 @@ class TeamRun(RunState):
             target.findings_node,
             critique if critique is not None else node(None, name="no_critique"),
             **self.hint_kw(),
+            **self.example_kw(),
         )
         self.record(reply.value)
         att = self.add_draft(reply, "repair", parent=target.index)

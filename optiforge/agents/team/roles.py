@@ -88,19 +88,32 @@ def formulator_messages(
     previous: str | None = None,
     issues: str | None = None,
     hints: str | None = None,
+    examples: list[tuple[str, str]] | None = None,
+    insights: list[str] | None = None,
 ) -> list[dict[str, str]]:
     """Messages for a first formulation, or a repair of ``previous`` given ``issues``.
 
     ``hints`` (the error-class hints' "Watch out for:" block, :mod:`.hints`) is appended to
     the system message, after the instructions and examples, so the prefix the server's
-    prompt cache keeps is the same for every problem and the problem text comes last."""
+    prompt cache keeps is the same for every problem and the problem text comes last.
+
+    ``examples`` (problem text, formulation JSON) pairs (the experience lever,
+    :mod:`.experience`) become user/assistant turns after the system message and before the
+    problem, so the system prompt and the examples are one prefix that the server's prompt
+    cache shares between the calls of a run; the ``insights`` of those examples are a short
+    block just before the problem."""
     system = prompts.text("formulator_system")
     if hints:
         system = f"{system.rstrip()}\n\n{hints.strip()}"
-    msgs = [
-        {"role": "system", "content": system},
-        {"role": "user", "content": prompts.render("formulator_user", problem=problem)},
-    ]
+    msgs = [{"role": "system", "content": system}]
+    for text, shot in examples or []:
+        msgs.append({"role": "user", "content": prompts.render("formulator_user", problem=text)})
+        msgs.append({"role": "assistant", "content": shot})
+    user = prompts.render("formulator_user", problem=problem)
+    if insights:
+        lessons = "\n".join(f"- {i}" for i in insights)
+        user = f"Lessons from similar solved problems:\n{lessons}\n\n{user}"
+    msgs.append({"role": "user", "content": user})
     if previous is not None:
         msgs.append({"role": "assistant", "content": previous})
         msgs.append(
@@ -121,14 +134,25 @@ async def formulate(
     plan: str | None = None,
     max_tokens: int = 900,
     hints: str | None = None,
+    examples: list[tuple[str, str]] | None = None,
+    insights: list[str] | None = None,
 ) -> RoleReply:
     """Ask the formulator for one :class:`FormulationDraft` (a repair when ``previous``);
-    ``hints`` go into its system message (:func:`formulator_messages`)."""
+    ``hints`` go into its system message, few-shot ``examples`` and their ``insights``
+    before the problem (:func:`formulator_messages`)."""
     started = time.perf_counter()
     role = "formulator"
     try:
         res = await llm.achat(
-            formulator_messages(prompts, problem, previous, issues, hints=hints),
+            formulator_messages(
+                prompts,
+                problem,
+                previous,
+                issues,
+                hints=hints,
+                examples=examples,
+                insights=insights,
+            ),
             temperature=temperature,
             seed=seed,
             max_tokens=max_tokens,

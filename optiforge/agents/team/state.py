@@ -95,6 +95,14 @@ class TeamConfig(BaseModel):
     weighted_vote: bool = False
     #: Sample pulls a split vote may buy in one run (with ``weighted_vote``).
     split_pulls: int = Field(default=2, ge=0, le=20)
+    #: Accuracy lever "experience" (issue #12): give the formulator the ``experience_k``
+    #: most similar solved training problems of an experience library (BM25 over the
+    #: texts) as few-shot examples with their insights (:mod:`.experience`). The library is
+    #: ``experience_library`` (a file from ``optiforge experience build``), or the shipped
+    #: one when None; turning the lever on without a library is an error at the run's start.
+    experience: bool = False
+    experience_k: int = Field(default=2, ge=1, le=8)
+    experience_library: str | None = None
 
 
 def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple[str, ...]:
