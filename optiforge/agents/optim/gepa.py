@@ -133,7 +133,7 @@ def requirement_stated(requirement: str, value: str) -> bool:
         if words and not words <= have:
             return False
     content = {w for w in _words(requirement) if len(w) >= 3 and w not in _STOPWORDS}
-    return not content or len(content & have) * 2 >= len(content)
+    return len(content & have) * 2 >= len(content)
 
 
 def missing_requirements(requirements: Sequence[str], value: Any) -> list[str]:
