@@ -64,7 +64,7 @@ def test_a_narrow_value_is_re_asked_once_with_the_missing_requirements():
     opt = GEPA(Router(), ScriptedLLM(model))
     report = StepReport(step=0, optimizer="gepa")
     analysis, value = opt._reflect("instruction", "Classify this support ticket.", "", report)
-    assert value == FULL and len(seen) == 2
+    assert value == FULL and len(seen) == 2 and analysis.startswith("No labels.")
     ask = seen[1][-1]["content"]
     assert LABELS_RULE in ask and ONE_WORD in ask and "name every one" in ask
     assert seen[1][-2] == {"role": "assistant", "content": _reply(NARROW)}
