@@ -28,10 +28,12 @@ def _example():
 
 
 @pytest.mark.skip(
-    reason="known failure (issue 11): Qwen2.5-Coder-1.5B's free-text reflections never named "
-    "the four labels the feedback lists; its structured reflections list them as requirements "
-    "but the new instruction still names one label as the answer ('Classify this support "
-    "ticket as billing.'), so within 24 metric calls no child improved on validation"
+    reason="not yet verified on the real model (issue 11): Qwen2.5-Coder-1.5B's structured "
+    "reflections listed the four labels as requirements but the new instruction named one "
+    "('Classify this support ticket as billing.'); GEPA now re-asks once when new_value leaves "
+    "out a listed requirement (requirement_asks=1), and this test has not been run to the end "
+    "since: on the shared 2-core machine (load 10-12) one reflection took over 10 minutes. "
+    "Unskip once it passes on an idle machine."
 )
 def test_gepa_improves_ticket_routing_on_coder_model(coder_llm, tmp_path):
     ex = _example()
@@ -47,3 +49,5 @@ def test_gepa_improves_ticket_routing_on_coder_model(coder_llm, tmp_path):
     assert res.best_val_score > res.initial_val_score, opt.history
     assert after > before, (router.instruction.value, opt.history)
     assert router.instruction.value == res.best_values["instruction"]
+    # The re-asks are bounded: at most one per reflection.
+    assert all(h.get("requirement_asks", 0) <= 1 for h in opt.history)
