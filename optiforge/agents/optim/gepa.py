@@ -198,6 +198,8 @@ class GEPA(Optimizer):
         requirement_asks: structured reflection only: re-asks (each one LLM call) when the
             new value leaves out requirements the reply itself listed; 0 turns the check
             off (see :func:`missing_requirements`).
+        requirement_fill: text values only: requirements still missing after the re-asks
+            are appended to the new value, one per line (the reflection's own rules).
         remote: runs the evaluations that record no graph (child minibatches, validation,
             merges) elsewhere, e.g. on Ray workers (a
             :data:`~optiforge.agents.optim.rollouts.RemoteRun`); the parent's traced
@@ -224,6 +226,7 @@ class GEPA(Optimizer):
         max_tokens: int = 2048,
         remote: Callable[..., Any] | None = None,
         requirement_asks: int = 1,
+        requirement_fill: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(parameters, llm, max_tokens=max_tokens, **kwargs)
@@ -235,6 +238,7 @@ class GEPA(Optimizer):
         if requirement_asks < 0:
             raise OptimizerError("requirement_asks must be at least 0")
         self.requirement_asks = requirement_asks
+        self.requirement_fill = requirement_fill
         if max_metric_calls is not None and max_metric_calls < 1:
             raise OptimizerError("max_metric_calls must be at least 1")
         self.minibatch_size = minibatch_size
@@ -566,7 +570,8 @@ class GEPA(Optimizer):
         report: StepReport,
     ) -> tuple[str, Any]:
         """Re-ask (at most ``requirement_asks`` times) while ``value`` leaves out some of the
-        requirements the reflection listed; keep the reply that misses the fewest.
+        requirements the reflection listed; keep the reply that misses the fewest. With
+        ``requirement_fill``, append to a text value the requirements it still misses.
 
         Small reflection models often list the right requirements (every allowed answer)
         and then write a new value that states only some of them; naming the missing ones
@@ -605,6 +610,14 @@ class GEPA(Optimizer):
             report.detail.setdefault("requirement_asks", 0)
             report.detail["requirement_asks"] += asks
             report.detail["requirements_missing"] = missing
+        if missing and self.requirement_fill and isinstance(value, str):
+            # The constrained rewrite, done mechanically: the model's own general rules,
+            # appended to its new text. The child still has to win on the minibatch.
+            filled = value.rstrip() + "\n" + "\n".join(r.strip() for r in missing)
+            values, errors = self.check({name: filled})
+            if not self._unusable(name, values, errors, current):
+                value = values[name]
+                report.detail["requirements_appended"] = missing
         return analysis, value
 
     # -- the common interface: one reflection on the collected feedback --------------------
@@ -797,7 +810,8 @@ class GEPA(Optimizer):
             self.zero_feedback()
         child_values = {**parent_values, name: value}
         entry["analysis"] = analysis
-        for key in ("requirement_asks", "requirements_missing"):
+        entry["new_value"] = str(value)[: self.value_chars]
+        for key in ("requirement_asks", "requirements_missing", "requirements_appended"):
             if key in report.detail:
                 entry[key] = report.detail[key]
         after = [

@@ -80,7 +80,7 @@ def test_re_asks_are_bounded_and_keep_the_value_that_misses_fewest():
         calls["n"] += 1
         return _reply(NARROW if calls["n"] == 1 else half if calls["n"] == 2 else NARROW + "!")
 
-    opt = GEPA(Router(), ScriptedLLM(stubborn), requirement_asks=2)
+    opt = GEPA(Router(), ScriptedLLM(stubborn), requirement_asks=2, requirement_fill=False)
     report = StepReport(step=0, optimizer="gepa")
     _, value = opt._reflect("instruction", "Classify this support ticket.", "", report)
     assert calls["n"] == 3 and value == half
@@ -89,7 +89,7 @@ def test_re_asks_are_bounded_and_keep_the_value_that_misses_fewest():
 
     # requirement_asks=0: the first usable value is taken as it is, with one call.
     calls["n"] = 0
-    opt = GEPA(Router(), ScriptedLLM(stubborn), requirement_asks=0)
+    opt = GEPA(Router(), ScriptedLLM(stubborn), requirement_asks=0, requirement_fill=False)
     report = StepReport(step=0, optimizer="gepa")
     _, value = opt._reflect("instruction", "Classify this support ticket.", "", report)
     assert calls["n"] == 1 and value == NARROW and "requirement_asks" not in report.detail
@@ -134,3 +134,15 @@ def test_the_search_records_re_asks_in_its_history_and_counts_them():
     assert res.best_val_score > res.initial_val_score and asked["n"] >= 1
     reasked = [h for h in opt.history if h.get("requirement_asks")]
     assert reasked and all(h["llm_calls"] >= 2 for h in reasked)
+
+
+def test_requirements_still_missing_are_appended_to_a_text_value():
+    """Seen with Qwen2.5-Coder-1.5B: the re-asked value still named one label; the
+    requirements it listed are then appended, so the child states them."""
+    opt = GEPA(Router(), ScriptedLLM(lambda m, **kw: _reply(NARROW)))
+    report = StepReport(step=0, optimizer="gepa")
+    _, value = opt._reflect("instruction", "Classify this support ticket.", "", report)
+    assert value == f"{NARROW}\n{LABELS_RULE}\n{ONE_WORD}"
+    assert missing_requirements([LABELS_RULE, ONE_WORD], value) == []
+    assert report.detail["requirements_appended"] == [LABELS_RULE, ONE_WORD]
+    assert opt.llm.usage.snapshot().calls == 2  # the reply and one re-ask, nothing more
