@@ -372,6 +372,8 @@ def run_one(args: argparse.Namespace, llm: Any, task_name: str, opt: str, seed: 
         "elapsed_s": round(elapsed, 1),
         "sizes": sizes,
         "model": args.model,
+        # The code this run was made with (a resumed benchmark may mix commits).
+        "git": git_commit(),
         "parameters": values,
     }
 
@@ -398,7 +400,13 @@ def summarize(results: list[dict]) -> dict:
     out: dict[str, Any] = {}
     for r in sorted(results, key=lambda r: (r["task"], r["optimizer"], r["seed"])):
         row = out.setdefault(r["task"], {}).setdefault(r["optimizer"], {"runs": []})
-        row["runs"].append({"seed": r["seed"], **{k: r.get(k) for k in SUMMED}})
+        row["runs"].append(
+            {
+                "seed": r["seed"],
+                **{k: r.get(k) for k in SUMMED},
+                "commit": (r.get("git") or {}).get("commit"),
+            }
+        )
     for task in out.values():
         for row in task.values():
             runs = row["runs"]

@@ -50,6 +50,7 @@ def test_ticket_task_for_optiforge_optimizers_then_resume(bench, tmp_path, capsy
         row = summary["results"]["ticket"][opt]
         (run,) = row["runs"]
         assert run["seed"] == 1 and run["test_accuracy"] == pytest.approx(share)
+        assert run["commit"] == summary["git"]["commit"]
         assert 0 < run["metric_calls"] <= 12 + 3  # GEPA scores an accepted child on val
         assert run["optimizer_calls"] >= 1 and run["optimizer_tokens"] > 0
         assert run["llm_calls"] > run["optimizer_calls"] and run["tokens"] > 0
