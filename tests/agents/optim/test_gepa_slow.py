@@ -31,7 +31,8 @@ def _example():
     reason="not yet verified on the real model (issue 11): Qwen2.5-Coder-1.5B's structured "
     "reflections listed the four labels as requirements but the new instruction named one "
     "('Classify this support ticket as billing.'); GEPA now re-asks once when new_value leaves "
-    "out a listed requirement (requirement_asks=1), and this test has not been run to the end "
+    "out a listed requirement (requirement_asks=1) and then appends those still missing "
+    "(requirement_fill), and this test has not been run to the end "
     "since: on the shared 2-core machine (load 10-12) one reflection took over 10 minutes. "
     "Unskip once it passes on an idle machine."
 )
