@@ -1,31 +1,38 @@
 #!/usr/bin/env python
 """Side by side: optiforge's GEPA, OptoPrime and OPRO against the `gepa` PyPI package.
 
-Every optimizer gets the same task, the same model (task and reflection/optimizer), the
-same budget of metric calls (examples run and judged) and the same seeds; the tuned
-program is then scored on a held-out test split that no optimizer saw. Prints JSON: per
-task and optimizer, test accuracy, metric calls, LLM requests and tokens (all, and the
-optimizer's own), per seed and averaged.
+Every optimizer gets the same task, the same model (task and reflection/optimizer, one
+OpenAI-compatible server), the same budget of metric calls (examples run and judged) and
+the same seeds; the tuned program is then scored on a held-out test split that no optimizer
+saw. Prints JSON (and writes it to ``--out``): per task and optimizer, test accuracy, metric
+calls, LLM calls and tokens (all, and the optimizer's own), per seed and averaged, with the
+model, the settings and the git commit.
 
-Tasks:
+Tasks (``--task``):
 - ``ticket``: the ticket-routing example (examples/prompt_classification.py): its
-  instruction starts as "Classify this support ticket."; train/val/test 10/10/10 per seed.
-- ``formulator``: the team's ``formulator_system`` prompt on NL4Opt problems with agreed
-  answers that are in no shipped sample (readme40, fresh60) and in no list of ids named in
-  the repository (``fresh60-excluded.ids``); a seeded split, graded by
-  ``optiforge.evals.tune.TeamJudge`` (the eval rule).
+  instruction starts as "Classify this support ticket."; the example's own seeded
+  train/val/test split (10/10/10) for each seed.
+- ``formulator``: the team's ``formulator_system`` prompt. Train and validation are drawn
+  (per seed) from ``nl4opt-tune-train``, the test split is ``nl4opt-tune-val`` (no optimizer
+  sees it); graded by ``optiforge.evals.tune.TeamJudge``, the eval rule that ``optiforge
+  tune`` uses. The metric runs the formulator-only path by default
+  (``--formulator-path formulator``: the team without the LLM critic and the code route, 2
+  LLM samples per problem); ``--formulator-path team`` runs the full default team per
+  metric call (several times costlier). The output names the path.
 
-Optimizers: ``gepa-pypi`` (``gepa.optimize`` with an adapter over optiforge's client and
-rollouts; install with ``pip install -e '.[bench]'``), ``gepa`` (``optiforge.agents.GEPA``),
-``optoprime`` and ``opro`` (through ``optiforge.agents.trainer.train`` with minibatches of 3
-and as many steps as the budget pays for: each step judges 3 + len(val) examples).
+Optimizers: ``gepa-pypi`` (``gepa.optimize`` with an adapter that runs our module through
+optiforge's client and rollouts; ``pip install -e '.[bench]'``), ``gepa``
+(``optiforge.agents.GEPA``), ``optoprime`` and ``opro`` (through
+``optiforge.agents.trainer.train`` with minibatches of 3 and as many steps as the budget
+pays for: each step judges 3 + len(val) examples, after one initial validation).
 
-Resumable: each finished (task, optimizer, seed) is written to OUT/results/ and skipped on a
-rerun; an unfinished one resumes from its state file (optiforge) or run directory (gepa).
+Resumable: each finished (task, optimizer, seed) is written to WORK/results/ (WORK defaults
+to ``--out`` without its suffix, plus ``.work``) and not re-run; an unfinished one resumes
+from its state file (optiforge) or run directory (gepa).
 
-    python benchmarks/optimizers_vs_gepa.py --out runs/bench-gepa          # hours of CPU
-    python benchmarks/optimizers_vs_gepa.py --smoke --out /tmp/bench-smoke  # SmolLM2, slow CPU: ~1 h
-    python benchmarks/optimizers_vs_gepa.py --smoke --scripted --out /tmp/bench-scripted  # seconds
+    optiforge serve --local --port 18650 &          # or any OpenAI-compatible server
+    python benchmarks/optimizers_vs_gepa.py --base-url http://127.0.0.1:18650/v1 --model qwen2.5-coder-1.5b --out benchmarks/results/optimizers-vs-gepa.json  # hours
+    python benchmarks/optimizers_vs_gepa.py --scripted --smoke --out /tmp/bench.json  # seconds
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import argparse
 import importlib.util
 import json
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -52,8 +60,22 @@ TAGS = {
     "optoprime": "optim.optoprime",
     "opro": "optim.opro",
 }
-#: Seed of the formulator task's problem draw (the per-run seed shuffles the split).
-FORMULATOR_POOL_SEED = 20261201
+#: The formulator task's samples: train/val are drawn from the first, test is the second.
+FORMULATOR_TRAIN, FORMULATOR_TEST = "nl4opt-tune-train", "nl4opt-tune-val"
+#: ``--formulator-path``: the team settings one metric call of the formulator task runs.
+FORMULATOR_PATHS = {
+    "formulator": {
+        "config": {"llm_critic": False, "code_route": False},
+        "budget": 2,
+        "description": "formulator-only: the team without the LLM critic and the code route "
+        "(formulate, deterministic checks, solve), 2 LLM samples per problem",
+    },
+    "team": {
+        "config": {},
+        "budget": None,
+        "description": "the full default team per problem (critic, code route, repairs)",
+    },
+}
 
 
 class CountingJudge:
@@ -93,39 +115,46 @@ def ticket_task(llm: Any, seed: int, sizes: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def formulator_pool(n: int) -> list[Any]:
-    """``n`` NL4Opt problems (agreed answers) named nowhere: no sample, no excluded id."""
-    from optiforge.datasets import load_dataset
-    from optiforge.evals.sample import fresh_excluded
-    from optiforge.evals.tune import held_out_ids, is_test_problem
+def formulator_problems() -> tuple[list[Any], list[Any]]:
+    """(pool, test): the problems of ``nl4opt-tune-train`` and ``nl4opt-tune-val``, checked
+    by :func:`optiforge.evals.tune.select_training` (answers usable, no eval sample)."""
+    from optiforge.evals.sample import load_sample
+    from optiforge.evals.tune import select_training
 
-    named = held_out_ids() | fresh_excluded()
-    pool = [
-        p
-        for p in load_dataset("nl4opt")
-        if p.answer_status == "agreed" and p.id not in named and not is_test_problem(p)
-    ]
-    return random.Random(FORMULATOR_POOL_SEED).sample(pool, n)
+    pool = select_training("nl4opt", ids=load_sample(FORMULATOR_TRAIN))
+    test = select_training("nl4opt", ids=load_sample(FORMULATOR_TEST))
+    return pool, test
 
 
-def formulator_task(llm: Any, seed: int, sizes: dict[str, int], team: dict[str, Any]) -> dict:
-    from optiforge.agents.team import TRAINABLE
+def formulator_task(llm: Any, seed: int, sizes: dict[str, int], path: str) -> dict:
     from optiforge.agents.team.module import TeamModule
+    from optiforge.agents.team.state import TeamConfig
     from optiforge.evals.tune import TeamJudge
 
-    problems = formulator_pool(sizes["train"] + sizes["val"] + sizes["test"])
-    random.Random(seed).shuffle(problems)
-    items = [(p.text, p) for p in problems]
+    pool, test = formulator_problems()
+    if sizes["train"] + sizes["val"] > len(pool):
+        raise SystemExit(
+            f"error: the formulator task has {len(pool)} training problems "
+            f"({FORMULATOR_TRAIN}), fewer than train + val = {sizes['train'] + sizes['val']}"
+        )
+    random.Random(seed).shuffle(pool)
     a, b = sizes["train"], sizes["train"] + sizes["val"]
-    module = TeamModule(None, llm=llm, agent="team", **team)
-    for name in TRAINABLE:
-        getattr(module, name).trainable = name == "formulator_system"
+    settings = FORMULATOR_PATHS[path]
+    module = TeamModule(
+        None,
+        llm=llm,
+        agent="team",
+        config=TeamConfig(**settings["config"]),
+        budget=settings["budget"],
+    )
+    for name, param in module.named_parameters().items():
+        param.trainable = name == "formulator_system"
     return {
         "module": module,
         "judge": TeamJudge(),
-        "train": items[:a],
-        "val": items[a:b],
-        "test": items[b:],
+        "train": [(p.text, p) for p in pool[:a]],
+        "val": [(p.text, p) for p in pool[a:b]],
+        "test": [(p.text, p) for p in test[: sizes["test"]]],
         "opro_task": "Improve the instructions of an LLM that turns optimization word problems "
         "into correct mathematical models. Score = share of problems solved correctly.",
     }
@@ -179,11 +208,10 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
     import gepa
     from gepa.core.adapter import EvaluationBatch
 
-    from optiforge.agents.optim import params as P
     from optiforge.agents.optim.rollouts import Rollouts
 
     module, judge = task["module"], task["judge"]
-    named = {P.name(p): p for p in module.parameters() if getattr(p, "trainable", True)}
+    named = _named(module)
     tag = "bench.gepa_pypi"
     # One runner (one event loop) for the whole run: the async client keeps its
     # connections per loop, so a loop per evaluate() call would strand them.
@@ -194,7 +222,7 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
 
         def evaluate(self, batch, candidate, capture_traces=False):
             for name, value in candidate.items():
-                P.set_value(named[name], value)
+                named[name].set(value)
             out = runner.run(list(enumerate(batch)), record=False)
             evals = [e for e, _ in out]
             traces = [
@@ -224,7 +252,7 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
 
     try:
         result = gepa.optimize(
-            seed_candidate={n: str(P.value(p)) for n, p in named.items()},
+            seed_candidate={n: str(p.value) for n, p in named.items()},
             trainset=task["train"],
             valset=task["val"],
             adapter=Adapter(),
@@ -240,7 +268,7 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
     finally:
         runner.close()
     for name, value in result.best_candidate.items():
-        P.set_value(named[name], value)
+        named[name].set(value)
     return tag
 
 
@@ -255,13 +283,33 @@ DRAFT = json.dumps(
 )
 
 
+KEYWORDS = {
+    "billing": ("charg", "refund", "fee", "invoice", "payment", "bill", "price", "pay"),
+    "shipping": ("package", "deliver", "tracking", "arriv", "box", "ship", "courier", "order"),
+    "account": ("account", "password", "email", "profile", "user", "username", "sign"),
+}
+
+
+def scripted_label(text: str) -> str:
+    """The scripted router's label for a ticket once its instruction names every label: a
+    keyword rule (right on most tickets, not all)."""
+    low = text.lower()
+    for label, words in KEYWORDS.items():
+        if any(w in low for w in words):
+            return label
+    return "technical"
+
+
 def scripted_reply(messages: list[dict[str, Any]], tag: str | None = None, **kw: Any) -> str:
-    """Deterministic replies: the router answers 'billing' once its instruction names the
-    labels; every optimizer proposes LABEL_RULE (or a longer formulator prompt)."""
+    """Deterministic replies: the router labels a ticket by :func:`scripted_label` once its
+    instruction names the four labels (free text before); every optimizer proposes
+    LABEL_RULE (or a longer formulator prompt)."""
     system = str(messages[0].get("content", "")) if messages else ""
     prompt = "\n".join(str(m.get("content", "")) for m in messages)
     if tag == "router":
-        return "billing" if "billing" in system else "I think this is about money"
+        if all(label in system for label in ("billing", "technical", "account", "shipping")):
+            return scripted_label(str(messages[-1].get("content", "")))
+        return "I think this is about money"
     if tag == "formulator":
         return DRAFT
     if tag == "critic":
@@ -282,16 +330,15 @@ def run_one(args: argparse.Namespace, llm: Any, task_name: str, opt: str, seed: 
     from optiforge.agents.trainer import evaluate
 
     sizes = args.sizes[task_name]
-    team = {"budget": args.team_budget, "samples": args.team_samples}
     task = (
         ticket_task(llm, seed, sizes)
         if task_name == "ticket"
-        else formulator_task(llm, seed, sizes, team)
+        else formulator_task(llm, seed, sizes, args.formulator_path)
     )
     counter = CountingJudge(task["judge"])
     task["judge"] = counter
     budget = args.budget or args.budgets[task_name]
-    work = args.out / "work" / f"{task_name}-{opt}-seed{seed}"
+    work = args.work / "work" / f"{task_name}-{opt}-seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
     before = llm.usage.snapshot()
     tag_before = {o: llm.usage.for_tag(t) for o, t in TAGS.items()}
@@ -305,14 +352,17 @@ def run_one(args: argparse.Namespace, llm: Any, task_name: str, opt: str, seed: 
     opt_usage, opt_before = llm.usage.for_tag(tag), tag_before[opt]
     metric_calls = counter.calls
     test_score, _ = evaluate(task["module"], task["test"], task["judge"], workers=4)
-    values = {n: str(getattr(p, "value", ""))[:4000] for n, p in _named(task["module"]).items()}
+    values = {n: str(p.value)[:4000] for n, p in _named(task["module"]).items()}
     return {
         "task": task_name,
         "optimizer": opt,
         "seed": seed,
         "budget": budget,
         "test_accuracy": test_score,
+        "test_size": len(task["test"]),
+        # Metric calls the optimizer spent (the test scoring after it is not counted).
         "metric_calls": metric_calls,
+        # LLM calls and tokens of the whole run (task and optimizer), and the optimizer's own.
         "llm_requests": (after.calls + after.cache_hits) - (before.calls + before.cache_hits),
         "llm_calls": after.calls - before.calls,
         "tokens": after.tokens - before.tokens,
@@ -322,64 +372,104 @@ def run_one(args: argparse.Namespace, llm: Any, task_name: str, opt: str, seed: 
         "elapsed_s": round(elapsed, 1),
         "sizes": sizes,
         "model": args.model,
+        # The code this run was made with (a resumed benchmark may mix commits).
+        "git": git_commit(),
         "parameters": values,
     }
 
 
 def _named(module: Any) -> dict[str, Any]:
-    return {p.name: p for p in module.parameters() if getattr(p, "trainable", True)}
+    """The module's trainable parameters by path (``instruction``, ``formulator_system``)."""
+    return dict(module.named_parameters())
+
+
+SUMMED = (
+    "test_accuracy",
+    "metric_calls",
+    "llm_requests",
+    "llm_calls",
+    "tokens",
+    "optimizer_calls",
+    "optimizer_tokens",
+    "elapsed_s",
+)
 
 
 def summarize(results: list[dict]) -> dict:
+    """``{task: {optimizer: {"runs": [...], "mean_<key>": ...}}}`` over the seeds run."""
     out: dict[str, Any] = {}
-    for r in results:
+    for r in sorted(results, key=lambda r: (r["task"], r["optimizer"], r["seed"])):
         row = out.setdefault(r["task"], {}).setdefault(r["optimizer"], {"runs": []})
         row["runs"].append(
             {
-                k: r[k]
-                for k in (
-                    "seed",
-                    "test_accuracy",
-                    "metric_calls",
-                    "llm_requests",
-                    "tokens",
-                    "optimizer_calls",
-                    "optimizer_tokens",
-                    "elapsed_s",
-                )
+                "seed": r["seed"],
+                **{k: r.get(k) for k in SUMMED},
+                "commit": (r.get("git") or {}).get("commit"),
             }
         )
     for task in out.values():
         for row in task.values():
             runs = row["runs"]
-            for key in (
-                "test_accuracy",
-                "metric_calls",
-                "llm_requests",
-                "tokens",
-                "optimizer_calls",
-                "optimizer_tokens",
-                "elapsed_s",
-            ):
+            row["seeds"] = len(runs)
+            for key in SUMMED:
                 vals = [r[key] for r in runs if r[key] is not None]
                 row[f"mean_{key}"] = round(sum(vals) / len(vals), 4) if vals else None
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--out", type=Path, default=Path("runs/bench-optimizers-vs-gepa"))
-    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: ticket,formulator")
+def git_commit() -> dict[str, Any]:
+    """The commit of this checkout and whether its tracked files differ from it."""
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    return {
+        "commit": commit or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/optimizers-vs-gepa.json"),
+        help="the JSON result file (also printed)",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="finished runs and state files, for resuming (default: OUT without suffix + .work)",
+    )
+    ap.add_argument(
+        "--task", "--tasks", dest="tasks", default=",".join(TASKS), help="ticket,formulator"
+    )
     ap.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--budget", type=int, default=None, help="metric calls (default per task)")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    ap.add_argument(
+        "--budget", type=int, default=None, help="metric calls (default: ticket 80, formulator 40)"
+    )
     ap.add_argument("--model", default=None, help="model of the task and the optimizers")
-    ap.add_argument("--base-url", default=None)
+    ap.add_argument("--base-url", default=None, help="an OpenAI-compatible server (.../v1)")
     ap.add_argument(
         "--tokens", type=int, default=2048, help="max tokens of a reflection/optimizer reply"
     )
+    ap.add_argument(
+        "--formulator-path",
+        choices=sorted(FORMULATOR_PATHS),
+        default="formulator",
+        help="what one metric call of the formulator task runs",
+    )
     ap.add_argument("--cache", action="store_true", help="reuse the LLM response cache")
-    ap.add_argument("--smoke", action="store_true", help="SmolLM2, one seed, tiny budgets")
+    ap.add_argument("--smoke", action="store_true", help="one seed, tiny splits and budgets")
     ap.add_argument(
         "--scripted", action="store_true", help="a scripted model instead of a real one (plumbing)"
     )
@@ -387,35 +477,56 @@ def main(argv: list[str] | None = None) -> None:
     args.budgets = {"ticket": 80, "formulator": 40}
     args.sizes = {
         "ticket": {"train": 10, "val": 10, "test": 10},
-        "formulator": {"train": 8, "val": 6, "test": 10},
+        "formulator": {"train": 12, "val": 8, "test": 10},
     }
-    args.team_budget, args.team_samples = None, None
     if args.smoke:
-        args.model = args.model or "smollm2-135m"
-        args.seeds = "0"
-        args.tokens = min(args.tokens, 200)
+        args.seeds = "0" if args.seeds == "0,1,2" else args.seeds
+        args.tokens = min(args.tokens, 300)
         args.budgets = {"ticket": 12, "formulator": 7}
         args.sizes = {
             "ticket": {"train": 4, "val": 3, "test": 3},
             "formulator": {"train": 2, "val": 2, "test": 1},
         }
-        args.team_budget, args.team_samples = 2, 1
-    tasks = [t for t in args.tasks.split(",") if t]
-    opts = [o for o in args.optimizers.split(",") if o]
-    bad = [t for t in tasks if t not in TASKS] + [o for o in opts if o not in OPTIMIZERS]
+    if args.budget is not None and args.budget < 1:
+        ap.error("--budget must be at least 1")
+    try:
+        args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+    args.task_list = [t for t in args.tasks.split(",") if t]
+    args.opt_list = [o for o in args.optimizers.split(",") if o]
+    bad = [t for t in args.task_list if t not in TASKS]
+    bad += [o for o in args.opt_list if o not in OPTIMIZERS]
     if bad:
-        sys.exit(f"error: unknown task or optimizer {bad}; tasks {TASKS}, optimizers {OPTIMIZERS}")
-    if "gepa-pypi" in opts and importlib.util.find_spec("gepa") is None:
-        sys.exit("error: the gepa package is missing: pip install -e '.[bench]'")
+        ap.error(f"unknown task or optimizer {bad}; tasks {TASKS}, optimizers {OPTIMIZERS}")
+    if not args.seed_list or not args.task_list or not args.opt_list:
+        ap.error("--seeds, --task and --optimizers must each name at least one")
+    args.work = args.work or args.out.parent / f"{args.out.stem}.work"
+    return args
+
+
+def require_gepa() -> None:
+    """Exit with the install command when the ``gepa`` package is missing."""
+    if importlib.util.find_spec("gepa") is None:
+        sys.exit(
+            "error: the gepa package is not installed (it is only a benchmark dependency): "
+            "pip install -e '.[bench]'  (or leave it out: --optimizers gepa,optoprime,opro)"
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if "gepa-pypi" in args.opt_list:
+        require_gepa()
 
     from optiforge.config import load_settings
     from optiforge.llm.serving import connect
 
     settings = load_settings(model=args.model, base_url=args.base_url)
     args.model = settings.model
-    results_dir = args.out / "results"
+    results_dir = args.work / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, reused = [], []
     if args.scripted:
         from optiforge.llm.testing import ScriptedLLM
 
@@ -429,13 +540,22 @@ def main(argv: list[str] | None = None) -> None:
         ensure = getattr(llm, "ensure_server", None)
         if callable(ensure):
             ensure()
-        for task_name in tasks:
-            for seed in [int(s) for s in args.seeds.split(",")]:
-                for opt in opts:
+        for task_name in args.task_list:
+            for seed in args.seed_list:
+                for opt in args.opt_list:
                     path = results_dir / f"{task_name}-{opt}-seed{seed}.json"
                     if path.exists():
-                        results.append(json.loads(path.read_text()))
-                        continue
+                        done = json.loads(path.read_text())
+                        same = done.get("budget") == (args.budget or args.budgets[task_name])
+                        if same and done.get("sizes") == args.sizes[task_name]:
+                            results.append(done)
+                            reused.append(path.name)
+                            continue
+                        sys.exit(
+                            f"error: {path} was run with other settings (budget "
+                            f"{done.get('budget')}, sizes {done.get('sizes')}); use another "
+                            "--out/--work or delete it"
+                        )
                     print(f"running {task_name} / {opt} / seed {seed}", file=sys.stderr)
                     r = run_one(args, llm, task_name, opt, seed)
                     tmp = path.with_suffix(".tmp")
@@ -443,17 +563,49 @@ def main(argv: list[str] | None = None) -> None:
                     tmp.replace(path)
                     results.append(r)
     summary = {
+        "benchmark": "optimizers_vs_gepa",
         "model": args.model,
-        "smoke": args.smoke,
-        "scripted": args.scripted,
-        "seeds": args.seeds,
-        "budgets": {t: args.budget or args.budgets[t] for t in tasks},
-        "reply_tokens": args.tokens,
-        "sizes": {t: args.sizes[t] for t in tasks},
+        "base_url": None if args.scripted else (settings.base_url or "embedded llama.cpp"),
+        "git": git_commit(),
+        "gepa_version": _gepa_version() if "gepa-pypi" in args.opt_list else None,
+        "settings": {
+            "tasks": args.task_list,
+            "optimizers": args.opt_list,
+            "seeds": args.seed_list,
+            "budgets_metric_calls": {t: args.budget or args.budgets[t] for t in args.task_list},
+            "minibatch": MINIBATCH,
+            "reply_tokens": args.tokens,
+            "sizes": {t: args.sizes[t] for t in args.task_list},
+            "formulator_path": (
+                {"name": args.formulator_path, **FORMULATOR_PATHS[args.formulator_path]}
+                if "formulator" in args.task_list
+                else None
+            ),
+            "formulator_splits": {"train_val": FORMULATOR_TRAIN, "test": FORMULATOR_TEST},
+            "smoke": args.smoke,
+            "scripted": args.scripted,
+            "cache": args.cache,
+        },
+        "reused_runs": reused,
+        "work": str(args.work),
         "results": summarize(results),
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(args.out)
+    print(text)
+    return summary
+
+
+def _gepa_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gepa")
+    except PackageNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

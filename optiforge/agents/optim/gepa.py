@@ -87,6 +87,62 @@ def reflection_schema(current: Any) -> type[BaseModel]:
     )
 
 
+_WORD = re.compile(r"[a-z0-9]+(?:[-_'][a-z0-9]+)*")
+_QUOTED = re.compile(r"""'([^'\n]{1,40})'|"([^"\n]{1,40})"|`([^`\n]{1,40})`""")
+# Three or more short items separated by commas, the last optionally after "or"/"and":
+# "billing, technical, account or shipping".
+_ENUMERATION = re.compile(
+    r"(?:[\w-]+(?: [\w-]+)?\s*,\s*){2,}(?:(?:or|and)\s+)?[\w-]+(?: [\w-]+)?"
+    r"|(?:[\w-]+\s*,\s*)+[\w-]+,?\s+(?:or|and)\s+[\w-]+"
+)
+_STOP_TEXT = (
+    "the and for are but not you your with that this these those from into onto than then "
+    "its it's their there here what which when where who whom why how all any each every "
+    "one only must should shall will would can could may might has have had was were been "
+    "being does did doing make makes made use used using always never also just very more "
+    "most such same other some own per via etc output outputs answer answers reply replies "
+    "response respond text value model"
+)
+_STOPWORDS = frozenset(_STOP_TEXT.split())
+
+
+def _norm(word: str) -> str:
+    word = word.lower()
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _words(text: str) -> set[str]:
+    return {_norm(w) for w in _WORD.findall(text.lower())}
+
+
+def requirement_stated(requirement: str, value: str) -> bool:
+    """Whether ``value`` states ``requirement``, checked on words (no model call).
+
+    Every quoted term and every item of an enumeration in the requirement ("one of
+    billing, technical, account or shipping") must appear in the value, and at least half
+    of the requirement's content words (three letters or more, not a stop word; a plural
+    matches its singular).
+    """
+    have = _words(value)
+    low = requirement.lower()
+    items: list[str] = ["".join(m) for m in _QUOTED.findall(requirement)]
+    for m in _ENUMERATION.finditer(low):
+        items += [x for x in re.split(r",|\bor\b|\band\b", m.group(0)) if x.strip()]
+    for item in items:
+        words = _words(item) - _STOPWORDS
+        if words and not words <= have:
+            return False
+    content = {w for w in _words(requirement) if len(w) >= 3 and w not in _STOPWORDS}
+    return len(content & have) * 2 >= len(content)
+
+
+def missing_requirements(requirements: Sequence[str], value: Any) -> list[str]:
+    """The requirements that ``value`` (text; other values are rendered as JSON) does not
+    state, by :func:`requirement_stated`."""
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return [r for r in requirements if r.strip() and not requirement_stated(r, text)]
+
+
 def _fingerprint(items: Sequence[Any]) -> str:
     text = json.dumps([repr(x) for x in items])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -139,6 +195,11 @@ class GEPA(Optimizer):
         value_chars: values in the rendered traces longer than this are cut.
         workers: examples run at once.
         error_score: score of an example whose run raised.
+        requirement_asks: structured reflection only: re-asks (each one LLM call) when the
+            new value leaves out requirements the reply itself listed; 0 turns the check
+            off (see :func:`missing_requirements`).
+        requirement_fill: text values only: requirements still missing after the re-asks
+            are appended to the new value, one per line (the reflection's own rules).
         remote: runs the evaluations that record no graph (child minibatches, validation,
             merges) elsewhere, e.g. on Ray workers (a
             :data:`~optiforge.agents.optim.rollouts.RemoteRun`); the parent's traced
@@ -164,6 +225,8 @@ class GEPA(Optimizer):
         error_score: float = 0.0,
         max_tokens: int = 2048,
         remote: Callable[..., Any] | None = None,
+        requirement_asks: int = 1,
+        requirement_fill: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(parameters, llm, max_tokens=max_tokens, **kwargs)
@@ -172,6 +235,10 @@ class GEPA(Optimizer):
             raise OptimizerError(
                 "minibatch_size, workers and merge_subsample must be at least 1, max_merges >= 0"
             )
+        if requirement_asks < 0:
+            raise OptimizerError("requirement_asks must be at least 0")
+        self.requirement_asks = requirement_asks
+        self.requirement_fill = requirement_fill
         if max_metric_calls is not None and max_metric_calls < 1:
             raise OptimizerError("max_metric_calls must be at least 1")
         self.minibatch_size = minibatch_size
@@ -413,9 +480,11 @@ class GEPA(Optimizer):
             system += "\n\n" + render_prompt("optimizers/gepa_reflect_example")
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    def _reply_value(self, text: str, parsed: Any, current: Any) -> tuple[str, Any]:
-        """(analysis, raw new value) from one reply: the schema-validated object, else a
-        JSON object found in the text, else the last ``` block (free-text replies)."""
+    def _reply_value(self, text: str, parsed: Any, current: Any) -> tuple[str, list[str], Any]:
+        """(analysis, requirements, raw new value) from one reply: the schema-validated
+        object, else a JSON object found in the text, else the last ``` block (free-text
+        replies, which list no requirements)."""
+        needs: list[str] = []
         obj = parsed if isinstance(parsed, Mapping) else None
         if obj is None and self.structured:
             found = extract_json_object(text)
@@ -432,13 +501,17 @@ class GEPA(Optimizer):
         if not isinstance(current, str) and isinstance(raw, str):
             with suppress(ValueError):
                 raw = json.loads(raw)
-        return analysis.strip(), raw
+        return analysis.strip(), needs, raw
 
     def _reflect(
         self, name: str, current: Any, examples: str, report: StepReport
     ) -> tuple[str, Any]:
         """Ask for a new value of ``name``; returns (analysis, checked value) or raises
-        ReplyError after ``max_attempts`` unusable replies."""
+        ReplyError after ``max_attempts`` unusable replies.
+
+        A usable structured reply whose ``new_value`` leaves out requirements the reply
+        itself listed is followed by up to ``requirement_asks`` re-asks naming the missing
+        ones (see :meth:`_complete`)."""
         messages = self.reflection_messages(name, current, examples)
         schema = reflection_schema(current) if self.structured else None
         for attempt in range(1, self.max_attempts + 1):
@@ -453,13 +526,14 @@ class GEPA(Optimizer):
                 seed=(self.seed or 0) + 1000 * self.iteration + attempt,
             )
             text = texts[0] if texts else ""
-            analysis, raw = self._reply_value(text, items[0] if items else None, current)
+            analysis, needs, raw = self._reply_value(text, items[0] if items else None, current)
             values, errors = self.check({name: raw})
-            problem = "; ".join(errors)
-            if not errors and (not str(values[name]).strip() or same_value(values[name], current)):
-                problem = "the reply repeats the current value or is empty"
+            problem = self._unusable(name, values, errors, current)
             if not problem:
-                return analysis[:800], values[name]
+                analysis, value = self._complete(
+                    name, current, messages, text, schema, analysis, needs, values[name], report
+                )
+                return analysis[:800], value
             report.errors.append(problem)
             log.warning("gepa: unusable reflection for %s (attempt %d): %s", name, attempt, problem)
             again = (
@@ -473,6 +547,78 @@ class GEPA(Optimizer):
                 {"role": "user", "content": f"That reply could not be used: {problem}. {again}"},
             ]
         raise ReplyError(f"no usable reflection in {self.max_attempts} attempt(s)")
+
+    @staticmethod
+    def _unusable(name: str, values: Mapping[str, Any], errors: Sequence[str], current: Any) -> str:
+        """Why a checked reply cannot be used ('' when it can)."""
+        if errors:
+            return "; ".join(errors)
+        if not str(values[name]).strip() or same_value(values[name], current):
+            return "the reply repeats the current value or is empty"
+        return ""
+
+    def _complete(
+        self,
+        name: str,
+        current: Any,
+        messages: list[dict[str, str]],
+        text: str,
+        schema: type[BaseModel] | None,
+        analysis: str,
+        needs: list[str],
+        value: Any,
+        report: StepReport,
+    ) -> tuple[str, Any]:
+        """Re-ask (at most ``requirement_asks`` times) while ``value`` leaves out some of the
+        requirements the reflection listed; keep the reply that misses the fewest. With
+        ``requirement_fill``, append to a text value the requirements it still misses.
+
+        Small reflection models often list the right requirements (every allowed answer)
+        and then write a new value that states only some of them; naming the missing ones
+        fixes most of these. Each re-ask is one more LLM call of the optimizer, counted in
+        its usage like any other; ``report.detail["requirement_asks"]`` records them.
+        """
+        missing = missing_requirements(needs, value)
+        asks = 0
+        while missing and asks < self.requirement_asks:
+            asks += 1
+            listed = "\n".join(f"- {r}" for r in missing)
+            messages = [
+                *messages,
+                {"role": "assistant", "content": text[:4000]},
+                {
+                    "role": "user",
+                    "content": render_prompt("optimizers/gepa_missing", name=name, missing=listed),
+                },
+            ]
+            texts, items = self._chat(
+                messages,
+                schema=schema,
+                temperature=self.temperature,
+                seed=(self.seed or 0) + 1000 * self.iteration + 100 + asks,
+            )
+            text = texts[0] if texts else ""
+            a2, _, raw = self._reply_value(text, items[0] if items else None, current)
+            values, errors = self.check({name: raw})
+            if self._unusable(name, values, errors, current):
+                continue
+            still = missing_requirements(needs, values[name])
+            if len(still) < len(missing):
+                analysis = a2 or analysis
+                value, missing = values[name], still
+        if asks:
+            report.detail.setdefault("requirement_asks", 0)
+            report.detail["requirement_asks"] += asks
+            report.detail["requirements_missing"] = missing
+        if missing and self.requirement_fill and isinstance(value, str):
+            # The constrained rewrite, done mechanically: the model's own general rules,
+            # appended to its new text. The child still has to win on the minibatch.
+            filled = value.rstrip() + "\n" + "\n".join(r.strip() for r in missing)
+            values, errors = self.check({name: filled})
+            if not self._unusable(name, values, errors, current):
+                value = values[name]
+                report.detail["requirements_appended"] = missing
+        return analysis, value
 
     # -- the common interface: one reflection on the collected feedback --------------------
     def _propose(self, report: StepReport) -> tuple[str, dict[str, Any]]:
@@ -664,6 +810,10 @@ class GEPA(Optimizer):
             self.zero_feedback()
         child_values = {**parent_values, name: value}
         entry["analysis"] = analysis
+        entry["new_value"] = str(value)[: self.value_chars]
+        for key in ("requirement_asks", "requirements_missing", "requirements_appended"):
+            if key in report.detail:
+                entry[key] = report.detail[key]
         after = [
             float(e.score)  # type: ignore[arg-type]
             for e, _ in self._run(child_values, self._train, batch, record=False)

@@ -2,7 +2,10 @@
 
 The router's instruction starts as "Classify this support ticket.", which names no label,
 so the model answers with free text and scores about 0. Seeded; a small budget of metric
-calls keeps it to a few minutes on 2 CPU cores.
+calls keeps it to about a minute on 2 idle CPU cores (50 s and 59 s; 576 s on a machine
+at load 5-7). It passed 3 of 3 runs once GEPA re-asked for, then appended, the requirements
+the 1.5B model listed but left out of its new instruction (``requirement_asks``,
+``requirement_fill``).
 """
 
 from __future__ import annotations
@@ -27,12 +30,6 @@ def _example():
     return mod
 
 
-@pytest.mark.skip(
-    reason="known failure (issue 11): Qwen2.5-Coder-1.5B's free-text reflections never named "
-    "the four labels the feedback lists; its structured reflections list them as requirements "
-    "but the new instruction still names one label as the answer ('Classify this support "
-    "ticket as billing.'), so within 24 metric calls no child improved on validation"
-)
 def test_gepa_improves_ticket_routing_on_coder_model(coder_llm, tmp_path):
     ex = _example()
     train_set, val_set, test_set = ex.load_splits(0)
@@ -47,3 +44,5 @@ def test_gepa_improves_ticket_routing_on_coder_model(coder_llm, tmp_path):
     assert res.best_val_score > res.initial_val_score, opt.history
     assert after > before, (router.instruction.value, opt.history)
     assert router.instruction.value == res.best_values["instruction"]
+    # The re-asks are bounded: at most one per reflection.
+    assert all(h.get("requirement_asks", 0) <= 1 for h in opt.history)
