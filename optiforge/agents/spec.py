@@ -42,6 +42,8 @@ class AgentSpec:
       (``optiforge eval --timeout``): the team and direct agents plan within it and return
       their best answer at it (see :func:`optiforge.agents.asolve`). An ``agent_fn`` that
       has a parameter named ``time_limit`` is given it too.
+    - ``levers``: the team's accuracy levers, ``{lever: on}``
+      (:func:`optiforge.agents.team.levers.parse_levers`); None: the team's defaults.
     """
 
     agent: str = "team"
@@ -54,6 +56,7 @@ class AgentSpec:
     samples: int | None = None
     prompts: dict[str, str] | None = None
     time_limit: float | None = None
+    levers: dict[str, bool] | None = None
 
 
 def load_agent_fn(spec: str) -> Any:
@@ -137,6 +140,11 @@ class BuiltAgent:
             return await self._fn(problem, **kwargs)
         from optiforge.agents.team import asolve
 
+        config = None
+        if self.spec.levers is not None and self.spec.agent == "team":
+            from optiforge.agents.team.levers import team_config
+
+            config = team_config(",".join(k for k, on in self.spec.levers.items() if on))
         return await asolve(
             problem.text,
             llm=self.llm,
@@ -145,6 +153,7 @@ class BuiltAgent:
             samples=self.spec.samples,
             prompts=prompts if prompts is not None else self.spec.prompts,
             time_limit=self.spec.time_limit,
+            config=config,
         )
 
     def usage(self) -> dict[str, Any] | None:

@@ -136,6 +136,14 @@ def eval_command(
         help="Tuned prompts (JSON written by 'optiforge tune'); train on problems kept apart "
         "from the ones you evaluate.",
     ),
+    levers: str | None = typer.Option(
+        None,
+        "--levers",
+        help="The team's accuracy levers to turn on: comma-separated names (verify, "
+        "grounded_critique, hints, experience, weighted_vote), 'all', 'all,-verify' (all but "
+        "one: an ablation row) or 'none' (the defaults). run.json records every lever's state; "
+        "each journal line lists the levers that fired on its problem.",
+    ),
     max_failures: int | None = typer.Option(
         None,
         "--max-failures",
@@ -177,6 +185,19 @@ def eval_command(
     from optiforge.evals.plan import EvalRequest, plan_eval, resume_command
 
     console = Console(stderr=True)
+    lever_state = None
+    if levers is not None:
+        from optiforge.agents.team.levers import parse_levers
+
+        lever_state = parse_levers(levers)
+    prompt_values = None
+    prompts_info = None
+    if prompts is not None:
+        from optiforge.agents.team.prompts import load_prompt_values
+        from optiforge.evals.plan import prompts_record
+
+        prompt_values = load_prompt_values(prompts)  # a bad file fails now, not per problem
+        prompts_info = prompts_record(prompts, prompt_values)
     request = EvalRequest(
         dataset=dataset,
         agent=agent,
@@ -196,12 +217,9 @@ def eval_command(
         executor=executor,
         ray_address=ray_address,
         ray_workers=ray_workers,
+        levers=lever_state,
+        prompts=prompts_info,
     )
-    prompt_values = None
-    if prompts is not None:
-        from optiforge.agents.team.prompts import load_prompt_values
-
-        prompt_values = load_prompt_values(prompts)  # a bad file fails now, not per problem
     settings = load_settings(model=model, base_url=base_url, concurrency=concurrency)
     plan = plan_eval(
         request,
@@ -225,6 +243,7 @@ def eval_command(
         samples=samples,
         prompts=prompt_values,
         time_limit=timeout or None,
+        levers=lever_state,
     )
     runner_exec, llm, provenance, usage_scope = _start(plan, spec, settings, console)
     console.print(

@@ -74,6 +74,8 @@ def _print_solution(sol: Any, show_code: bool) -> None:
     r = sol.result
     status = r.status.value if r is not None else "no result"
     out.print(f"[bold]agent[/]: {sol.agent}    [bold]status[/]: {status}")
+    if getattr(sol, "levers", None):
+        out.print(f"[bold]levers that fired[/]: {', '.join(sol.levers)}")
     if sol.stopped:
         why = {"deadline": "the time limit cancelled the work in flight"}.get(
             sol.stopped, "no next step fitted the time left"
@@ -126,6 +128,13 @@ def solve_command(
         None, "--prompts", help="Tuned prompts (JSON written by 'optiforge tune')."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM response cache."),
+    levers: str | None = typer.Option(
+        None,
+        "--levers",
+        help="The team's accuracy levers to turn on: comma-separated names (verify, "
+        "grounded_critique, hints, experience, weighted_vote), 'all', 'all,-LEVER' or 'none' "
+        "(the defaults). See docs/team.md, 'Accuracy levers'.",
+    ),
     time_limit: float | None = typer.Option(
         None,
         "--time-limit",
@@ -141,6 +150,13 @@ def solve_command(
     if agent not in ("team", "direct"):
         raise TeamError(f"--agent must be team or direct, got {agent!r}")
     text = read_problem(problem)
+    config = None
+    if levers is not None:
+        from optiforge.agents.team.levers import parse_levers, team_config
+
+        if agent != "team" and any(parse_levers(levers).values()):
+            raise TeamError("--levers switches the team's accuracy levers; use it with --agent team")
+        config = team_config(levers)
     prompt_values = load_prompt_values(prompts) if prompts is not None else None
     settings = load_settings(model=model, base_url=base_url)
     from optiforge.cli.common import connect_llm
@@ -148,6 +164,8 @@ def solve_command(
     llm = connect_llm(settings, no_cache=no_cache)
     kwargs = dict(llm=llm, agent=agent, budget=budget, samples=samples, prompts=prompt_values)
     kwargs["time_limit"] = time_limit
+    if config is not None:
+        kwargs["config"] = config
     graph_output = None
     try:
         if save_graph is not None:

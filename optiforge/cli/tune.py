@@ -108,6 +108,12 @@ def tune_command(
         "--workers).",
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the LLM cache."),
+    levers: str | None = typer.Option(
+        None,
+        "--levers",
+        help="The team's accuracy levers on while tuning (as in eval: 'verify,hints', 'all', "
+        "'all,-LEVER', 'none'); a lever's prompt can be tuned only when it is on.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the split order, sampling and RNG."),
 ) -> None:
     import signal
@@ -120,6 +126,11 @@ def tune_command(
     from optiforge.evals.tune import TuneConfig, run_tune, state_path_for
 
     console = Console(stderr=True)
+    lever_state = None
+    if levers is not None:
+        from optiforge.agents.team.levers import parse_levers
+
+        lever_state = parse_levers(levers)
     cfg = TuneConfig(
         dataset=dataset,
         out=out,
@@ -148,6 +159,7 @@ def tune_command(
         ray_address=ray_address,
         ray_workers=ray_workers,
         no_cache=no_cache,
+        levers=lever_state,
     )
     settings = load_settings(model=model, base_url=base_url)
     cfg.model = settings.model

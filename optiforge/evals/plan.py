@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from optiforge.datasets import DatasetError, Problem, count_unscorable, load_dataset
 from optiforge.evals.journal import read_journal
@@ -50,6 +51,10 @@ class EvalRequest:
     executor: str = "local"
     ray_address: str | None = None
     ray_workers: int | None = None
+    #: Every accuracy lever's on/off (``--levers``, parsed), None: the team's defaults.
+    levers: dict[str, bool] | None = None
+    #: What ``--prompts`` loaded (file, sha256, parameter names), None: the shipped prompts.
+    prompts: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.out is not None:
@@ -68,6 +73,8 @@ class EvalRequest:
             raise EvalError("--ray-address and --ray-workers need --executor ray")
         if self.ray_workers is not None and self.ray_workers < 1:
             raise EvalError(f"--ray-workers must be >= 1, got {self.ray_workers}")
+        if self.levers and any(self.levers.values()) and (self.agent_fn or self.agent != "team"):
+            raise EvalError("--levers switches the team's accuracy levers; use it with --agent team")
 
     @property
     def dataset_name(self) -> str:
@@ -91,6 +98,21 @@ class Selection:
     unscored_left_out: int = 0
     #: Why problems are missing, for the user (None when none were left out).
     note: str | None = None
+
+
+def prompts_record(path: Path | str, values: dict[str, str]) -> dict[str, Any]:
+    """What ``run.json`` says of ``--prompts``: the file, the sha256 of its parameter values
+    (canonical JSON, so the same prompts give the same hash wherever the file lives) and the
+    parameters it sets."""
+    import hashlib
+    import json
+
+    canonical = json.dumps(values, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return {
+        "file": str(path),
+        "sha256": hashlib.sha256(canonical).hexdigest(),
+        "parameters": sorted(values),
+    }
 
 
 def requested_ids(ids: str | None, sample: str | None) -> list[str] | None:
@@ -176,6 +198,8 @@ def run_meta(
         base_url=None if custom else base_url,
         samples=request.samples,
         budget={"llm_samples": request.budget} if request.budget else None,
+        levers=request.levers,
+        prompts=request.prompts,
         filters={
             "ids": selection.ids,
             "sample": request.sample,

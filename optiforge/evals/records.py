@@ -221,6 +221,11 @@ class RunMeta(BaseModel):
     #: Samples per problem passed to the agent (None: the agent's default).
     samples: int | None = None
     budget: dict[str, Any] | None = None
+    #: The team's accuracy levers (``--levers``: every lever's on/off), None: the defaults.
+    levers: dict[str, bool] | None = None
+    #: The tuned prompts (``--prompts``): file, sha256 of its parameters and their names;
+    #: None: the shipped prompts.
+    prompts: dict[str, Any] | None = None
     filters: dict[str, Any] = Field(default_factory=dict)
     planned_ids: list[str] = Field(default_factory=list)
     command: str | None = None
@@ -229,7 +234,17 @@ class RunMeta(BaseModel):
     sessions: list[Session] = Field(default_factory=list)
 
     #: Fields that must agree between a run and its resume.
-    IDENTITY: ClassVar[tuple[str, ...]] = ("dataset", "answer_field", "agent", "model", "samples")
+    IDENTITY: ClassVar[tuple[str, ...]] = (
+        "dataset",
+        "answer_field",
+        "agent",
+        "model",
+        "samples",
+        "levers",
+        "prompts",
+    )
+    #: Identity fields older run.json files lack; a resume of such a run does not check them.
+    RECORDED_LATER: ClassVar[tuple[str, ...]] = ("levers", "prompts")
 
     @property
     def wall_s(self) -> float:

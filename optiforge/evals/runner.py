@@ -264,7 +264,9 @@ def _check_identity(old: RunMeta, new: RunMeta, out_dir: Path) -> None:
     diffs = [
         f"{k}: {getattr(old, k)!r} in the run, {getattr(new, k)!r} now"
         for k in RunMeta.IDENTITY
+        # A run.json written before a field existed does not say: nothing to compare.
         if getattr(old, k) != getattr(new, k)
+        and (k in old.model_fields_set or k not in RunMeta.RECORDED_LATER)
     ]
     if diffs:
         raise EvalError(

@@ -283,6 +283,8 @@ class TuneConfig:
     batch_size: int = 4
     drop_overlap: bool = False
     init_prompts: dict[str, str] | None = None
+    #: The team's accuracy levers (``--levers``, parsed: every lever's on/off); None: defaults.
+    levers: dict[str, bool] | None = None
     budget: int | None = None
     samples: int | None = None
     workers: int = 2
@@ -438,6 +440,7 @@ def start_ray_executor(
         no_cache=cfg.no_cache,
         budget=cfg.budget,
         samples=cfg.samples,
+        levers=cfg.levers,
     )
     ex = RayExecutor(
         functools.partial(build_agent, spec),
@@ -508,8 +511,18 @@ def run_tune(
     ensure = getattr(llm, "ensure_server", None)
     if callable(ensure):
         ensure()  # before any event loop of the rollouts (see GEPA.optimize)
+    extra: dict[str, Any] = {}
+    if cfg.levers is not None and cfg.agent == "team":
+        from optiforge.agents.team.levers import team_config
+
+        extra["config"] = team_config(",".join(k for k, on in cfg.levers.items() if on))
     module = TeamModule(
-        cfg.init_prompts, llm=llm, agent=cfg.agent, budget=cfg.budget, samples=cfg.samples
+        cfg.init_prompts,
+        llm=llm,
+        agent=cfg.agent,
+        budget=cfg.budget,
+        samples=cfg.samples,
+        **extra,
     )
     for name in TRAINABLE:
         getattr(module, name).trainable = name in chosen
@@ -570,6 +583,7 @@ def run_tune(
             "initial_val_score": result.initial_val_score,
             "best_val_score": result.best_val_score,
             "model": cfg.model,
+            "levers": cfg.levers,
             "seed": cfg.seed,
             "executor": executor.name if executor is not None else "local",
         },

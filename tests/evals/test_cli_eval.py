@@ -278,3 +278,27 @@ def test_bad_prompts_file_fails_before_any_problem_runs(tmp_path):
         assert message in res.stderr
         assert "Traceback" not in res.stderr
     assert not (out / "results.jsonl").exists()
+
+
+def test_bad_levers_fail_before_any_problem_runs(tmp_path):
+    out = tmp_path / "r"
+    for extra, message in (
+        (["--levers", "verfy"], "unknown lever 'verfy'"),
+        (["--levers", "all", "--agent", "direct"], "use it with --agent team"),
+    ):
+        res = _run(
+            "eval",
+            "nl4opt",
+            "--limit",
+            "1",
+            *extra,
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--out",
+            str(out),
+            "--no-progress",
+        )
+        assert res.returncode == 2, res.stderr
+        assert message in res.stderr
+        assert "Traceback" not in res.stderr
+    assert not (out / "results.jsonl").exists()

@@ -225,3 +225,46 @@ async def test_exception_classes(tmp_path):
         "nl4opt-0002": "budget",
         "nl4opt-0003": "agent_crash",
     }
+
+
+async def test_resume_refuses_other_levers_or_prompts(tmp_path, fake):
+    ps = _problems(2)
+    on = {"verify": True, "hints": False}
+    prompts = {"file": "a.json", "sha256": "1" * 64, "parameters": ["formulator_system"]}
+    meta = RunMeta(dataset="nl4opt", agent="team", levers=on, prompts=prompts)
+    await run_eval(ps, fake.always_right, tmp_path, meta=meta)
+    with pytest.raises(EvalError, match=r"different run.*levers"):
+        await run_eval(
+            ps,
+            fake.always_right,
+            tmp_path,
+            meta=RunMeta(dataset="nl4opt", agent="team", levers=None, prompts=prompts),
+            resume=True,
+        )
+    other = {**prompts, "sha256": "2" * 64}
+    with pytest.raises(EvalError, match=r"different run.*prompts"):
+        await run_eval(
+            ps,
+            fake.always_right,
+            tmp_path,
+            meta=RunMeta(dataset="nl4opt", agent="team", levers=on, prompts=other),
+            resume=True,
+        )
+
+
+async def test_a_run_json_from_before_levers_were_recorded_still_resumes(tmp_path, fake):
+    ps = _problems(2)
+    await run_eval(ps[:1], fake.always_right, tmp_path, meta=RunMeta(dataset="nl4opt", agent="team"))
+    run_json = tmp_path / "run.json"
+    data = json.loads(run_json.read_text())
+    del data["levers"], data["prompts"]  # as an older optiforge wrote it
+    run_json.write_text(json.dumps(data))
+    prompts = {"file": "a.json", "sha256": "1" * 64, "parameters": ["formulator_system"]}
+    await run_eval(
+        ps,
+        fake.always_right,
+        tmp_path,
+        meta=RunMeta(dataset="nl4opt", agent="team", prompts=prompts),
+        resume=True,
+    )
+    assert len(read_journal(tmp_path).latest()) == 2

@@ -1,0 +1,68 @@
+"""The team's accuracy levers as one switch: ``--levers verify,hints`` on the command line.
+
+Each lever is a ``bool`` field of :class:`~optiforge.agents.team.state.TeamConfig`, off by
+default until a measurement shows it pays (``docs/team.md``, "Accuracy levers"). A run
+records the levers that changed something in ``Solution.levers`` (and the eval journal's
+``levers``), so an ablation re-runs only the problems where the lever it removes fired.
+
+:func:`parse_levers` reads the switch's small language:
+
+- ``verify,hints``: these on, the others off;
+- ``all``: every lever on; ``all,-verify``: every lever but ``verify`` (one ablation row);
+- ``none`` (or an empty string): every lever off, the defaults.
+
+It returns every lever's value, so ``run.json`` records the full state of a run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optiforge.agents.team.state import TeamConfig, TeamError
+
+#: The accuracy levers, in the order the docs and reports list them.
+LEVERS = ("verify", "grounded_critique", "hints", "experience", "weighted_vote")
+
+
+def parse_levers(spec: str | None) -> dict[str, bool]:
+    """``{lever: on}`` for every lever from a ``--levers`` value (see the module docs).
+
+    Raises :class:`TeamError` naming the unknown lever, or a lever this build's
+    :class:`TeamConfig` does not have.
+    """
+    text = (spec or "").strip()
+    state = dict.fromkeys(LEVERS, False)
+    if not text or text.lower() == "none":
+        return state
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        off = item.startswith("-")
+        name = item.lstrip("-").strip().replace("-", "_")
+        if not name:
+            raise TeamError(f"--levers {spec!r}: empty item; write e.g. 'verify,hints' or 'all'")
+        if name == "all":
+            if off:
+                raise TeamError(f"--levers {spec!r}: '-all' means nothing; use 'none'")
+            state = dict.fromkeys(LEVERS, True)
+            continue
+        if name == "none":
+            raise TeamError(f"--levers {spec!r}: 'none' cannot be combined with other items")
+        if name not in LEVERS:
+            raise TeamError(
+                f"--levers {spec!r}: unknown lever {name!r}; choose from {', '.join(LEVERS)}, "
+                "'all', 'all,-LEVER' or 'none'"
+            )
+        state[name] = not off
+    missing = [n for n, on in state.items() if on and n not in TeamConfig.model_fields]
+    if missing:
+        raise TeamError(f"--levers: this build of the team has no lever {', '.join(missing)}")
+    return state
+
+
+def team_config(levers: str | None = None, **overrides: Any) -> TeamConfig:
+    """A :class:`TeamConfig` with the levers of ``levers`` (``--levers``) and ``overrides``."""
+    fields = {k: v for k, v in parse_levers(levers).items() if k in TeamConfig.model_fields}
+    try:
+        return TeamConfig(**{**fields, **overrides})
+    except Exception as exc:
+        raise TeamError(f"invalid team settings: {exc}") from None
