@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field, create_model
 from optiforge.agents.solution import StepRecord
 from optiforge.agents.team.checks import Issue, numbers_in
 from optiforge.agents.team.prompts import PromptSet
+from optiforge.agents.team.roles import failed_reply
 from optiforge.agents.team.tables import ParsedTable, cell_number, parse_tables
 from optiforge.agents.team.templates import Template, load_template
 from optiforge.agents.team.templates import fill as fill_template
@@ -765,17 +766,10 @@ async def extract(
             tag=ROLE,
         )
     except Exception as exc:  # LLM errors and replies that never validated
-        msg = f"{type(exc).__name__}: {exc}"
-        step = StepRecord(
-            role=ROLE,
-            calls=getattr(exc, "calls", 0) or 1,
-            prompt_tokens=getattr(exc, "prompt_tokens", 0),
-            completion_tokens=getattr(exc, "completion_tokens", 0),
-            elapsed_s=round(time.perf_counter() - started, 3),
-            ok=False,
-            summary=f"extraction failed: {msg[:200]}",
+        failed = failed_reply(ROLE, None, started, exc, what="extraction")
+        return Extraction(
+            template=tpl.id if tpl else None, tables=tables, step=failed.step, error=failed.error
         )
-        return Extraction(template=tpl.id if tpl else None, tables=tables, step=step, error=msg)
     reply = _normalize_reply(res.parsed[0], tpl)
     ex = build_extraction(reply, problem_text, tables, tpl)
     cached = bool(getattr(res, "cached", False))

@@ -54,9 +54,13 @@ def _step(role: str, plan: str | None, res: Any, started: float, summary: str) -
     )
 
 
-def _failed(role: str, plan: str | None, started: float, exc: Exception) -> RoleReply:
+def failed_reply(
+    role: str, plan: str | None, started: float, exc: Exception, what: str | None = None
+) -> RoleReply:
+    """The reply of a role call that failed: a step with what it cost (a structured-output
+    failure carries its calls and tokens, re-asks included, set by the client) and why.
+    ``what`` names the call in the summary (default: "<role> call")."""
     msg = f"{type(exc).__name__}: {exc}"
-    # A structured-output failure says what it cost, re-asks included (set by the client).
     step = StepRecord(
         role=role,
         plan_id=plan,
@@ -65,7 +69,7 @@ def _failed(role: str, plan: str | None, started: float, exc: Exception) -> Role
         completion_tokens=getattr(exc, "completion_tokens", 0),
         elapsed_s=round(time.perf_counter() - started, 3),
         ok=False,
-        summary=f"{role} call failed: {msg[:200]}",
+        summary=f"{what or role + ' call'} failed: {msg[:200]}",
     )
     return RoleReply(values=[], texts=[], step=step, error=msg)
 
@@ -160,7 +164,7 @@ async def formulate(
             tag=role,
         )
     except Exception as exc:  # LLM errors and replies that never validated
-        return _failed(role, plan, started, exc)
+        return failed_reply(role, plan, started, exc)
     draft = res.parsed[0]
     what = "repaired" if previous is not None else "wrote"
     step = _step(
@@ -206,7 +210,7 @@ async def critique(
             msgs, temperature=0.0, max_tokens=max_tokens, response_format=Critique, tag=role
         )
     except Exception as exc:
-        return _failed(role, plan, started, exc)
+        return failed_reply(role, plan, started, exc)
     c = res.parsed[0]
     step = _step(role, plan, res, started, f"verdict {c.verdict}: {'; '.join(c.problems)[:160]}")
     return RoleReply(values=[c], texts=[res.texts[0]], step=step)
@@ -227,7 +231,7 @@ async def plan_advice(
             msgs, temperature=0.0, max_tokens=max_tokens, response_format=PlanChoice, tag=role
         )
     except Exception as exc:
-        return _failed(role, None, started, exc)
+        return failed_reply(role, None, started, exc)
     p = res.parsed[0]
     step = _step(
         role,
@@ -287,7 +291,7 @@ async def write_code(
             msgs, temperature=temperature, seed=seed, max_tokens=max_tokens, tag=role
         )
     except Exception as exc:
-        return _failed(role, plan, started, exc)
+        return failed_reply(role, plan, started, exc)
     code = extract_code(res.texts[0])
     step = _step(
         role,

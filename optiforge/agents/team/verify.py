@@ -439,18 +439,7 @@ def _step(plan: str | None, res: Any, started: float, summary: str) -> StepRecor
 
 def _failed(plan: str | None, started: float, exc: Exception) -> roles.RoleReply:
     """A failed verifier call: what it cost (re-asks included) and why."""
-    msg = f"{type(exc).__name__}: {exc}"
-    step = StepRecord(
-        role=ROLE,
-        plan_id=plan,
-        calls=getattr(exc, "calls", 0) or 1,
-        prompt_tokens=getattr(exc, "prompt_tokens", 0),
-        completion_tokens=getattr(exc, "completion_tokens", 0),
-        elapsed_s=round(time.perf_counter() - started, 3),
-        ok=False,
-        summary=f"verifier call failed: {msg[:200]}",
-    )
-    return roles.RoleReply(values=[], texts=[], step=step, error=msg)
+    return roles.failed_reply(ROLE, plan, started, exc, what="verifier call")
 
 
 async def ask_verifier(
