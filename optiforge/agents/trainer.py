@@ -131,6 +131,7 @@ def train(
     llms: Sequence[Any] = (),
     state_path: str | Path | None = None,
     max_steps: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Optimize ``module``'s trainable parameters on ``dataset`` with ``optimizer``.
 
@@ -159,6 +160,8 @@ def train(
             Ctrl-C, SIGTERM or kill -9 loses at most the step in flight.
         max_steps: stop after this many optimizer steps (e.g. to fit a budget of examples
             judged: each step judges ``batch_size + len(val_set)`` examples).
+        log: called with one line of text per step (GEPA: per iteration), for a log file
+            where no progress bar is shown.
 
     With a :class:`~optiforge.agents.optim.gepa.GEPA` optimizer the loop is GEPA's own
     search (:meth:`~optiforge.agents.optim.gepa.GEPA.optimize`); its budget is the
@@ -178,7 +181,16 @@ def train(
     val = list(val_set) if val_set is not None else None
     if getattr(optimizer, "kind", "") == "gepa":
         return _train_gepa(
-            module, data, loss_or_feedback_fn, optimizer, epochs, val, llms, state_path, log_path
+            module,
+            data,
+            loss_or_feedback_fn,
+            optimizer,
+            epochs,
+            val,
+            llms,
+            state_path,
+            log_path,
+            log,
         )
     steps_per_epoch = math.ceil(len(data) / batch_size)
     total_steps = epochs * steps_per_epoch
@@ -208,6 +220,11 @@ def train(
                 bar.update(
                     task, advance=1, status=f"val={val_score} best={loop.result.best_val_score}"
                 )
+                if log is not None:
+                    log(
+                        f"step {step_no}/{total_steps}: validation {val_score}, best "
+                        f"{loop.result.best_val_score}"
+                    )
                 if (patience is not None and loop.since_best >= patience) or (
                     max_steps is not None and step_no >= max_steps
                 ):
@@ -506,11 +523,19 @@ def _train_gepa(
     llms: Sequence[Any],
     state_path: str | Path | None,
     log_path: str | Path | None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """:func:`train` with GEPA: run its search and report it as a :class:`TrainResult`."""
     budget = optimizer.max_metric_calls or epochs * (2 * len(data) + len(val or data))
     out = optimizer.optimize(
-        module, data, fn, val, max_metric_calls=budget, state_path=state_path, llms=llms
+        module,
+        data,
+        fn,
+        val,
+        max_metric_calls=budget,
+        state_path=state_path,
+        llms=llms,
+        on_event=log,
     )
     best = out.best_val_score
     steps = []

@@ -554,6 +554,8 @@ def run_tune(
             llms=[llm],
             progress=cfg.progress,
             state_path=state,
+            # Without a progress bar (a log file), one line per step or GEPA iteration.
+            log=None if cfg.progress else note,
         )
     finally:
         if owned is not None:

@@ -178,3 +178,13 @@ def test_tune_help_names_the_executor(capsys):
         main(["tune", "--help"])
     assert exc.value.code == 0
     assert "--executor ray (gepa only" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_tune_without_a_progress_bar_notes_every_iteration(tmp_path):
+    notes: list[str] = []
+    llm = ScriptedLLM(team_script({"optimizer_calls": 0}))
+    out = run_tune(_cfg(tmp_path, "log"), llm, note=notes.append)
+    state = json.loads(out.state_path.read_text())
+    gepa = [n for n in notes if n.startswith("GEPA")]
+    assert gepa[0].startswith(f"GEPA: scoring the starting values on {len(out.val_ids)} ")
+    assert len([n for n in gepa if n.startswith("GEPA iteration")]) == len(state["history"])

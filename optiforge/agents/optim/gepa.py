@@ -657,6 +657,7 @@ class GEPA(Optimizer):
         state_path: str | Path | None = None,
         llms: Sequence[Any] = (),
         on_candidate: Callable[[int], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
     ) -> GEPAResult:
         """Run the search until the metric-call budget is spent; set the parameters to the
         best candidate on validation and return what happened.
@@ -714,12 +715,18 @@ class GEPA(Optimizer):
             if path is not None:
                 self.save(path)
 
+        tell = on_event or (lambda _line: None)
         try:
             if not self.candidates:
+                tell(
+                    f"GEPA: scoring the starting values on {len(self._val)} validation "
+                    f"examples (budget {budget} metric calls)"
+                )
                 seed_values = self.values()
                 scores = self._score_val(seed_values)
                 self._add(seed_values, [], "seed", scores)
                 save()
+                tell(f"GEPA: starting values score {self.aggregate(0):.3f} on validation")
                 if on_candidate:
                     on_candidate(0)
             while self.metric_calls < budget:
@@ -727,6 +734,7 @@ class GEPA(Optimizer):
                 entry = self._iterate()
                 self.history.append(entry)
                 save()
+                tell(self._event_line(entry, budget))
                 if entry.get("accepted") and on_candidate:
                     on_candidate(entry["child"])
         finally:
@@ -760,6 +768,27 @@ class GEPA(Optimizer):
             elapsed_s=round(time.perf_counter() - start, 3),
             resumed=resumed,
             state_path=str(path) if path else None,
+        )
+
+    def _event_line(self, entry: dict[str, Any], budget: int) -> str:
+        """One line on an iteration, for a log: what it tried and what became of it."""
+        what = f"{entry.get('kind', 'reflect')}"
+        if entry.get("parameter"):
+            what += f" {entry['parameter']}"
+        if entry.get("skipped"):
+            outcome = f"skipped ({entry['skipped']})"
+        elif entry.get("error"):
+            outcome = f"no proposal ({str(entry['error'])[:120]})"
+        elif entry.get("accepted"):
+            outcome = (
+                f"accepted as candidate {entry.get('child')}, validation "
+                f"{float(entry.get('val_score') or 0.0):.3f} (best {self.aggregate(self.best_index):.3f})"
+            )
+        else:
+            outcome = "rejected on the minibatch"
+        return (
+            f"GEPA iteration {entry.get('iteration')}: {what}: {outcome}; "
+            f"{self.metric_calls}/{budget} metric calls"
         )
 
     def _iterate(self) -> dict[str, Any]:

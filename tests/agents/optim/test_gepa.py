@@ -260,3 +260,18 @@ def test_a_numeric_parameter_gets_a_numeric_new_value_field():
     assert reflection_schema(3.5).model_fields["new_value"].annotation is float
     assert reflection_schema(True).model_fields["new_value"].annotation is bool
     assert reflection_schema("text").model_fields["new_value"].annotation is str
+
+
+def test_a_log_line_per_iteration_for_runs_without_a_progress_bar():
+    lines: list[str] = []
+    module, _llm, opt = T.make(50, minibatch_size=3)
+    res = opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL, on_event=lines.append)
+    assert lines[0].startswith(f"GEPA: scoring the starting values on {len(T.VAL)} validation")
+    assert lines[1] == f"GEPA: starting values score {res.initial_val_score:.3f} on validation"
+    iterations = lines[2:]
+    assert len(iterations) == len(opt.history)
+    for line, h in zip(iterations, opt.history, strict=True):
+        assert line.startswith(f"GEPA iteration {h['iteration']}: ")
+        assert ("accepted as candidate" in line) == bool(h.get("accepted"))
+        assert line.endswith(f"/{50} metric calls")
+    assert any("accepted as candidate" in line for line in iterations)
