@@ -243,8 +243,6 @@ class RunMeta(BaseModel):
         "levers",
         "prompts",
     )
-    #: Identity fields older run.json files lack; a resume of such a run does not check them.
-    RECORDED_LATER: ClassVar[tuple[str, ...]] = ("levers", "prompts")
 
     @property
     def wall_s(self) -> float:

@@ -261,12 +261,17 @@ def _classify_exception(exc: BaseException) -> str:
 
 
 def _check_identity(old: RunMeta, new: RunMeta, out_dir: Path) -> None:
+    def same(k: str) -> bool:
+        a, b = getattr(old, k), getattr(new, k)
+        if k == "levers":  # every lever off is the team's default, however it was written
+            return not any((a or {}).values()) and not any((b or {}).values()) or a == b
+        # A run.json written before the prompts were recorded does not say which it used.
+        return a == b or (k == "prompts" and k not in old.model_fields_set)
+
     diffs = [
         f"{k}: {getattr(old, k)!r} in the run, {getattr(new, k)!r} now"
         for k in RunMeta.IDENTITY
-        # A run.json written before a field existed does not say: nothing to compare.
-        if getattr(old, k) != getattr(new, k)
-        and (k in old.model_fields_set or k not in RunMeta.RECORDED_LATER)
+        if not same(k)
     ]
     if diffs:
         raise EvalError(

@@ -268,3 +268,20 @@ async def test_a_run_json_from_before_levers_were_recorded_still_resumes(tmp_pat
         resume=True,
     )
     assert len(read_journal(tmp_path).latest()) == 2
+    # such a run had no levers: asking for some now is another run; all off is the same
+    off = dict.fromkeys(("verify", "hints"), False)
+    await run_eval(
+        ps,
+        fake.always_right,
+        tmp_path,
+        meta=RunMeta(dataset="nl4opt", agent="team", prompts=prompts, levers=off),
+        resume=True,
+    )
+    with pytest.raises(EvalError, match=r"different run.*levers"):
+        await run_eval(
+            ps,
+            fake.always_right,
+            tmp_path,
+            meta=RunMeta(dataset="nl4opt", agent="team", levers={**off, "hints": True}),
+            resume=True,
+        )
