@@ -144,7 +144,7 @@ class BuiltAgent:
         if self.spec.levers is not None and self.spec.agent == "team":
             from optiforge.agents.team.levers import team_config
 
-            config = team_config(",".join(k for k, on in self.spec.levers.items() if on))
+            config = team_config(self.spec.levers)
         return await asolve(
             problem.text,
             llm=self.llm,

@@ -155,7 +155,9 @@ def solve_command(
         from optiforge.agents.team.levers import parse_levers, team_config
 
         if agent != "team" and any(parse_levers(levers).values()):
-            raise TeamError("--levers switches the team's accuracy levers; use it with --agent team")
+            raise TeamError(
+                "--levers switches the team's accuracy levers; use it with --agent team"
+            )
         config = team_config(levers)
     prompt_values = load_prompt_values(prompts) if prompts is not None else None
     settings = load_settings(model=model, base_url=base_url)

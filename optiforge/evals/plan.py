@@ -74,7 +74,9 @@ class EvalRequest:
         if self.ray_workers is not None and self.ray_workers < 1:
             raise EvalError(f"--ray-workers must be >= 1, got {self.ray_workers}")
         if self.levers and any(self.levers.values()) and (self.agent_fn or self.agent != "team"):
-            raise EvalError("--levers switches the team's accuracy levers; use it with --agent team")
+            raise EvalError(
+                "--levers switches the team's accuracy levers; use it with --agent team"
+            )
 
     @property
     def dataset_name(self) -> str:

@@ -515,7 +515,7 @@ def run_tune(
     if cfg.levers is not None and cfg.agent == "team":
         from optiforge.agents.team.levers import team_config
 
-        extra["config"] = team_config(",".join(k for k, on in cfg.levers.items() if on))
+        extra["config"] = team_config(cfg.levers)
     module = TeamModule(
         cfg.init_prompts,
         llm=llm,

@@ -253,36 +253,13 @@ def test_resume_of_a_finished_run_starts_no_model(tmp_path):
     assert (out / "report.html").exists()
 
 
-def test_bad_prompts_file_fails_before_any_problem_runs(tmp_path):
+def test_bad_prompts_or_levers_fail_before_any_problem_runs(tmp_path):
     bad = tmp_path / "prompts.json"
     bad.write_text('{"prompts": {"no_such_role": "x"}}')
     out = tmp_path / "r"
-    for prompts, message in (
-        (bad, "unknown prompt name"),
-        (tmp_path / "nope.json", "does not exist"),
-    ):
-        res = _run(
-            "eval",
-            "nl4opt",
-            "--limit",
-            "1",
-            "--prompts",
-            str(prompts),
-            "--base-url",
-            "http://127.0.0.1:9/v1",
-            "--out",
-            str(out),
-            "--no-progress",
-        )
-        assert res.returncode == 2, res.stderr
-        assert message in res.stderr
-        assert "Traceback" not in res.stderr
-    assert not (out / "results.jsonl").exists()
-
-
-def test_bad_levers_fail_before_any_problem_runs(tmp_path):
-    out = tmp_path / "r"
     for extra, message in (
+        (["--prompts", str(bad)], "unknown prompt name"),
+        (["--prompts", str(tmp_path / "nope.json")], "does not exist"),
         (["--levers", "verfy"], "unknown lever 'verfy'"),
         (["--levers", "all", "--agent", "direct"], "use it with --agent team"),
     ):

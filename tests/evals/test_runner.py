@@ -254,7 +254,9 @@ async def test_resume_refuses_other_levers_or_prompts(tmp_path, fake):
 
 async def test_a_run_json_from_before_levers_were_recorded_still_resumes(tmp_path, fake):
     ps = _problems(2)
-    await run_eval(ps[:1], fake.always_right, tmp_path, meta=RunMeta(dataset="nl4opt", agent="team"))
+    await run_eval(
+        ps[:1], fake.always_right, tmp_path, meta=RunMeta(dataset="nl4opt", agent="team")
+    )
     run_json = tmp_path / "run.json"
     data = json.loads(run_json.read_text())
     del data["levers"], data["prompts"]  # as an older optiforge wrote it

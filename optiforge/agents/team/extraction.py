@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, create_model
 from optiforge.agents.solution import StepRecord
 from optiforge.agents.team.checks import Issue, numbers_in
 from optiforge.agents.team.prompts import PromptSet
-from optiforge.agents.team.roles import failed_reply
+from optiforge.agents.team.roles import answered_step, failed_reply
 from optiforge.agents.team.tables import ParsedTable, cell_number, parse_tables
 from optiforge.agents.team.templates import Template, load_template
 from optiforge.agents.team.templates import fill as fill_template
@@ -772,20 +772,14 @@ async def extract(
         )
     reply = _normalize_reply(res.parsed[0], tpl)
     ex = build_extraction(reply, problem_text, tables, tpl)
-    cached = bool(getattr(res, "cached", False))
-    ex.step = StepRecord(
-        role=ROLE,
-        calls=0 if cached else 1,
-        prompt_tokens=0 if cached else int(res.prompt_tokens or 0),
-        completion_tokens=0 if cached else int(res.completion_tokens or 0),
-        elapsed_s=round(time.perf_counter() - started, 3),
-        ok=ex.ok,
-        summary=f"extracted {len(ex.sets)} sets and {len(ex.parameters)} parameters "
+    ex.step = answered_step(
+        ROLE,
+        None,
+        res,
+        started,
+        f"extracted {len(ex.sets)} sets and {len(ex.parameters)} parameters "
         f"({len(tables)} tables parsed); {len(ex.findings)} findings",
-        detail={
-            "cached": cached,
-            "template": ex.template,
-            "findings": [f.message for f in ex.findings],
-        },
+        ok=ex.ok,
+        detail={"template": ex.template, "findings": [f.message for f in ex.findings]},
     )
     return ex

@@ -16,6 +16,7 @@ It returns every lever's value, so ``run.json`` records the full state of a run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from optiforge.agents.team.state import TeamConfig, TeamError
@@ -59,9 +60,15 @@ def parse_levers(spec: str | None) -> dict[str, bool]:
     return state
 
 
-def team_config(levers: str | None = None, **overrides: Any) -> TeamConfig:
-    """A :class:`TeamConfig` with the levers of ``levers`` (``--levers``) and ``overrides``."""
-    fields = {k: v for k, v in parse_levers(levers).items() if k in TeamConfig.model_fields}
+def team_config(levers: str | Mapping[str, bool] | None = None, **overrides: Any) -> TeamConfig:
+    """A :class:`TeamConfig` with ``levers`` (a ``--levers`` value, or what
+    :func:`parse_levers` returned, as ``run.json`` and an ``AgentSpec`` keep it) and
+    ``overrides``."""
+    state = parse_levers(levers) if levers is None or isinstance(levers, str) else levers
+    unknown = sorted(set(state) - set(LEVERS))
+    if unknown:
+        raise TeamError(f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
+    fields = {k: v for k, v in state.items() if k in TeamConfig.model_fields}
     try:
         return TeamConfig(**{**fields, **overrides})
     except Exception as exc:

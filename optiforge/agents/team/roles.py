@@ -39,7 +39,18 @@ class RoleReply:
         return f"RoleReply({shown})"
 
 
-def _step(role: str, plan: str | None, res: Any, started: float, summary: str) -> StepRecord:
+def answered_step(
+    role: str,
+    plan: str | None,
+    res: Any,
+    started: float,
+    summary: str,
+    *,
+    ok: bool = True,
+    detail: dict[str, Any] | None = None,
+) -> StepRecord:
+    """The step record of one answered role call: its calls and tokens (a cached reply
+    costs nothing) and time; ``detail`` adds to ``{"cached": ...}``."""
     cached = bool(getattr(res, "cached", False))
     return StepRecord(
         role=role,
@@ -48,9 +59,9 @@ def _step(role: str, plan: str | None, res: Any, started: float, summary: str) -
         prompt_tokens=0 if cached else int(getattr(res, "prompt_tokens", 0) or 0),
         completion_tokens=0 if cached else int(getattr(res, "completion_tokens", 0) or 0),
         elapsed_s=round(time.perf_counter() - started, 3),
-        ok=True,
+        ok=ok,
         summary=summary,
-        detail={"cached": cached},
+        detail={"cached": cached, **(detail or {})},
     )
 
 
@@ -167,7 +178,7 @@ async def formulate(
         return failed_reply(role, plan, started, exc)
     draft = res.parsed[0]
     what = "repaired" if previous is not None else "wrote"
-    step = _step(
+    step = answered_step(
         role,
         plan,
         res,
@@ -212,7 +223,9 @@ async def critique(
     except Exception as exc:
         return failed_reply(role, plan, started, exc)
     c = res.parsed[0]
-    step = _step(role, plan, res, started, f"verdict {c.verdict}: {'; '.join(c.problems)[:160]}")
+    step = answered_step(
+        role, plan, res, started, f"verdict {c.verdict}: {'; '.join(c.problems)[:160]}"
+    )
     return RoleReply(values=[c], texts=[res.texts[0]], step=step)
 
 
@@ -233,7 +246,7 @@ async def plan_advice(
     except Exception as exc:
         return failed_reply(role, None, started, exc)
     p = res.parsed[0]
-    step = _step(
+    step = answered_step(
         role,
         None,
         res,
@@ -293,7 +306,7 @@ async def write_code(
     except Exception as exc:
         return failed_reply(role, plan, started, exc)
     code = extract_code(res.texts[0])
-    step = _step(
+    step = answered_step(
         role,
         plan,
         res,

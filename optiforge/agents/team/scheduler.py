@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -123,18 +123,7 @@ def vote_weight(verdict: str, source: str = "ir", verified: bool | None = None) 
 
 def weighted(candidates: list[Candidate]) -> list[Candidate]:
     """The candidates with their weights from the critic's and the verifier's verdicts."""
-    return [
-        Candidate(
-            value=c.value,
-            weight=vote_weight(c.verdict, c.source, c.verified),
-            plan=c.plan,
-            index=c.index,
-            verdict=c.verdict,
-            source=c.source,
-            verified=c.verified,
-        )
-        for c in candidates
-    ]
+    return [replace(c, weight=vote_weight(c.verdict, c.source, c.verified)) for c in candidates]
 
 
 @dataclass

@@ -422,21 +422,6 @@ def replace_line(ir: dict[str, Any], item: Item, expr: str) -> dict[str, Any]:
     return out
 
 
-def _step(plan: str | None, res: Any, started: float, summary: str) -> StepRecord:
-    """The step record of one answered verifier call (a cached reply costs nothing)."""
-    cached = bool(getattr(res, "cached", False))
-    return StepRecord(
-        role=ROLE,
-        plan_id=plan,
-        calls=0 if cached else 1,
-        prompt_tokens=0 if cached else int(getattr(res, "prompt_tokens", 0) or 0),
-        completion_tokens=0 if cached else int(getattr(res, "completion_tokens", 0) or 0),
-        elapsed_s=round(time.perf_counter() - started, 3),
-        summary=summary,
-        detail={"cached": cached},
-    )
-
-
 def _failed(plan: str | None, started: float, exc: Exception) -> roles.RoleReply:
     """A failed verifier call: what it cost (re-asks included) and why."""
     return roles.failed_reply(ROLE, plan, started, exc, what="verifier call")
@@ -477,7 +462,9 @@ async def ask_verifier(
     v = judge(item, res.parsed[0].expression, ir, problem)
     summary = f"{item.name} `{item.expression}`: {v.correct} (wrote `{v.wrote[:80]}`)"
     return roles.RoleReply(
-        values=[v], texts=[res.texts[0]], step=_step(plan, res, started, summary)
+        values=[v],
+        texts=[res.texts[0]],
+        step=roles.answered_step(ROLE, plan, res, started, summary),
     )
 
 

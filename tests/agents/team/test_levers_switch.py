@@ -18,6 +18,12 @@ def test_names_all_none_and_all_but_one():
     config = team_config("all,-verify", samples_per_pull=3)
     assert config.verify is False and config.hints and config.experience
     assert config.samples_per_pull == 3
+    # what run.json and an AgentSpec keep: the parsed state
+    assert team_config(parse_levers("all,-verify")) == config.model_copy(
+        update={"samples_per_pull": TeamConfig().samples_per_pull}
+    )
+    with pytest.raises(TeamError, match="unknown lever"):
+        team_config({"verfy": True})
 
 
 @pytest.mark.parametrize(
