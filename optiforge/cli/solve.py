@@ -132,7 +132,7 @@ def solve_command(
         None,
         "--levers",
         help="The team's accuracy levers to turn on: comma-separated names (verify, "
-        "grounded_critique, hints, experience, weighted_vote), 'all', 'all,-LEVER' or 'none' "
+        "grounded_critique, hints, experience, weighted_vote, templates), 'all', 'all,-LEVER' or 'none' "
         "(the defaults). See docs/team.md, 'Accuracy levers'.",
     ),
     time_limit: float | None = typer.Option(

@@ -263,8 +263,10 @@ def _classify_exception(exc: BaseException) -> str:
 def _check_identity(old: RunMeta, new: RunMeta, out_dir: Path) -> None:
     def same(k: str) -> bool:
         a, b = getattr(old, k), getattr(new, k)
-        if k == "levers":  # every lever off is the team's default, however it was written
-            return (not any((a or {}).values()) and not any((b or {}).values())) or a == b
+        if k == "levers":  # the levers turned on (a lever added since is off in old runs)
+            return {n for n, on in (a or {}).items() if on} == {
+                n for n, on in (b or {}).items() if on
+            }
         # A run.json written before the prompts were recorded does not say which it used.
         return a == b or (k == "prompts" and k not in old.model_fields_set)
 

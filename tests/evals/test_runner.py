@@ -241,6 +241,16 @@ async def test_resume_refuses_other_levers_or_prompts(tmp_path, fake):
             meta=RunMeta(dataset="nl4opt", agent="team", levers=None, prompts=prompts),
             resume=True,
         )
+    # A lever added to optiforge since the run was written is off in it: the same run.
+    await run_eval(
+        ps,
+        fake.always_right,
+        tmp_path,
+        meta=RunMeta(
+            dataset="nl4opt", agent="team", levers={**on, "templates": False}, prompts=prompts
+        ),
+        resume=True,
+    )
     other = {**prompts, "sha256": "2" * 64}
     with pytest.raises(EvalError, match=r"different run.*prompts"):
         await run_eval(

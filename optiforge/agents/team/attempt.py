@@ -174,6 +174,7 @@ class AttemptSteps:
         )
         if self.run.config.grounded_critique:
             att.issues += grounded_issues(problem, att.ir, att.result)
+        att.issues += att.extra_issues
         att.verdict = chk.verdict(att.issues)
         return att.findings()
 

@@ -22,7 +22,7 @@ from typing import Any
 from optiforge.agents.team.state import TeamConfig, TeamError
 
 #: The accuracy levers, in the order the docs and reports list them.
-LEVERS = ("verify", "grounded_critique", "hints", "experience", "weighted_vote")
+LEVERS = ("verify", "grounded_critique", "hints", "experience", "weighted_vote", "templates")
 
 
 def parse_levers(spec: str | None) -> dict[str, bool]:

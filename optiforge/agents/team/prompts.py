@@ -2,7 +2,8 @@
 
 Every role prompt is a file ``optiforge/prompts/team/<name>.md``. The *system* prompts of
 the roles (``formulator_system``, ``critic_system``, ``coder_system``, ``planner_system``,
-and ``verifier_system`` of the ``verify`` lever) are trainable: ``optiforge tune`` saves new values with :func:`save_prompts`, and
+``verifier_system`` of the ``verify`` lever and ``extractor_system`` of the ``templates``
+lever) are trainable: ``optiforge tune`` saves new values with :func:`save_prompts`, and
 :func:`load_prompt_values` reads them back for ``solve`` and ``eval`` (``--prompts FILE``).
 
 A prompts file is a state document in the shared format (:mod:`optiforge.trace.state`):
@@ -34,6 +35,7 @@ TRAINABLE = (
     "coder_system",
     "planner_system",
     "verifier_system",
+    "extractor_system",
 )
 #: Every template the team uses.
 ALL_PROMPTS = (
@@ -46,6 +48,7 @@ ALL_PROMPTS = (
     "direct_user",
     "planner_user",
     "verifier_user",
+    "extractor_user",
 )
 #: The role each prompt belongs to (the direct agent's prompt is the coder's).
 PROMPT_ROLES = {
@@ -63,6 +66,9 @@ PROMPT_ROLES = {
     # The verifier (the ``verify`` lever) is a check on the critic's side.
     "verifier_system": "critic",
     "verifier_user": "critic",
+    # The extractor (the ``templates`` lever) writes the formulation's data.
+    "extractor_system": "formulator",
+    "extractor_user": "formulator",
 }
 #: The team's roles, in the order the prompts file lists them.
 TEAM_ROLES = ("formulator", "planner", "coder", "critic")
@@ -85,6 +91,9 @@ DESCRIPTIONS = {
     "verifier_system": "System prompt of the sentence-level verifier: how to decide whether one "
     "constraint or objective says what its sentences say (directions, ratios, which number "
     "multiplies which variable) and write the fixed expression.",
+    "extractor_system": "System prompt of the data extractor: how to read the sets and the "
+    "parameter tables of a problem as JSON (names, index sets, units, which table or row "
+    "holds the values) without building the model. Keep the JSON field names.",
 }
 
 

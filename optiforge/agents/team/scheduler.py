@@ -104,6 +104,8 @@ class Candidate:
     verdict: str = "ok"
     source: str = "ir"
     verified: bool | None = None
+    #: A factor on the vote whatever the weighting (a template attempt's ``template_weight``).
+    factor: float = 1.0
 
 
 #: Weighted voting (``TeamConfig.weighted_vote``): a vote's weight by the critic's verdict...
@@ -122,8 +124,12 @@ def vote_weight(verdict: str, source: str = "ir", verified: bool | None = None) 
 
 
 def weighted(candidates: list[Candidate]) -> list[Candidate]:
-    """The candidates with their weights from the critic's and the verifier's verdicts."""
-    return [replace(c, weight=vote_weight(c.verdict, c.source, c.verified)) for c in candidates]
+    """The candidates with their weights from the critic's and the verifier's verdicts
+    (times each one's own ``factor``)."""
+    return [
+        replace(c, weight=vote_weight(c.verdict, c.source, c.verified) * c.factor)
+        for c in candidates
+    ]
 
 
 @dataclass

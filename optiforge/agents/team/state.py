@@ -103,6 +103,15 @@ class TeamConfig(BaseModel):
     experience: bool = False
     experience_k: int = Field(default=2, ge=1, le=8)
     experience_library: str | None = None
+    #: Lever "templates" (issue #18): a problem-class template (transportation, assignment,
+    #: flows, production planning, ...) chosen from the text's cues, filled from one
+    #: extraction call and solved as one more attempt (:mod:`.template_route`).
+    templates: bool = False
+    #: Cue points a template needs to be chosen (:func:`~.templates.match_cues`).
+    template_min_score: float = Field(default=2.0, ge=0.0)
+    #: The vote of a clean template attempt (a suspicious one votes with its usual fraction
+    #: of it): 2 lets it alone make the vote confident, so a long problem stops early.
+    template_weight: float = Field(default=2.0, ge=0.0, le=10.0)
 
 
 def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple[str, ...]:
@@ -110,8 +119,8 @@ def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple
 
     The direct agent uses only ``coder_system``. The team always uses the formulator's; the
     critic's only with ``llm_critic``, the coder's only with ``code_route``, the
-    planner's only with ``llm_planner`` (off by default) and the verifier's only with
-    ``verify`` (off by default), so an optimizer is never offered a
+    planner's only with ``llm_planner`` (off by default), the verifier's only with
+    ``verify`` and the extractor's only with ``templates`` (levers, off by default), so an optimizer is never offered a
     prompt that no step reads.
     """
     if agent == "direct":
@@ -126,6 +135,8 @@ def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple
         names.append("planner_system")
     if cfg.verify:
         names.append("verifier_system")
+    if cfg.templates:
+        names.append("extractor_system")
     return tuple(names)
 
 
@@ -226,6 +237,11 @@ class Attempt:
     #: The sentence-level verifier's verdict (``verify`` lever): None not checked, True
     #: every check passed, False a fix was proposed (solved as its own "verify" attempt).
     verified: bool | None = None
+    #: The attempt's vote is multiplied by this (``template_weight`` for a template attempt).
+    vote_factor: float = 1.0
+    #: Findings from the steps before the model (a template's extraction checks); the
+    #: critic's check adds them to its own.
+    extra_issues: list[chk.Issue] = field(default_factory=list)
     draft_node: Any = field(default=None, repr=False)
     model_node: Any = field(default=None, repr=False)
     result_node: Any = field(default=None, repr=False)
@@ -244,7 +260,7 @@ class Attempt:
         base = 1.0 if self.verdict == "ok" else 0.6
         if self.verified is False:  # the verifier proposed a fix: its attempt votes instead
             base *= 0.5
-        return base * (0.8 if self.source == "code" else 1.0)
+        return base * self.vote_factor * (0.8 if self.source == "code" else 1.0)
 
     def findings(self) -> Findings:
         """The attempt's current findings (the value of its ``check`` node)."""
@@ -410,6 +426,7 @@ class RunState:
                 verdict=a.verdict,
                 source=a.source,
                 verified=a.verified,
+                factor=a.vote_factor,
             )
             for a in self.attempts
             if a.value is not None

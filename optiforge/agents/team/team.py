@@ -55,6 +55,7 @@ from optiforge.agents.team.state import (
     plan_features,
     used_prompts,
 )
+from optiforge.agents.team.template_route import TemplateRoute
 from optiforge.agents.team.verify import Verifier
 from optiforge.llm import run_sync
 from optiforge.llm.protocol import ChatClient
@@ -309,10 +310,21 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
     )
     # First round: one greedy formulation plus samples-1 sampled ones. Its time is the
     # first measure of what a "sample" pull costs.
-    first = max(1, min(samples, budget.llm_samples))
+    # With the templates lever, a problem-class template is classified, extracted and
+    # solved alongside (it counts against the same budget, so the first round leaves it one
+    # sample when it may fire).
+    route = TemplateRoute(run) if config.templates else None
+    fits = route is not None and route.classify_step().template is not None
+    first = max(1, min(samples, budget.llm_samples - run.llm_samples - fits))
     temps = [0.0] + [config.temperature] * (first - 1)
     t0 = time.monotonic()
-    await run.formulate_batch("sample", temps)
+    if not fits:
+        await run.formulate_batch("sample", temps)
+    else:
+        assert route is not None
+        await asyncio.gather(
+            run.formulate_batch("sample", temps), route.attempt(reserved=len(temps))
+        )
     run.note_pull("sample", time.monotonic() - t0)
     # The verify lever: check the leading answers line by line; fixes join the vote.
     verifier = Verifier(run) if config.verify else None

@@ -60,3 +60,23 @@ async def test_real_model_extracts_a_transportation_table(coder_llm):
     res = solve_ir(ex.fill())
     assert res.status == SolveStatus.OPTIMAL
     assert res.objective == pytest.approx(enumerated_optimum())
+
+
+@pytest.mark.slow
+async def test_real_model_team_with_the_templates_lever_solves_the_table(coder_llm):
+    """The whole lever on the real model: the team classifies the problem as a
+    transportation problem, extracts and fills the template, and the filled template's
+    attempt is solved to the optimum. (The answer of the vote is not asserted: the
+    formulator's own samples may agree on something else.)"""
+    from optiforge.agents.team import asolve
+    from optiforge.agents.team.state import TeamConfig
+
+    sol = await asolve(PROBLEM, llm=coder_llm, samples=2, config=TeamConfig(templates=True))
+    assert "templates" in sol.levers
+    cls = [s for s in sol.steps if s.role == "planner" and s.plan_id == "template"]
+    assert cls[0].detail["classification"]["template"] == "transportation"
+    extractor = [s for s in sol.steps if s.role == "extractor"]
+    assert len(extractor) == 1 and extractor[0].calls == 1
+    solved = [s for s in sol.steps if s.role == "solver" and s.plan_id == "template"]
+    assert solved and solved[0].ok, solved
+    assert f"objective {enumerated_optimum():g}" in solved[0].summary

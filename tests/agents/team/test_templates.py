@@ -543,4 +543,5 @@ def test_cues_rank_the_fitting_template_first():
     tour = "A salesman must visit each city exactly once and return to the start; find the shortest tour."
     best = match_cues(tour)
     assert best[0][0] == "tsp" and "exactly once" in best[0][2]
-    assert match_cues("Nothing here matches.") == []
+    assert match_cues("Nothing here is relevant.") == []
+    assert match_cues("Each worker has two matches.")[0][0] == "assignment"  # plurals count

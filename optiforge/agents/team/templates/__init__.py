@@ -248,12 +248,13 @@ def _check_template(tpl: Template) -> None:
 
 def match_cues(text: str, *, top: int = 3) -> list[tuple[str, float, list[str]]]:
     """Templates whose classification cues occur in ``text``, best first: ``(id, score,
-    cues found)``. A cue of several words counts as many points as it has words; a template
+    cues found)``. A cue matches as a whole word or phrase, plural included ("plant" finds
+    "plants"). A cue of several words counts as many points as it has words; a template
     with no cue found is left out. A cheap first guess for a classifier, not a verdict."""
     low = " ".join(text.lower().split())
     scored = []
     for tpl in load_templates():
-        hits = [c for c in tpl.cues if re.search(rf"\b{re.escape(c.lower())}\b", low)]
+        hits = [c for c in tpl.cues if re.search(rf"\b{re.escape(c.lower())}(?:e?s)?\b", low)]
         if hits:
             scored.append((tpl.id, float(sum(len(c.split()) for c in hits)), hits))
     scored.sort(key=lambda t: (-t[1], t[0]))

@@ -1,0 +1,235 @@
+"""The ``templates`` lever with scripted models: classification from cues, one extraction
+call, the filled template solved as an attempt that joins the vote, and its failures,
+budget, deadline and trace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from optiforge.agents.team import asolve, asolve_graph
+from optiforge.agents.team.levers import parse_levers, team_config
+from optiforge.agents.team.state import TeamConfig, used_prompts
+from optiforge.agents.team.template_route import MIN_CHARS, classify
+from optiforge.llm.testing import ScriptedLLM
+from optiforge.solvers import ModelIR, solve_ir
+
+# Written for these tests (not from a benchmark sample).
+TRANSPORT = """A company ships bags of cement from two plants to three stores.
+The cost in dollars per bag, what each plant can supply and what each store needs are:
+
+| Plant   | Store A | Store B | Store C | Supply |
+|---------|---------|---------|---------|--------|
+| North   | 4       | 7       | 2       | 7      |
+| South   | 5       | 3       | 6       | 9      |
+| Demand  | 4       | 5       | 3       |        |
+
+How should the company ship to minimize its total cost?"""
+
+EXTRACTED = {
+    "sets": {"SOURCES": {"elements": [], "source": "two plants"}, "DESTINATIONS": {"elements": []}},
+    "parameters": {
+        "supply": {"units": "bags", "table": 1, "column": "Supply"},
+        "demand": {"units": "bags", "table": 1, "row": "Demand"},
+        "cost": {"units": "$ per bag", "table": 1, "source": "The cost in dollars per bag"},
+    },
+    "other_numbers": [],
+}
+
+
+def forgetful(store: str) -> str:
+    """A hand-written formulation that forgets one store's demand (a typical slip on a
+    table: 20 lines written out one by one)."""
+    demand = {
+        "a": ("Store A needs 4", "x_n_a + x_s_a >= 4"),
+        "b": ("Store B needs 5", "x_n_b + x_s_b >= 5"),
+        "c": ("Store C needs 3", "x_n_c + x_s_c >= 3"),
+    }
+    return json.dumps(
+        {
+            "variables": [
+                {"name": f"x_{p}_{s}", "description": f"bags {p} to {s}", "units": "bags"}
+                for p in ("n", "s")
+                for s in ("a", "b", "c")
+            ],
+            "objective": {
+                "sense": "minimize",
+                "expression": "4*x_n_a + 7*x_n_b + 2*x_n_c + 5*x_s_a + 3*x_s_b + 6*x_s_c",
+            },
+            "constraints": [
+                {"source": "North supply 7", "expression": "x_n_a + x_n_b + x_n_c <= 7"},
+                {"source": "South supply 9", "expression": "x_s_a + x_s_b + x_s_c <= 9"},
+            ]
+            + [{"source": src, "expression": e} for k, (src, e) in demand.items() if k != store],
+        }
+    )
+
+
+# Each formulation forgets another store, so no two agree.
+FORMULATIONS = [forgetful("c"), forgetful("b"), forgetful("a")]
+
+SHORT_LP = (
+    "A factory makes chairs and tables. Each chair needs 2 hours and each table 3 hours; "
+    "120 hours are available. Chairs give $30 and tables $50 profit. Maximize profit."
+)
+
+
+def optimum() -> float:
+    """The transportation optimum, by the solver on a model written out here."""
+    ship = [f"x{i}{j}" for i in range(2) for j in range(3)]
+    cost = [[4, 7, 2], [5, 3, 6]]
+    ir = {
+        "variables": [{"name": v} for v in ship],
+        "objective": {
+            "sense": "minimize",
+            "expression": " + ".join(f"{cost[i][j]}*x{i}{j}" for i in range(2) for j in range(3)),
+        },
+        "constraints": [
+            {"name": "s0", "expression": "x00 + x01 + x02 <= 7"},
+            {"name": "s1", "expression": "x10 + x11 + x12 <= 9"},
+            {"name": "d0", "expression": "x00 + x10 >= 4"},
+            {"name": "d1", "expression": "x01 + x11 >= 5"},
+            {"name": "d2", "expression": "x02 + x12 >= 3"},
+        ],
+    }
+    return solve_ir(ModelIR.from_json(ir)).objective
+
+
+def script(extractor=lambda: json.dumps(EXTRACTED)):
+    asked = []
+
+    def reply(messages, tag=None, **kw):
+        if tag == "formulator":
+            asked.append(1)
+            return FORMULATIONS[(len(asked) - 1) % len(FORMULATIONS)]
+        if tag == "extractor":
+            return extractor()
+        return json.dumps({"verdict": "correct", "problems": [], "fixes": []})
+
+    return reply
+
+
+def calls(llm: ScriptedLLM, tag: str) -> int:
+    return sum(r.tag == tag for r in llm.requests)
+
+
+def test_classify_needs_cues_a_clear_winner_and_size():
+    c = classify(TRANSPORT)
+    assert c.template == "transportation" and "supply" in c.cues and "table" in c.reason
+    short = classify(SHORT_LP)
+    assert short.template is None
+    long_text = "A company ships goods from plants to markets to meet demand. " * 12
+    assert len(long_text) >= MIN_CHARS and classify(long_text).template == "transportation"
+    assert "short" in classify(long_text[:200]).reason
+    assert classify("Minimize x subject to x >= 1.").reason.startswith("no template")
+    assert classify(TRANSPORT, min_score=50).template is None
+
+
+def test_the_lever_is_in_the_switch_and_adds_the_extractor_prompt():
+    assert parse_levers("templates")["templates"] is True
+    assert parse_levers("all")["templates"] is True
+    assert team_config("templates").templates is True
+    assert "extractor_system" in used_prompts("team", TeamConfig(templates=True))
+    assert "extractor_system" not in used_prompts("team", TeamConfig())
+
+
+async def test_a_filled_template_outvotes_forgetful_formulations():
+    right = optimum()
+    off_llm = ScriptedLLM(script())
+    off = await asolve(TRANSPORT, llm=off_llm, samples=3)
+    assert off.answer is not None and off.answer < right  # a store's demand forgotten
+    assert calls(off_llm, "extractor") == 0 and off.levers == []
+
+    # A budget of the first round: three formulations and the extraction.
+    llm = ScriptedLLM(script())
+    sol = await asolve(TRANSPORT, llm=llm, samples=3, budget=4, config=TeamConfig(templates=True))
+    assert sol.answer == pytest.approx(right)
+    assert sol.levers == ["templates"] and calls(llm, "extractor") == 1
+    # The winning formulation is the indexed template, written once over its sets.
+    assert sol.formulation is not None and [s.name for s in sol.formulation.sets] == [
+        "SOURCES",
+        "DESTINATIONS",
+    ]
+    planner = [s for s in sol.steps if s.role == "planner" and s.plan_id == "template"]
+    assert planner and planner[0].detail["classification"]["template"] == "transportation"
+    extractor = [s for s in sol.steps if s.role == "extractor"]
+    assert len(extractor) == 1 and extractor[0].calls == 1
+    # The extraction call counts against the budget like any role call.
+    assert sol.calls == len(llm.requests) == calls(llm, "formulator") + 1
+
+
+async def test_a_short_problem_makes_no_extraction_call():
+    llm = ScriptedLLM(script())
+    sol = await asolve(SHORT_LP, llm=llm, samples=2, config=TeamConfig(templates=True))
+    assert calls(llm, "extractor") == 0 and "templates" not in sol.levers
+
+
+async def test_a_broken_extraction_loses_nothing():
+    llm = ScriptedLLM(script(extractor=lambda: "this is not JSON"))
+    sol = await asolve(TRANSPORT, llm=llm, samples=3, config=TeamConfig(templates=True))
+    assert sol.answer is not None  # the formulator's answer stands
+    assert sol.levers == ["templates"]
+    failed = [s for s in sol.steps if s.role == "extractor"]
+    assert failed and not failed[0].ok
+
+
+async def test_an_extraction_that_does_not_fit_the_template_is_not_solved():
+    bad = {**EXTRACTED, "parameters": {**EXTRACTED["parameters"]}}
+    bad["parameters"]["demand"] = {"units": "bags", "values": [4, 5]}  # one store short
+    llm = ScriptedLLM(script(extractor=lambda: json.dumps(bad)))
+    sol = await asolve(TRANSPORT, llm=llm, samples=3, config=TeamConfig(templates=True))
+    solver = [s for s in sol.steps if s.role == "solver" and s.plan_id == "template"]
+    assert solver and not solver[0].ok and sol.answer != pytest.approx(optimum())
+
+
+async def test_unused_numbers_make_the_template_attempt_suspicious():
+    text = TRANSPORT.replace(
+        "How should", "No more than 8 bags may go on any one route. How should"
+    )
+    llm = ScriptedLLM(script())
+    sol = await asolve(text, llm=llm, samples=3, config=TeamConfig(templates=True))
+    solver = [s for s in sol.steps if s.role == "solver" and s.plan_id == "template"]
+    assert solver and "suspicious" in solver[0].summary
+    assert any(i["check"] == "numbers" for i in solver[0].detail["issues"])
+
+
+async def test_no_extraction_when_the_budget_is_spent_by_the_first_round():
+    llm = ScriptedLLM(script())
+    sol = await asolve(TRANSPORT, llm=llm, budget=1, config=TeamConfig(templates=True))
+    assert calls(llm, "extractor") == 0 and sol.calls <= 1
+    skipped = [s for s in sol.steps if s.role == "extractor" and not s.ok]
+    assert skipped and "budget" in skipped[0].summary
+
+
+async def test_the_deadline_cancels_an_extraction_in_flight():
+    async def hangs(messages, tag=None, **kw):
+        if tag == "extractor":
+            await asyncio.sleep(60)
+        return script()(messages, tag=tag)
+
+    t0 = time.monotonic()
+    sol = await asolve(
+        TRANSPORT,
+        llm=ScriptedLLM(hangs),
+        samples=3,
+        time_limit=2.0,
+        config=TeamConfig(templates=True),
+    )
+    assert time.monotonic() - t0 < 6
+    assert sol.stopped == "deadline" and sol.answer is not None
+    assert any(s.role == "extractor" and s.detail.get("cancelled") for s in sol.steps)
+
+
+async def test_the_recorded_run_has_template_ops_and_a_trainable_extractor_prompt(tmp_path):
+    from optiforge.trace import load_graph, save_graph
+
+    llm = ScriptedLLM(script())
+    out = await asolve_graph(TRANSPORT, llm=llm, samples=3, config=TeamConfig(templates=True))
+    doc = load_graph(save_graph(out, tmp_path / "g.json"))
+    ops = [n.get("op") for n in doc["nodes"]]
+    assert {"classify", "extract", "fill_template"} <= set(ops)
+    params = {n["name"] for n in doc["nodes"] if n["kind"] == "parameter" and n["trainable"]}
+    assert "extractor_system" in params
