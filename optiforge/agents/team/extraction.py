@@ -54,6 +54,7 @@ __all__ = [
     "extract",
     "extraction_messages",
     "reply_schema",
+    "unused_numbers",
 ]
 
 ROLE = "extractor"
@@ -499,8 +500,11 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def check_numbers(ex: Extraction, problem_text: str) -> list[Issue]:
-    """Every number in the text is used or explained; no value is invented."""
+def unused_numbers(
+    ex: Extraction, problem_text: str, *, explained: bool = True
+) -> tuple[list[float], int]:
+    """The numbers of the text that no parameter, set (or, with ``explained``, explained
+    other number) accounts for, and how many distinct numbers the text has."""
     text_numbers = numbers_in(problem_text)
     used: set[float] = set()
     for p in ex.parameters.values():
@@ -509,12 +513,20 @@ def check_numbers(ex: Extraction, problem_text: str) -> list[Issue]:
         used.add(float(len(elements)))
         for e in elements:
             used |= numbers_in(e)
-    used.update(o.value for o in ex.other_numbers)
+    if explained:
+        used.update(o.value for o in ex.other_numbers)
     for t in ex.tables:  # numbers in labels ("Plant 1", "Week 3") name things
         for lab in [*t.header, *t.row_labels]:
             used |= numbers_in(lab)
     near = used | {u * 100 for u in used} | {u / 100 for u in used}
     missing = sorted(n for n in text_numbers if not any(_close(n, u) for u in near))
+    return missing, len(text_numbers)
+
+
+def check_numbers(ex: Extraction, problem_text: str) -> list[Issue]:
+    """Every number in the text is used or explained; no value is invented."""
+    text_numbers = numbers_in(problem_text)
+    missing, _ = unused_numbers(ex, problem_text)
     findings = []
     if missing:
         findings.append(

@@ -6,7 +6,8 @@ the structure of a large model. With ``TeamConfig.templates`` on, a run
 
 1. **classifies** the problem without a model call (:func:`classify`): the template whose
    cues score highest (:func:`~.templates.match_cues`) fits when it scores at least
-   ``template_min_score``, no other template scores as high, and the problem is large
+   ``template_min_score`` with at least :data:`MIN_CUES` distinct cues, no other template
+   scores as high, and the problem is large
    enough to be worth a call: a parsed table or number list, or at least
    :data:`MIN_CHARS` characters. Short one- or two-product LPs stay with the formulator,
    which solves them well;
@@ -15,7 +16,10 @@ the structure of a large model. With ``TeamConfig.templates`` on, a run
    reply's schema has exactly the template's names, and the checks flag unused numbers,
    inconsistent dimensions and units;
 3. **fills** the template (op ``fill_template``): an indexed :class:`~optiforge.solvers.ir.
-   ModelIR` written once over its sets, which the solver expands;
+   ModelIR` written once over its sets, which the solver expands. The fit test comes first:
+   a template whose sets and parameters leave more than :data:`MAX_UNUSED_SHARE` of the
+   text's numbers unused does not describe the problem (the cues are a cheap guess), and
+   is not solved;
 4. **solves and checks** it like any formulation (plan ``template``). The extraction's
    findings join the critic's: a number of the text that no parameter uses may be a side
    constraint the template does not have, so it makes the attempt suspicious.
@@ -35,16 +39,23 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from optiforge.agents.solution import StepRecord
-from optiforge.agents.team.extraction import Extraction, extract
+from optiforge.agents.team.extraction import Extraction, extract, unused_numbers
 from optiforge.agents.team.state import Attempt
 from optiforge.agents.team.tables import parse_tables
 from optiforge.agents.team.templates import TemplateError, match_cues
 from optiforge.trace import bundle
 
-__all__ = ["MIN_CHARS", "PLAN", "Classification", "TemplateRoute", "classify"]
+__all__ = ["MIN_CHARS", "MIN_CUES", "PLAN", "Classification", "TemplateRoute", "classify"]
 
 #: The plan (and attempt) name of a template attempt.
 PLAN = "template"
+#: Distinct cues a template needs (one phrase, however long, is not enough evidence).
+MIN_CUES = 2
+#: A template fits only if its data accounts for the text's numbers: at most this share of
+#: them (and at least one) may be left out of its sets and parameters. (A number the
+#: extractor calls "other" does not count: a side constraint the template lacks would
+#: hide there.)
+MAX_UNUSED_SHARE = 0.2
 #: A problem without a table or number list needs at least this many characters for the
 #: template route: shorter ones are the small LPs the formulator writes well by hand.
 MIN_CHARS = 600
@@ -80,6 +91,10 @@ def classify(problem: str, *, min_score: float = 2.0) -> Classification:
     if not matches:
         return Classification(None, 0.0, (), "no template's cues occur in the text")
     tid, score, cues = matches[0]
+    if len(cues) < MIN_CUES:
+        return Classification(
+            None, score, tuple(cues), f"best match {tid} has one cue only ({cues[0]!r})"
+        )
     if score < min_score:
         return Classification(
             None,
@@ -112,8 +127,8 @@ def classify(problem: str, *, min_score: float = 2.0) -> Classification:
 class _FillStep:
     """The ``fill_template`` op of one template attempt."""
 
-    def __init__(self, att: Attempt) -> None:
-        self.att = att
+    def __init__(self, att: Attempt, problem: str) -> None:
+        self.att, self.problem = att, problem
 
     @bundle(name="fill_template", doc=_DOCS["fill_template"])
     def fill(self, extraction: Extraction) -> Any:
@@ -124,6 +139,15 @@ class _FillStep:
         errors = [f.message for f in extraction.findings if f.severity == "error"]
         if extraction.error or errors:
             att.error = f"extraction: {extraction.error or '; '.join(errors)}"
+            return f"not filled: {att.error}"
+        unused, total = unused_numbers(extraction, self.problem, explained=False)
+        if len(unused) > max(1, MAX_UNUSED_SHARE * total):
+            att.error = (
+                f"the {extraction.template} template does not fit: {len(unused)} of the "
+                f"text's {total} numbers are not its data ("
+                + ", ".join(f"{n:g}" for n in unused[:8])
+                + ")"
+            )
             return f"not filled: {att.error}"
         try:
             model = extraction.fill()
@@ -222,7 +246,7 @@ class TemplateRoute:
         # The checks' warnings (numbers no parameter uses, values not in the text, units)
         # join the critic's findings of the solved template.
         att.extra_issues = [f for f in ex.findings if f.severity != "error"]
-        att.model_node = _FillStep(att).fill(ex_node)
+        att.model_node = _FillStep(att, run.problem).fill(ex_node)
         await run.solve_and_check(att)
         if att.ir is None:  # not filled: solve_and_check ran only the checks
             run.steps.append(

@@ -233,3 +233,19 @@ async def test_the_recorded_run_has_template_ops_and_a_trainable_extractor_promp
     assert {"classify", "extract", "fill_template"} <= set(ops)
     params = {n["name"] for n in doc["nodes"] if n["kind"] == "parameter" and n["trainable"]}
     assert "extractor_system" in params
+
+
+async def test_a_template_that_leaves_the_texts_numbers_unused_does_not_fit():
+    # A product-mix problem with supply-and-demand words: the cues pick transportation,
+    # but the template's data cannot account for the text's other numbers.
+    text = TRANSPORT.replace(
+        "How should",
+        "Each truck carries 12 bags, the company has 30 drivers, 4 depots and a budget of "
+        "$500 a day for fuel, with 15 hours of loading time. How should",
+    )
+    llm = ScriptedLLM(script())
+    sol = await asolve(text, llm=llm, samples=3, budget=4, config=TeamConfig(templates=True))
+    assert calls(llm, "extractor") == 1 and sol.levers == ["templates"]
+    solver = [s for s in sol.steps if s.role == "solver" and s.plan_id == "template"]
+    assert solver and not solver[0].ok and "does not fit" in solver[0].summary
+    assert "12" in solver[0].summary and "30" in solver[0].summary

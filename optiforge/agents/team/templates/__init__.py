@@ -255,10 +255,17 @@ def match_cues(text: str, *, top: int = 3) -> list[tuple[str, float, list[str]]]
     scored = []
     for tpl in load_templates():
         hits = [c for c in tpl.cues if re.search(rf"\b{re.escape(c.lower())}(?:e?s)?\b", low)]
+        # A cue and its plural ("facility", "facilities") are one piece of evidence.
+        hits = [c for c in hits if not any(c != h and _plural_of(c, h) for h in hits)]
         if hits:
             scored.append((tpl.id, float(sum(len(c.split()) for c in hits)), hits))
     scored.sort(key=lambda t: (-t[1], t[0]))
     return scored[:top]
+
+
+def _plural_of(word: str, base: str) -> bool:
+    w, b = word.lower(), base.lower()
+    return w in (b + "s", b + "es") or (b.endswith("y") and w == b[:-1] + "ies")
 
 
 # ---------------------------------------------------------------------------------------------
