@@ -44,6 +44,8 @@ class AgentSpec:
       has a parameter named ``time_limit`` is given it too.
     - ``levers``: the team's accuracy levers, ``{lever: on}``
       (:func:`optiforge.agents.team.levers.parse_levers`); None: the team's defaults.
+    - ``experience_library``: the experience lever's library file (None: the shipped one);
+      on a Ray cluster every worker must be able to read this path.
     """
 
     agent: str = "team"
@@ -57,6 +59,7 @@ class AgentSpec:
     prompts: dict[str, str] | None = None
     time_limit: float | None = None
     levers: dict[str, bool] | None = None
+    experience_library: str | None = None
 
 
 def load_agent_fn(spec: str) -> Any:
@@ -144,7 +147,8 @@ class BuiltAgent:
         if self.spec.levers is not None and self.spec.agent == "team":
             from optiforge.agents.team.levers import team_config
 
-            config = team_config(self.spec.levers)
+            lib = self.spec.experience_library
+            config = team_config(self.spec.levers, **({"experience_library": lib} if lib else {}))
         return await asolve(
             problem.text,
             llm=self.llm,

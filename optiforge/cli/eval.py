@@ -144,6 +144,13 @@ def eval_command(
         "one: an ablation row) or 'none' (the defaults). run.json records every lever's state; "
         "each journal line lists the levers that fired on its problem.",
     ),
+    experience_library: Path | None = typer.Option(
+        None,
+        "--experience-library",
+        help="The experience lever's library (a file from 'optiforge experience build' "
+        "over eval runs on training problems); needs --levers experience (or all). "
+        "run.json records its sha256.",
+    ),
     max_failures: int | None = typer.Option(
         None,
         "--max-failures",
@@ -220,6 +227,11 @@ def eval_command(
         levers=lever_state,
         prompts=prompts_info,
     )
+    from optiforge.agents.team.levers import experience_library as check_library
+
+    library = check_library(lever_state, experience_library)  # fails now, not per problem
+    if library is not None:
+        request = dataclasses.replace(request, experience=library.model_dump())
     settings = load_settings(model=model, base_url=base_url, concurrency=concurrency)
     plan = plan_eval(
         request,
@@ -244,6 +256,7 @@ def eval_command(
         prompts=prompt_values,
         time_limit=timeout or None,
         levers=lever_state,
+        experience_library=str(experience_library.resolve()) if experience_library else None,
     )
     runner_exec, llm, provenance, usage_scope = _start(plan, spec, settings, console)
     console.print(

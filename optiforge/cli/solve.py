@@ -135,6 +135,12 @@ def solve_command(
         "grounded_critique, hints, experience, weighted_vote, templates), 'all', 'all,-LEVER' or 'none' "
         "(the defaults). See docs/team.md, 'Accuracy levers'.",
     ),
+    experience_library: Path | None = typer.Option(
+        None,
+        "--experience-library",
+        help="The experience lever's library (from 'optiforge experience build'); needs "
+        "--levers experience (or all).",
+    ),
     time_limit: float | None = typer.Option(
         None,
         "--time-limit",
@@ -158,7 +164,11 @@ def solve_command(
             raise TeamError(
                 "--levers switches the team's accuracy levers; use it with --agent team"
             )
-        config = team_config(levers)
+        lib = {"experience_library": str(experience_library)} if experience_library else {}
+        config = team_config(levers, **lib)
+    from optiforge.agents.team.levers import experience_library as check_library
+
+    check_library(levers, experience_library)  # a missing or bad library fails before any call
     prompt_values = load_prompt_values(prompts) if prompts is not None else None
     settings = load_settings(model=model, base_url=base_url)
     from optiforge.cli.common import connect_llm

@@ -114,6 +114,12 @@ def tune_command(
         help="The team's accuracy levers on while tuning (as in eval: 'verify,hints', 'all', "
         "'all,-LEVER', 'none'); a lever's prompt can be tuned only when it is on.",
     ),
+    experience_library: Path | None = typer.Option(
+        None,
+        "--experience-library",
+        help="The experience lever's library while tuning (from 'optiforge experience "
+        "build'); needs --levers experience (or all).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the split order, sampling and RNG."),
 ) -> None:
     import signal
@@ -131,6 +137,9 @@ def tune_command(
         from optiforge.agents.team.levers import parse_levers
 
         lever_state = parse_levers(levers)
+    from optiforge.agents.team.levers import experience_library as check_library
+
+    library = check_library(lever_state, experience_library)  # fails before any call
     cfg = TuneConfig(
         dataset=dataset,
         out=out,
@@ -160,6 +169,8 @@ def tune_command(
         ray_workers=ray_workers,
         no_cache=no_cache,
         levers=lever_state,
+        experience_library=str(experience_library.resolve()) if experience_library else None,
+        experience=library.model_dump() if library else None,
     )
     settings = load_settings(model=model, base_url=base_url)
     cfg.model = settings.model

@@ -55,6 +55,8 @@ class EvalRequest:
     levers: dict[str, bool] | None = None
     #: What ``--prompts`` loaded (file, sha256, parameter names), None: the shipped prompts.
     prompts: dict[str, Any] | None = None
+    #: The experience library the lever uses (file, sha256, entries), None: lever off.
+    experience: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.out is not None:
@@ -202,6 +204,7 @@ def run_meta(
         budget={"llm_samples": request.budget} if request.budget else None,
         levers=request.levers,
         prompts=request.prompts,
+        experience=request.experience,
         filters={
             "ids": selection.ids,
             "sample": request.sample,

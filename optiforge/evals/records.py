@@ -226,6 +226,9 @@ class RunMeta(BaseModel):
     #: The tuned prompts (``--prompts``): file, sha256 of its parameters and their names;
     #: None: the shipped prompts.
     prompts: dict[str, Any] | None = None
+    #: The experience lever's library (``--experience-library``): file, sha256, entries;
+    #: None: the lever is off.
+    experience: dict[str, Any] | None = None
     filters: dict[str, Any] = Field(default_factory=dict)
     planned_ids: list[str] = Field(default_factory=list)
     command: str | None = None
@@ -242,6 +245,7 @@ class RunMeta(BaseModel):
         "samples",
         "levers",
         "prompts",
+        "experience",
     )
 
     @property

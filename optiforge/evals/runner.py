@@ -267,6 +267,8 @@ def _check_identity(old: RunMeta, new: RunMeta, out_dir: Path) -> None:
             return {n for n, on in (a or {}).items() if on} == {
                 n for n, on in (b or {}).items() if on
             }
+        if k == "experience":  # the same library, wherever its file is now
+            return (a or {}).get("sha256") == (b or {}).get("sha256")
         # A run.json written before the prompts were recorded does not say which it used.
         return a == b or (k == "prompts" and k not in old.model_fields_set)
 

@@ -285,6 +285,10 @@ class TuneConfig:
     init_prompts: dict[str, str] | None = None
     #: The team's accuracy levers (``--levers``, parsed: every lever's on/off); None: defaults.
     levers: dict[str, bool] | None = None
+    #: The experience lever's library file (None: the shipped one), and what the tuned
+    #: prompts file records of it (file, sha256, entries).
+    experience_library: str | None = None
+    experience: dict[str, Any] | None = None
     budget: int | None = None
     samples: int | None = None
     workers: int = 2
@@ -441,6 +445,7 @@ def start_ray_executor(
         budget=cfg.budget,
         samples=cfg.samples,
         levers=cfg.levers,
+        experience_library=cfg.experience_library,
     )
     ex = RayExecutor(
         functools.partial(build_agent, spec),
@@ -515,7 +520,8 @@ def run_tune(
     if cfg.levers is not None and cfg.agent == "team":
         from optiforge.agents.team.levers import team_config
 
-        extra["config"] = team_config(cfg.levers)
+        lib = {"experience_library": cfg.experience_library} if cfg.experience_library else {}
+        extra["config"] = team_config(cfg.levers, **lib)
     module = TeamModule(
         cfg.init_prompts,
         llm=llm,
@@ -586,6 +592,7 @@ def run_tune(
             "best_val_score": result.best_val_score,
             "model": cfg.model,
             "levers": cfg.levers,
+            "experience": cfg.experience,
             "seed": cfg.seed,
             "executor": executor.name if executor is not None else "local",
         },

@@ -262,6 +262,12 @@ def test_bad_prompts_or_levers_fail_before_any_problem_runs(tmp_path):
         (["--prompts", str(tmp_path / "nope.json")], "does not exist"),
         (["--levers", "verfy"], "unknown lever 'verfy'"),
         (["--levers", "all", "--agent", "direct"], "use it with --agent team"),
+        (["--levers", "experience"], "--experience-library FILE"),
+        (["--experience-library", str(bad)], "turn the lever on"),
+        (
+            ["--levers", "experience", "--experience-library", str(tmp_path / "no.jsonl")],
+            "no experience library at",
+        ),
     ):
         res = _run(
             "eval",

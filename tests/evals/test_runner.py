@@ -251,6 +251,18 @@ async def test_resume_refuses_other_levers_or_prompts(tmp_path, fake):
         ),
         resume=True,
     )
+    # Another experience library is another run; the same one moved elsewhere is not.
+    lib = {"file": "lib.jsonl", "sha256": "3" * 64, "entries": 5}
+    with pytest.raises(EvalError, match=r"different run.*experience"):
+        await run_eval(
+            ps,
+            fake.always_right,
+            tmp_path,
+            meta=RunMeta(
+                dataset="nl4opt", agent="team", levers=on, prompts=prompts, experience=lib
+            ),
+            resume=True,
+        )
     other = {**prompts, "sha256": "2" * 64}
     with pytest.raises(EvalError, match=r"different run.*prompts"):
         await run_eval(

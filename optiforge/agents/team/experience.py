@@ -299,8 +299,9 @@ def load_library(path: str | Path | None = None) -> ExperienceLibrary:
         raise ExperienceError(
             "TeamConfig(experience=True) needs an experience library, and this optiforge "
             f"ships none ({p} is missing): build one with `optiforge experience build "
-            "RUN_DIR --out FILE` from eval runs on training problems and pass "
-            "TeamConfig(experience_library=FILE)"
+            "RUN_DIR --out FILE` from eval runs on training problems and pass it with "
+            "--experience-library FILE (Python: TeamConfig(experience_library=FILE)), or "
+            "leave the lever out (--levers all,-experience)"
         )
     try:
         key = (str(p.resolve()), p.stat().st_mtime)

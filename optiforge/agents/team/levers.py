@@ -17,7 +17,10 @@ It returns every lever's value, so ``run.json`` records the full state of a run.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from optiforge.agents.team.state import TeamConfig, TeamError
 
@@ -73,3 +76,43 @@ def team_config(levers: str | Mapping[str, bool] | None = None, **overrides: Any
         return TeamConfig(**{**fields, **overrides})
     except Exception as exc:
         raise TeamError(f"invalid team settings: {exc}") from None
+
+
+def experience_library(
+    levers: str | Mapping[str, bool] | None, library: str | Path | None
+) -> ExperienceLibraryInfo | None:
+    """Check the experience lever's library before a run starts (not once per problem):
+    ``library`` (``--experience-library``) needs the lever on, and the lever on needs a
+    library (``library``, or the shipped one). Returns what ``run.json`` records of it (the
+    file, the sha256 of its bytes and its entry count), or None with the lever off.
+
+    Raises :class:`TeamError` (a library without the lever) or
+    :class:`~optiforge.agents.team.experience.ExperienceError` (no library, or a bad one)."""
+    state = parse_levers(levers) if levers is None or isinstance(levers, str) else levers
+    on = bool(state.get("experience"))
+    if library is not None and not on:
+        raise TeamError(
+            "--experience-library is the library of the experience lever: turn the lever on "
+            "with --levers experience (or all)"
+        )
+    if not on:
+        return None
+    import hashlib
+
+    from optiforge.agents.team.experience import DEFAULT_LIBRARY, load_library
+
+    lib = load_library(library)
+    path = Path(library) if library is not None else DEFAULT_LIBRARY
+    return ExperienceLibraryInfo(
+        file=str(path),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        entries=len(lib),
+    )
+
+
+class ExperienceLibraryInfo(BaseModel):
+    """What ``run.json`` records of the experience library a run used."""
+
+    file: str
+    sha256: str
+    entries: int

@@ -488,3 +488,19 @@ def test_cli_builds_a_library_and_refuses_held_out_runs(tmp_path, capsys):
         main(["experience", "build", "--help"])
     assert exc.value.code == 0
     assert "--drop-held-out" in capsys.readouterr().out
+
+
+def test_the_library_is_checked_with_the_lever_before_a_run(library, tmp_path, monkeypatch):
+    from optiforge.agents.team.levers import experience_library
+
+    monkeypatch.setattr(xp, "DEFAULT_LIBRARY", tmp_path / "none-shipped.jsonl")
+    assert experience_library("verify", None) is None
+    with pytest.raises(TeamError, match="turn the lever on"):
+        experience_library("verify", library)
+    with pytest.raises(xp.ExperienceError, match="--experience-library FILE"):
+        experience_library("all", None)
+    info = experience_library("experience", library)
+    assert info.entries == len(xp.load_library(library)) > 0 and len(info.sha256) == 64
+    moved = tmp_path / "elsewhere.jsonl"
+    shutil.copy(library, moved)
+    assert experience_library("all", moved).sha256 == info.sha256
