@@ -249,23 +249,25 @@ def _check_template(tpl: Template) -> None:
 def match_cues(text: str, *, top: int = 3) -> list[tuple[str, float, list[str]]]:
     """Templates whose classification cues occur in ``text``, best first: ``(id, score,
     cues found)``. A cue matches as a whole word or phrase, plural included ("plant" finds
-    "plants"). A cue of several words counts as many points as it has words; a template
+    "plants"); a cue found with a longer form of it ("ship", "shipping") counts once. A cue of several words counts as many points as it has words; a template
     with no cue found is left out. A cheap first guess for a classifier, not a verdict."""
     low = " ".join(text.lower().split())
     scored = []
     for tpl in load_templates():
         hits = [c for c in tpl.cues if re.search(rf"\b{re.escape(c.lower())}(?:e?s)?\b", low)]
-        # A cue and its plural ("facility", "facilities") are one piece of evidence.
-        hits = [c for c in hits if not any(c != h and _plural_of(c, h) for h in hits)]
+        # A cue and its plural or a longer form of it ("facility" and "facilities", "ship"
+        # and "shipping", "assign" and "assignment") are one piece of evidence.
+        hits = [c for c in hits if not any(c != h and _same_word(c, h) for h in hits)]
         if hits:
             scored.append((tpl.id, float(sum(len(c.split()) for c in hits)), hits))
     scored.sort(key=lambda t: (-t[1], t[0]))
     return scored[:top]
 
 
-def _plural_of(word: str, base: str) -> bool:
+def _same_word(word: str, base: str) -> bool:
+    """``word`` is ``base``'s plural or ``base`` with a suffix."""
     w, b = word.lower(), base.lower()
-    return w in (b + "s", b + "es") or (b.endswith("y") and w == b[:-1] + "ies")
+    return w.startswith(b) or (b.endswith("y") and w == b[:-1] + "ies")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,91 @@
+"""One real-model extraction per template family beyond transportation (which
+``test_extraction_slow.py`` covers): assignment, knapsack (selection), multi-period
+production and inventory, and facility location. Each problem is written for this test
+(not from a benchmark sample) around the template's own known instance, so the filled
+template must solve to the optimum the template file states. The four extractions run at
+once, as the team's calls do."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from optiforge.agents.team.extraction import extract
+from optiforge.agents.team.prompts import PromptSet
+from optiforge.agents.team.template_route import classify
+from optiforge.agents.team.templates import load_template
+from optiforge.solvers import solve_ir
+
+PROBLEMS = {
+    "assignment": """A manager must assign three analysts, Ann, Bob and Cy, to three reports,
+t1, t2 and t3: each analyst writes exactly one report and each report is written by exactly
+one analyst. The hours each analyst would need for each report are:
+
+| Analyst | t1 | t2 | t3 |
+|---------|----|----|----|
+| Ann     | 9  | 2  | 7  |
+| Bob     | 6  | 4  | 3  |
+| Cy      | 5  | 8  | 1  |
+
+Which assignment minimizes the total hours?""",
+    "knapsack": """A hiker can carry at most 10 kg in her knapsack and chooses which of four
+items to take; each item is taken whole or left behind. The value and the weight of each
+item are:
+
+| Item | Value | Weight (kg) |
+|------|-------|-------------|
+| a    | 10    | 5           |
+| b    | 13    | 6           |
+| c    | 7     | 3           |
+| d    | 8     | 4           |
+
+Which items should she select to maximize the total value?""",
+    "production_inventory": """A plant plans its production for the next 3 months. Each month's
+demand must be met from that month's production or from stock carried over from earlier
+months. Production in any month is at most 70 units. Holding one unit in stock from one
+month to the next costs $1.
+
+| Month | Demand | Production cost per unit ($) |
+|-------|--------|------------------------------|
+| 1     | 40     | 10                           |
+| 2     | 60     | 12                           |
+| 3     | 80     | 11                           |
+
+How much should the plant produce each month to minimize its total production and holding
+cost?""",
+    "facility_location": """A retailer may open warehouses at three sites, F1, F2 and F3, to serve
+two customers, c1 and c2. Opening a site has a fixed cost, each open site can ship at most its
+capacity, and each customer's demand must be met. Shipping one unit costs:
+
+| Site | Fixed cost | Capacity | c1 | c2 |
+|------|------------|----------|----|----|
+| F1   | 100        | 50       | 2  | 3  |
+| F2   | 80         | 30       | 4  | 1  |
+| F3   | 120        | 60       | 3  | 3  |
+
+Customer c1 needs 30 units and customer c2 needs 25 units. Which sites should be opened,
+and how much should each ship to each customer, to minimize the fixed costs plus the
+shipping costs?""",
+}
+
+
+def test_each_problem_is_classified_as_its_family():
+    for family, text in PROBLEMS.items():
+        assert classify(text).template == family, (family, classify(text))
+
+
+@pytest.mark.slow
+async def test_real_model_fills_one_template_per_family(coder_llm):
+    async def one(family: str) -> str | None:
+        ex = await extract(coder_llm, PromptSet(), PROBLEMS[family], template=family)
+        if not ex.ok:
+            return f"{family}: {ex.error or [f.message for f in ex.findings]}"
+        res = solve_ir(ex.fill())
+        want = load_template(family).example.optimum
+        if not res.ok or res.objective != pytest.approx(want):
+            return f"{family}: {res.status.value} {res.objective} (want {want}); {ex.summary()}"
+        return None
+
+    failures = [f for f in await asyncio.gather(*(one(f) for f in PROBLEMS)) if f]
+    assert not failures, "\n".join(failures)
