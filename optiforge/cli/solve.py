@@ -52,7 +52,7 @@ def read_problem(source: str) -> str:
     return source
 
 
-def _print_solution(sol: Any, show_code: bool) -> None:
+def _print_solution(sol: Any, show_code: bool, expanded: bool = False) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
     from rich.syntax import Syntax
@@ -63,7 +63,9 @@ def _print_solution(sol: Any, show_code: bool) -> None:
     out = Console()
     if sol.formulation:
         out.rule("Formulation")
-        out.print(ir_plaintext(sol.formulation), markup=False, highlight=False)
+        indexed = bool(sol.formulation.sets or sol.formulation.parameters)
+        text = ir_plaintext(sol.formulation, expanded=expanded and indexed)
+        out.print(text, markup=False, highlight=False)
     elif sol.formulation_markdown:
         out.rule("Formulation")
         out.print(Markdown(sol.formulation_markdown))
@@ -116,6 +118,12 @@ def solve_command(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the Solution as JSON."),
     show_code: bool = typer.Option(False, "--show-code", help="Also print the model code."),
+    expanded: bool = typer.Option(
+        False,
+        "--expanded",
+        help="Also print an indexed model written out row by row (every constraint per "
+        "element of its sets, at most 200 rows).",
+    ),
     save_graph: Path | None = typer.Option(
         None,
         "--save-graph",
@@ -192,7 +200,7 @@ def solve_command(
     if json_out:
         typer.echo(sol.model_dump_json(indent=2))
     else:
-        _print_solution(sol, show_code)
+        _print_solution(sol, show_code, expanded)
     if sol.answer is None:
         raise typer.Exit(1)
 

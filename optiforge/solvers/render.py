@@ -241,7 +241,7 @@ def ir_to_markdown(ir: ModelIR, *, expanded: bool = False, max_rows: int = 200) 
             lines.append(f"- *{_md_text(c.name)}*: {body}{forall}" + _src(c.source))
         lines.append("")
     if expanded:
-        lines += ["**Expanded model**", "", "```text", _expanded_or_reason(ir, max_rows), "```", ""]
+        lines += ["**Expanded model**", "", "```text", expanded_or_reason(ir, max_rows), "```", ""]
     return "\n".join(lines)
 
 
@@ -398,7 +398,8 @@ def ir_expanded(ir: ModelIR, *, max_rows: int = 200) -> str:
     return "\n".join(lines)
 
 
-def _expanded_or_reason(ir: ModelIR, max_rows: int) -> str:
+def expanded_or_reason(ir: ModelIR, max_rows: int = 200) -> str:
+    """:func:`ir_expanded`, or why the model cannot be expanded (for display)."""
     try:
         return ir_expanded(ir, max_rows=max_rows)
     except (IRValidationError, ExprError, KeyError) as exc:
@@ -713,11 +714,12 @@ def ir_plaintext(ir: ModelIR | dict[str, Any], *, expanded: bool = False) -> str
     """The formulation as plain-text math for a terminal (objective, constraints with the
     text they came from, variables with bounds, domain, description and units).
 
-    Indexed constraints show once, with their ``for all``; ``expanded=True`` adds the
-    model written out per element (:func:`ir_expanded`) after it."""
+    An indexed model first lists its sets and its parameters' data (a table's rows
+    separated by ``|``); indexed constraints show once, with their ``for all``;
+    ``expanded=True`` adds the model written out per element (:func:`ir_expanded`)."""
     d = _as_dict(ir)
     obj = d["objective"]
-    lines = [f"{obj['sense']}  {obj['expression']}", "subject to"]
+    lines = [*_data_lines(d), f"{obj['sense']}  {obj['expression']}", "subject to"]
     width = max((len(c["name"]) for c in d.get("constraints", [])), default=2)
     for c in d.get("constraints", []):
         src = f"    [{c['source'][:70]}]" if c.get("source") else ""
@@ -737,10 +739,34 @@ def ir_plaintext(ir: ModelIR | dict[str, Any], *, expanded: bool = False) -> str
     if expanded:
         try:
             model = ir if isinstance(ir, ModelIR) else ModelIR.model_validate(ir)
-            lines += ["expanded", _expanded_or_reason(model, 200)]
+            lines += ["expanded", expanded_or_reason(model, 200)]
         except Exception as exc:  # a draft that does not parse: say so, keep the compact form
             lines += ["expanded", f"(cannot be expanded: {str(exc)[:300]})"]
     return "\n".join(lines)
+
+
+def _data_lines(d: dict[str, Any], max_values: int = 24) -> list[str]:
+    """The sets and parameters of an indexed model, one line each (none for a flat one)."""
+    lines = []
+    sets = {s["name"]: [str(e) for e in s.get("elements", [])] for s in d.get("sets", [])}
+    if sets:
+        lines.append("sets")
+        lines += [f"  {k} = {{{', '.join(v)}}}" for k, v in sets.items()]
+    if d.get("parameters"):
+        lines.append("parameters")
+    for p in d.get("parameters", []):
+        idx = p.get("index_sets") or []
+        vals = [f"{float(v):g}" for v in p.get("values", [])]
+        row = len(sets.get(idx[-1], [])) if len(idx) >= 2 else 0
+        shown = vals[:max_values]
+        if row:
+            text = " | ".join(", ".join(shown[i : i + row]) for i in range(0, len(shown), row))
+        else:
+            text = ", ".join(shown)
+        more = f" ... ({len(vals)} values)" if len(vals) > max_values else ""
+        name = f"{p['name']}[{', '.join(idx)}]" if idx else p["name"]
+        lines.append(f"  {name} = {text}{more}")
+    return lines
 
 
 def ir_code(ir: ModelIR | dict[str, Any]) -> str | None:

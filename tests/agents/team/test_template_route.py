@@ -249,3 +249,27 @@ async def test_a_template_that_leaves_the_texts_numbers_unused_does_not_fit():
     solver = [s for s in sol.steps if s.role == "solver" and s.plan_id == "template"]
     assert solver and not solver[0].ok and "does not fit" in solver[0].summary
     assert "12" in solver[0].summary and "30" in solver[0].summary
+
+
+def test_solve_prints_the_expanded_template_on_request(capsys):
+    from optiforge.agents.solution import Solution
+    from optiforge.agents.team.templates import fill
+    from optiforge.cli.solve import _print_solution
+
+    model = fill(
+        "transportation",
+        {"SOURCES": ["North", "South"], "DESTINATIONS": ["A", "B", "C"]},
+        {"supply": [7, 9], "demand": [4, 5, 3], "cost": [[4, 7, 2], [5, 3, 6]]},
+    )
+    res = solve_ir(model)
+    sol = Solution(problem_text=TRANSPORT, agent="team", answer=res.objective, result=res)
+    sol.formulation = model
+    _print_solution(sol, show_code=False)
+    compact = capsys.readouterr().out
+    # The compact form: the data once, each constraint once over its set.
+    assert "SOURCES = {North, South}" in compact
+    assert "cost[SOURCES, DESTINATIONS] = 4, 7, 2 | 5, 3, 6" in compact
+    assert "for all i in" in compact and "supply_limit[North]" not in compact
+    _print_solution(sol, show_code=False, expanded=True)
+    full = capsys.readouterr().out
+    assert "supply_limit[North]" in full and "demand_met[C]" in full
