@@ -4,6 +4,7 @@ cells, the reply schema of a template, and the checks' findings."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,26 +18,10 @@ from optiforge.agents.team.prompts import PromptSet
 from optiforge.agents.team.templates import load_template
 from optiforge.solvers import SolveStatus, solve_ir
 
-TRANSPORT_TEXT = """A company ships bags of cement from two plants to three stores.
-The cost in dollars per bag, what each plant can supply and what each store needs are:
-
-| Plant   | Store A | Store B | Store C | Supply |
-|---------|---------|---------|---------|--------|
-| North   | 4       | 7       | 2       | 7      |
-| South   | 5       | 3       | 6       | 9      |
-| Demand  | 4       | 5       | 3       |        |
-
-How should the company ship to minimize its total cost?"""
-
-TRANSPORT_REPLY = {
-    "sets": {"SOURCES": {"elements": [], "source": "two plants"}, "DESTINATIONS": {"elements": []}},
-    "parameters": {
-        "supply": {"units": "bags", "table": 1, "column": "Supply"},
-        "demand": {"units": "bags", "table": 1, "row": "Demand"},
-        "cost": {"units": "$ per bag", "table": 1, "source": "The cost in dollars per bag"},
-    },
-    "other_numbers": [],
-}
+DATA = Path(__file__).resolve().parents[2] / "data"
+# A 2x3 transportation problem with a Markdown table, and the extractor's reply to it.
+TRANSPORT_TEXT = (DATA / "transport_2x3.md").read_text().rstrip("\n")
+TRANSPORT_REPLY = json.loads((DATA / "transport_2x3_extraction.json").read_text())
 
 
 def brute_transportation(supply, demand, cost):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,27 +18,10 @@ from optiforge.agents.team.template_route import MIN_CHARS, classify
 from optiforge.llm.testing import ScriptedLLM
 from optiforge.solvers import ModelIR, solve_ir
 
-# Written for these tests (not from a benchmark sample).
-TRANSPORT = """A company ships bags of cement from two plants to three stores.
-The cost in dollars per bag, what each plant can supply and what each store needs are:
-
-| Plant   | Store A | Store B | Store C | Supply |
-|---------|---------|---------|---------|--------|
-| North   | 4       | 7       | 2       | 7      |
-| South   | 5       | 3       | 6       | 9      |
-| Demand  | 4       | 5       | 3       |        |
-
-How should the company ship to minimize its total cost?"""
-
-EXTRACTED = {
-    "sets": {"SOURCES": {"elements": [], "source": "two plants"}, "DESTINATIONS": {"elements": []}},
-    "parameters": {
-        "supply": {"units": "bags", "table": 1, "column": "Supply"},
-        "demand": {"units": "bags", "table": 1, "row": "Demand"},
-        "cost": {"units": "$ per bag", "table": 1, "source": "The cost in dollars per bag"},
-    },
-    "other_numbers": [],
-}
+DATA = Path(__file__).resolve().parents[2] / "data"
+# A 2x3 transportation problem with a Markdown table, and the extractor's reply to it.
+TRANSPORT = (DATA / "transport_2x3.md").read_text().rstrip("\n")
+EXTRACTED = json.loads((DATA / "transport_2x3_extraction.json").read_text())
 
 
 def forgetful(store: str) -> str:
