@@ -571,7 +571,14 @@ class Verifier:
                 continue
             for c in cl:
                 att = run.attempts[c.index]
-                if att.source == "ir" and att.ir is not None and att.verified is None:
+                # An indexed model (a filled template) has no one line per sentence to check.
+                indexed = att.ir is not None and bool(att.ir.get("sets"))
+                if (
+                    att.source == "ir"
+                    and att.ir is not None
+                    and att.verified is None
+                    and not indexed
+                ):
                     out.append(att)
         return out
 

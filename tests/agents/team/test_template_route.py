@@ -257,3 +257,25 @@ def test_solve_prints_the_expanded_template_on_request(capsys):
     _print_solution(sol, show_code=False, expanded=True)
     full = capsys.readouterr().out
     assert "supply_limit[North]" in full and "demand_met[C]" in full
+
+
+async def test_the_verifier_leaves_a_filled_template_alone():
+    def reply(messages, tag=None, **kw):
+        if tag == "verifier":
+            return json.dumps({"expression": "x_n_a + x_s_a >= 4"})
+        return script()(messages, tag=tag)
+
+    sol = await asolve(
+        TRANSPORT,
+        llm=ScriptedLLM(reply),
+        samples=3,
+        budget=8,
+        config=TeamConfig(templates=True, verify=True),
+    )
+    template = next(
+        s.detail["attempt"] for s in sol.steps if s.role == "solver" and s.plan_id == "template"
+    )
+    checked = [
+        s.detail.get("attempt") for s in sol.steps if s.role == "verifier" and "attempt" in s.detail
+    ]
+    assert checked and template not in checked
