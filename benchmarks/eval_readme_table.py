@@ -38,13 +38,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load(arg: str) -> dict:
+    """A run's summary.json, with its run.json (when beside it) under ``"_run"``."""
     path = Path(arg)
     if path.is_dir():
         path = path / "summary.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         sys.exit(f"error: cannot read {path}: {exc}")
+    try:
+        summary["_run"] = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary["_run"] = {}
+    return summary
+
+
+def _settings(summary: dict) -> str:
+    """The team's settings that change its answers: the levers on, tuned prompts (the
+    first 8 hex digits of their sha256) and the experience library; "-" for the defaults."""
+    run = summary.get("_run") or {}
+    parts = [k for k, on in (run.get("levers") or {}).items() if on]
+    if run.get("prompts"):
+        parts.append(f"prompts {run['prompts']['sha256'][:8]}")
+    if run.get("experience"):
+        parts.append(f"library {run['experience']['sha256'][:8]}")
+    return ", ".join(parts) or "-"
 
 
 def _pct(acc: dict) -> str:
@@ -70,10 +88,10 @@ def _cache_hits(summary: dict) -> str:
 def render_table(summaries: list[dict]) -> str:
     """Markdown table: one row per run."""
     head = (
-        "| dataset | agent | model | problems | accuracy (1e-6) | rel 1e-4 | ORLM 5% | "
+        "| dataset | agent | settings | model | problems | accuracy (1e-6) | rel 1e-4 | ORLM 5% | "
         "ran | tokens / problem | calls / problem | cached replies | s / problem | wall time |"
     )
-    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
         acc = s["accuracy"]
         rate = s.get("execution_rate")
@@ -84,7 +102,7 @@ def render_table(summaries: list[dict]) -> str:
         if field and field != "answer":
             dataset += f" [{field}]"
         lines.append(
-            f"| {dataset} | {s.get('agent') or '-'} | {s.get('model') or '-'} | "
+            f"| {dataset} | {s.get('agent') or '-'} | {_settings(s)} | {s.get('model') or '-'} | "
             f"{s['finished']}{partial} | {_pct(acc['strict_1e-6'])} | {_pct(acc['rel_1e-4'])} | "
             f"{_pct(acc['orlm_round_5pct'])} | {'-' if rate is None else f'{100 * rate:.0f}%'} | "
             f"{s['tokens']['mean']:.0f} | {s['calls']['mean']:.1f} | {_cache_hits(s)} | "

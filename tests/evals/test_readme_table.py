@@ -11,7 +11,7 @@ from optiforge.evals.report import write_reports
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "eval_readme_table.py"
 
 
-def _run_dir(path: Path, oks: list[bool], agent: str = "direct") -> None:
+def _run_dir(path: Path, oks: list[bool], agent: str = "direct", **meta: object) -> None:
     with Journal(path) as j:
         for i, ok in enumerate(oks):
             j.append(
@@ -28,7 +28,9 @@ def _run_dir(path: Path, oks: list[bool], agent: str = "direct") -> None:
             )
     write_meta(
         path,
-        RunMeta(dataset="nl4opt", agent=agent, model="m", filters={"sample": "nl4opt-readme40"}),
+        RunMeta(
+            dataset="nl4opt", agent=agent, model="m", filters={"sample": "nl4opt-readme40"}, **meta
+        ),
     )
     write_reports(path)
 
@@ -116,3 +118,24 @@ def test_runs_section_says_what_run_json_records(tmp_path):
     assert "embedded llama.cpp" in row and "sha256 `bbbbbbbbbbbb" in row
     assert "1970-01-01 00:00:10" in row and "`optiforge eval nl4opt`" in text
     assert "r1 (session 1): no commit landed while it ran." in text
+
+
+def test_the_settings_column_names_levers_prompts_and_library(tmp_path):
+    _run_dir(tmp_path / "plain", [True], agent="team")
+    _run_dir(
+        tmp_path / "tuned",
+        [True],
+        agent="team",
+        levers={"verify": True, "hints": False, "templates": True},
+        prompts={"file": "p.json", "sha256": "abcdef0123" + "0" * 54, "parameters": []},
+        experience={"file": "lib.jsonl", "sha256": "9876543210" + "0" * 54, "entries": 3},
+    )
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "plain"), str(tmp_path / "tuned")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    plain, tuned = [line for line in out.splitlines() if line.startswith("| nl4opt")]
+    assert "| team | - |" in plain
+    assert "| team | verify, templates, prompts abcdef01, library 98765432 |" in tuned
