@@ -120,8 +120,8 @@ def used_prompts(agent: str = "team", config: TeamConfig | None = None) -> tuple
     The direct agent uses only ``coder_system``. The team always uses the formulator's; the
     critic's only with ``llm_critic``, the coder's only with ``code_route``, the
     planner's only with ``llm_planner`` (off by default), the verifier's only with
-    ``verify`` and the extractor's only with ``templates`` (levers, off by default), so an optimizer is never offered a
-    prompt that no step reads.
+    ``verify`` and the extractor's only with ``templates`` (levers, off by default), so an
+    optimizer is never offered a prompt that no step reads.
     """
     if agent == "direct":
         return ("coder_system",)

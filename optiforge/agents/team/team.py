@@ -317,15 +317,16 @@ async def _plan_and_pull(run: TeamRun, sched: UCBScheduler) -> None:
     fits = route is not None and route.classify_step().template is not None
     first = max(1, min(samples, budget.llm_samples - run.llm_samples - fits))
     temps = [0.0] + [config.temperature] * (first - 1)
-    t0 = time.monotonic()
-    if not fits:
+
+    async def first_round() -> None:
+        t0 = time.monotonic()
         await run.formulate_batch("sample", temps)
+        run.note_pull("sample", time.monotonic() - t0)
+
+    if route is not None and fits:
+        await asyncio.gather(first_round(), route.attempt(reserved=len(temps)))
     else:
-        assert route is not None
-        await asyncio.gather(
-            run.formulate_batch("sample", temps), route.attempt(reserved=len(temps))
-        )
-    run.note_pull("sample", time.monotonic() - t0)
+        await first_round()
     # The verify lever: check the leading answers line by line; fixes join the vote.
     verifier = Verifier(run) if config.verify else None
     if verifier is not None:
