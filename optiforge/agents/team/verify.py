@@ -318,7 +318,8 @@ def usable_line(item: Item, wrote: str, ir: dict[str, Any], problem: str) -> str
     draft (``3x`` -> ``3*x``, ``=`` -> ``==``), must parse (a comparison for a constraint,
     an expression for the objective), use the same variables as the line it replaces, only
     numbers of the text (or of that line), pair each number with a variable the text pairs
-    it with (:func:`misaligned`), and its direction is matched to the words of its limit as
+    it with (:func:`misaligned`), keep the text's numbers the line used unless they sat with
+    the wrong variable (:func:`dropped_numbers`), and its direction is matched to the words of its limit as
     a draft's is (:func:`~optiforge.agents.team.directions.fix_directions`)."""
     from optiforge.agents.team.directions import fix_directions
     from optiforge.agents.team.formulation import clean_expression
@@ -346,6 +347,8 @@ def usable_line(item: Item, wrote: str, ir: dict[str, Any], problem: str) -> str
     if _names(expr, declared) != _names(item.expression, declared):
         return None
     if misaligned(problem, ir, expr):
+        return None
+    if dropped_numbers(problem, ir, item.expression, expr):
         return None
     fixed = replace_line(ir, item, expr)
     if item.kind == "constraint":
@@ -385,6 +388,30 @@ def misaligned(problem: str, ir: dict[str, Any], expression: str) -> list[str]:
             continue
         if not any(var in n for n in named):
             out.append(m.group(0).replace(" ", ""))
+    return out
+
+
+def dropped_numbers(problem: str, ir: dict[str, Any], old: str, new: str) -> list[float]:
+    """The numbers of the text that line ``old`` uses and its fix ``new`` drops, where
+    :func:`misaligned` does not show ``old`` pairing them with the wrong variable.
+
+    A fix that drops such a number replaces a quantity of the text with another one (on
+    readme40: an objective "seat 6 employees" rewritten with the desks' costs; "moves 60
+    luggage" rewritten with the other vehicle's 40), which is not a correction of the line
+    but another model, so :func:`usable_line` refuses it. A number written on the wrong
+    variable (``1*tables`` in a transposed matrix) may be dropped."""
+    in_text = numbers(problem)
+    in_text |= {n / 100 for n in in_text}  # "30%" written 0.3
+    wrong = {
+        float(n) for t in misaligned(problem, ir, old) for n in re.findall(r"\d+(?:\.\d+)?", t)
+    }
+    kept = numbers(new)
+    out = []
+    for n in sorted(numbers(old)):
+        if any(abs(n - k) <= 1e-9 for k in kept) or any(abs(n - w) <= 1e-9 for w in wrong):
+            continue
+        if any(abs(n - t) <= 1e-9 * max(1.0, abs(t)) for t in in_text):
+            out.append(n)
     return out
 
 

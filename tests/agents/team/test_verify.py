@@ -289,3 +289,66 @@ def test_lines_without_numbers_or_ratio_words_are_not_verified():
     text = "We make x and y. x is limited. At most 10 in total can be made. Maximize x + y."
     assert [it.name for it in items_of(text, ir)] == ["c2"]
     assert isinstance(items_of(text, ir)[0], Item)
+
+
+@pytest.mark.parametrize(
+    ("pid", "names", "old", "new", "dropped"),
+    [
+        # readme40 failures of the first measured run: each "fix" replaced a quantity.
+        (
+            "nl4opt-0034",
+            ["long_desks", "short_desks"],
+            "6*long_desks + 2*short_desks",
+            "300*long_desks + 100*short_desks",
+            [2.0, 6.0],
+        ),
+        (
+            "nl4opt-0084",
+            ["four_wheelers", "three_wheelers"],
+            "60*four_wheelers + 40*three_wheelers >= 1000",
+            "40 * four_wheelers + 40 * three_wheelers >= 1000",
+            [60.0],
+        ),
+        (
+            "nl4opt-0092",
+            ["machinea", "machineb"],
+            "30*machinea + 50*machineb <= 3000",
+            "machinea * 30 + machineb * 50 <= 1000",
+            [3000.0],
+        ),
+        # ... and one that was right: it adds the minutes per patient, drops nothing.
+        (
+            "nl4opt-0110",
+            ["automatic", "manual"],
+            "automatic + manual <= 20000",
+            "automatic * 10 + manual * 15 <= 20000",
+            [],
+        ),
+    ],
+)
+def test_a_fix_that_drops_the_texts_numbers_is_another_model(pid, names, old, new, dropped):
+    from optiforge.agents.team.verify import dropped_numbers
+    from optiforge.datasets import load_dataset
+
+    text = load_dataset("nl4opt", ids=[pid])[0].text
+    ir = {"variables": [{"name": n, "description": n.replace("_", " ")} for n in names]}
+    assert dropped_numbers(text, ir, old, new) == dropped
+    if dropped:  # the verifier's line is refused, not taken as a fix
+        kind = "constraint" if "<" in old or ">" in old else "objective"
+        item = Item(kind, "c1" if kind == "constraint" else "objective", old, (), "", "")
+        full = {
+            **ir,
+            "objective": {"sense": "maximize", "expression": old},
+            "constraints": [{"name": "c1", "expression": old}],
+        }
+        assert judge(item, new, full, text).correct == "unclear"
+
+
+def test_a_number_on_the_wrong_variable_may_be_dropped():
+    from optiforge.agents.team.verify import dropped_numbers
+
+    ir = _workshop_ir()
+    assert (
+        dropped_numbers(WORKSHOP, ir, "2*chairs + 1*tables <= 100", "2*chairs + 3*tables <= 100")
+        == []
+    )
