@@ -13,7 +13,8 @@ summary.json file. Rows come out in argument order. With --update FILE, the tabl
 the text between the markers
     <!-- eval-table:start -->
     <!-- eval-table:end -->
-in FILE (the markers must exist); otherwise the table is printed. Each --compare OLD:NEW
+in FILE (the markers must exist; with --name NAME, <!-- eval-table:NAME:start --> and
+<!-- eval-table:NAME:end -->, so one file can hold several tables); otherwise the table is printed. Each --compare OLD:NEW
 adds a line under the table with the problems NEW gained and lost against OLD on the
 problems both scored, and McNemar's exact p-value (optiforge.evals.report.compare_runs).
 
@@ -247,6 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="eval output dirs or summary.json files")
     parser.add_argument("--update", type=Path, help="file whose marked table to replace")
     parser.add_argument(
+        "--name",
+        help="with --update: the table between <!-- eval-table:NAME:start --> and "
+        "<!-- eval-table:NAME:end --> (several tables in one file)",
+    )
+    parser.add_argument(
         "--compare",
         action="append",
         default=[],
@@ -276,7 +282,15 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(f"error: --compare wants OLD_DIR:NEW_DIR, got {pair!r}")
             table += render_comparison(old, new)
     if args.update:
-        update_file(args.update, table)
+        if args.name:
+            update_file(
+                args.update,
+                table,
+                f"<!-- eval-table:{args.name}:start -->",
+                f"<!-- eval-table:{args.name}:end -->",
+            )
+        else:
+            update_file(args.update, table)
     else:
         sys.stdout.write(table)
 

@@ -139,3 +139,16 @@ def test_the_settings_column_names_levers_prompts_and_library(tmp_path):
     plain, tuned = [line for line in out.splitlines() if line.startswith("| nl4opt")]
     assert "| team | - |" in plain
     assert "| team | verify, templates, prompts abcdef01, library 98765432 |" in tuned
+
+
+def test_named_tables_live_side_by_side(tmp_path):
+    _run_dir(tmp_path / "a", [True, False])
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- eval-table:start -->\nfirst\n<!-- eval-table:end -->\n"
+        "<!-- eval-table:levers:start -->\nsecond\n<!-- eval-table:levers:end -->\n"
+    )
+    args = [sys.executable, str(SCRIPT), str(tmp_path / "a"), "--update", str(readme)]
+    subprocess.run([*args, "--name", "levers"], check=True)
+    text = readme.read_text()
+    assert "first" in text and "second" not in text and "50.0% (1/2)" in text
