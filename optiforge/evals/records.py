@@ -87,6 +87,8 @@ class StepSummary(BaseModel):
     """One agent step, as shown in the report."""
 
     role: str
+    #: The plan the step served (``sample``, ``repair``, ``verify``, ``template``...), if any.
+    plan_id: str | None = None
     ok: bool = True
     summary: str = ""
     calls: int = 0

@@ -132,6 +132,7 @@ def record_from_solution(
         steps.append(
             StepSummary(
                 role=str(getattr(st, "role", "")),
+                plan_id=getattr(st, "plan_id", None),
                 ok=bool(getattr(st, "ok", True)),
                 summary=portable_text(str(getattr(st, "summary", "")))[:500],
                 calls=int(getattr(st, "calls", 0) or 0),

@@ -309,3 +309,23 @@ async def test_a_run_json_from_before_levers_were_recorded_still_resumes(tmp_pat
             meta=RunMeta(dataset="nl4opt", agent="team", levers={**off, "hints": True}),
             resume=True,
         )
+
+
+def test_journal_steps_keep_the_plan_they_served():
+    from optiforge.agents.solution import Solution, StepRecord
+    from optiforge.evals.runner import record_from_solution
+
+    sol = Solution(
+        problem_text="p",
+        agent="team",
+        steps=[
+            StepRecord(role="planner", plan_id="template", summary="template: transportation"),
+            StepRecord(role="formulator", summary="wrote a model"),
+        ],
+    )
+    (p,) = _problems(1)
+    rec = record_from_solution(p, sol, elapsed_s=1.0, started_at=0.0, session=1)
+    assert [(s.role, s.plan_id) for s in rec.steps] == [
+        ("planner", "template"),
+        ("formulator", None),
+    ]
