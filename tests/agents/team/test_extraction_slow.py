@@ -76,7 +76,9 @@ async def test_real_model_team_with_the_templates_lever_solves_the_table(coder_l
     cls = [s for s in sol.steps if s.role == "planner" and s.plan_id == "template"]
     assert cls[0].detail["classification"]["template"] == "transportation"
     extractor = [s for s in sol.steps if s.role == "extractor"]
-    assert len(extractor) == 1 and extractor[0].calls == 1
+    # One extraction: a model call, or the LLM cache's reply to the same request when the
+    # extraction test above ran first in this session.
+    assert len(extractor) == 1 and (extractor[0].calls == 1 or extractor[0].detail.get("cached"))
     solved = [s for s in sol.steps if s.role == "solver" and s.plan_id == "template"]
     assert solved and solved[0].ok, solved
     assert f"objective {enumerated_optimum():g}" in solved[0].summary
