@@ -140,8 +140,8 @@ def eval_command(
         None,
         "--levers",
         help="The team's accuracy levers to turn on: comma-separated names (verify, "
-        "grounded_critique, hints, experience, weighted_vote, templates), 'all', 'all,-verify' (all but "
-        "one: an ablation row) or 'none' (the defaults). run.json records every lever's state; "
+        "grounded_critique, hints, experience, weighted_vote, templates), 'all', "
+        "'all,-verify' (all but one: an ablation row) or 'none' (the defaults). run.json records every lever's state; "
         "each journal line lists the levers that fired on its problem.",
     ),
     experience_library: Path | None = typer.Option(

@@ -140,8 +140,8 @@ def solve_command(
         None,
         "--levers",
         help="The team's accuracy levers to turn on: comma-separated names (verify, "
-        "grounded_critique, hints, experience, weighted_vote, templates), 'all', 'all,-LEVER' or 'none' "
-        "(the defaults). See docs/team.md, 'Accuracy levers'.",
+        "grounded_critique, hints, experience, weighted_vote, templates), 'all', "
+        "'all,-LEVER' or 'none' (the defaults). See docs/team.md, 'Accuracy levers'.",
     ),
     experience_library: Path | None = typer.Option(
         None,
