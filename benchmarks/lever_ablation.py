@@ -138,15 +138,6 @@ def table(full: Path, base: Path, ablations: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_file(path: Path, text: str) -> None:
-    doc = path.read_text(encoding="utf-8")
-    if START not in doc or END not in doc:
-        sys.exit(f"error: {path} has no {START} ... {END} markers")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{text}{END}{tail}", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -164,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     text = table(args.full, args.base, args.ablations)
     if args.update:
-        update_file(args.update, text)
+        from eval_readme_table import update_file  # beside this script: one marker rewriter
+
+        update_file(args.update, text, START, END)
     else:
         sys.stdout.write(text)
 

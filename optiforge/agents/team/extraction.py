@@ -502,9 +502,9 @@ def _close(a: float, b: float) -> bool:
 
 def unused_numbers(
     ex: Extraction, problem_text: str, *, explained: bool = True
-) -> tuple[list[float], int]:
+) -> tuple[list[float], set[float]]:
     """The numbers of the text that no parameter, set (or, with ``explained``, explained
-    other number) accounts for, and how many distinct numbers the text has."""
+    other number) accounts for, and the text's distinct numbers."""
     text_numbers = numbers_in(problem_text)
     used: set[float] = set()
     for p in ex.parameters.values():
@@ -520,13 +520,12 @@ def unused_numbers(
             used |= numbers_in(lab)
     near = used | {u * 100 for u in used} | {u / 100 for u in used}
     missing = sorted(n for n in text_numbers if not any(_close(n, u) for u in near))
-    return missing, len(text_numbers)
+    return missing, text_numbers
 
 
 def check_numbers(ex: Extraction, problem_text: str) -> list[Issue]:
     """Every number in the text is used or explained; no value is invented."""
-    text_numbers = numbers_in(problem_text)
-    missing, _ = unused_numbers(ex, problem_text)
+    missing, text_numbers = unused_numbers(ex, problem_text)
     findings = []
     if missing:
         findings.append(

@@ -63,11 +63,16 @@ def parse_levers(spec: str | None) -> dict[str, bool]:
     return state
 
 
+def _state(levers: str | Mapping[str, bool] | None) -> Mapping[str, bool]:
+    """Every lever's on/off from a ``--levers`` value, or the parsed state as it is."""
+    return parse_levers(levers) if levers is None or isinstance(levers, str) else levers
+
+
 def team_config(levers: str | Mapping[str, bool] | None = None, **overrides: Any) -> TeamConfig:
     """A :class:`TeamConfig` with ``levers`` (a ``--levers`` value, or what
     :func:`parse_levers` returned, as ``run.json`` and an ``AgentSpec`` keep it) and
     ``overrides``."""
-    state = parse_levers(levers) if levers is None or isinstance(levers, str) else levers
+    state = _state(levers)
     unknown = sorted(set(state) - set(LEVERS))
     if unknown:
         raise TeamError(f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
@@ -88,7 +93,7 @@ def experience_library(
 
     Raises :class:`TeamError` (a library without the lever) or
     :class:`~optiforge.agents.team.experience.ExperienceError` (no library, or a bad one)."""
-    state = parse_levers(levers) if levers is None or isinstance(levers, str) else levers
+    state = _state(levers)
     on = bool(state.get("experience"))
     if library is not None and not on:
         raise TeamError(

@@ -140,7 +140,8 @@ class _FillStep:
         if extraction.error or errors:
             att.error = f"extraction: {extraction.error or '; '.join(errors)}"
             return f"not filled: {att.error}"
-        unused, total = unused_numbers(extraction, self.problem, explained=False)
+        unused, in_text = unused_numbers(extraction, self.problem, explained=False)
+        total = len(in_text)
         if len(unused) > max(1, MAX_UNUSED_SHARE * total):
             att.error = (
                 f"the {extraction.template} template does not fit: {len(unused)} of the "
