@@ -7,6 +7,12 @@ Usage:
     python benchmarks/eval_readme_table.py A B --compare DIRECT_DIR:TEAM_DIR [...]
 
     python benchmarks/eval_readme_table.py --runs DIR [...] --update RESULTS_README.md
+    python benchmarks/eval_readme_table.py --deadline RUN_DIR [...] --update README.md --name long
+
+With --deadline the table is the anytime view (issue #17): per run the code it ran (git
+commit from run.json), the per-problem time limit, the problems answered, how many stopped
+early and why (the agent at its deadline, for want of time for the next step, or the runner's
+hard cancel), accuracy, and calls, tokens and seconds per problem (mean and max).
 
 Each argument is an `optiforge eval` output directory (its summary.json is used) or a
 summary.json file. Rows come out in argument order. With --update FILE, the table replaces
@@ -108,6 +114,53 @@ def render_table(summaries: list[dict]) -> str:
             f"{_pct(acc['orlm_round_5pct'])} | {'-' if rate is None else f'{100 * rate:.0f}%'} | "
             f"{s['tokens']['mean']:.0f} | {s['calls']['mean']:.1f} | {_cache_hits(s)} | "
             f"{s['time_per_problem_s']['mean']:.1f} | {s['wall_time_s'] / 60:.1f} min |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _code(summary: dict) -> str:
+    """The git commits the run's sessions ran (short hashes), or "-" when not recorded."""
+    sessions = (summary.get("_run") or {}).get("sessions") or []
+    commits = []
+    for s in sessions:
+        sha = ((s.get("provenance") or {}).get("git_commit") or "")[:7]
+        if sha and sha not in commits:
+            commits.append(sha)
+    return ", ".join(f"`{c}`" for c in commits) or "-"
+
+
+def _time_limit(summary: dict) -> str:
+    """The sessions' per-problem time limits in seconds (``--timeout``), "-" for none."""
+    sessions = (summary.get("_run") or {}).get("sessions") or []
+    limits = sorted({s.get("time_limit_s") for s in sessions if s.get("time_limit_s")})
+    return ", ".join(f"{x:g} s" for x in limits) or "-"
+
+
+def render_deadline_table(summaries: list[dict]) -> str:
+    """Markdown table for runs under a per-problem deadline: what was answered in time."""
+    head = (
+        "| dataset | agent | code | time limit | problems | answered | stopped early | "
+        "accuracy (1e-6) | calls / problem | tokens / problem | s / problem (mean, max) |"
+    )
+    lines = [head, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for s in summaries:
+        n = s["finished"]
+        partial = "" if s.get("complete", True) else " (partial)"
+        sample = (s.get("filters") or {}).get("sample")
+        dataset = s["dataset"] + (f" `{sample}`" if sample else "")
+        answered = s.get("answered")
+        answered_cell = "-" if answered is None else f"{100 * answered / n:.0f}% ({answered}/{n})"
+        stopped = s.get("stopped")
+        if stopped is None:
+            stopped_cell = "-"
+        else:
+            stopped_cell = ", ".join(f"{k} {v}" for k, v in stopped.items()) or "none"
+        secs = s["time_per_problem_s"]
+        lines.append(
+            f"| {dataset} | {s.get('agent') or '-'} | {_code(s)} | {_time_limit(s)} | "
+            f"{n}{partial} | {answered_cell} | {stopped_cell} | "
+            f"{_pct(s['accuracy']['strict_1e-6'])} | {s['calls']['mean']:.1f} | "
+            f"{s['tokens']['mean']:.0f} | {secs['mean']:.0f}, {secs['max']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -265,6 +318,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="render what produced each run (run.json, git log) instead of the table",
     )
+    parser.add_argument(
+        "--deadline",
+        action="store_true",
+        help="the anytime table: code, time limit, answered, stopped early, accuracy, "
+        "calls, tokens and seconds per problem",
+    )
     args = parser.parse_args(argv)
     if args.runs_section:
         text = render_runs(args.runs)
@@ -273,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             sys.stdout.write(text)
         return
-    table = render_table([_load(a) for a in args.runs])
+    render = render_deadline_table if args.deadline else render_table
+    table = render([_load(a) for a in args.runs])
     if args.compare:
         table += "\n"
         for pair in args.compare:

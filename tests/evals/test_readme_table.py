@@ -152,3 +152,59 @@ def test_named_tables_live_side_by_side(tmp_path):
     subprocess.run([*args, "--name", "levers"], check=True)
     text = readme.read_text()
     assert "first" in text and "second" not in text and "50.0% (1/2)" in text
+
+
+def test_the_deadline_table_shows_the_limit_the_code_and_what_was_answered(tmp_path):
+    from optiforge.evals.records import Session
+
+    run = tmp_path / "long"
+    with Journal(run) as j:
+        for i, (pred, stopped, secs) in enumerate(
+            [(1.0, None, 120.0), (3.0, "deadline", 300.5), (None, "cancelled", 305.0)]
+        ):
+            j.append(
+                ResultRecord(
+                    id=f"p{i}",
+                    gt=1.0,
+                    gt_kind="value",
+                    prediction=pred,
+                    prediction_kind="none" if pred is None else "value",
+                    executed=pred is not None,
+                    calls=2 + i,
+                    prompt_tokens=100,
+                    elapsed_s=secs,
+                    stopped=stopped,
+                    correct={k: pred == 1.0 for k in ("strict_1e-6", "rel_1e-4", "dp2")},
+                )
+            )
+    session = Session(
+        index=1, started_at=1.0, time_limit_s=300.0, provenance={"git_commit": "c0ffee" + "0" * 34}
+    )
+    write_meta(
+        run,
+        RunMeta(
+            dataset="optibench",
+            agent="team",
+            filters={"sample": "optibench-long20"},
+            sessions=[session],
+        ),
+    )
+    write_reports(run)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--deadline", str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| optibench"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:7] == [
+        "optibench `optibench-long20`",
+        "team",
+        "`c0ffee0`",
+        "300 s",
+        "3",
+        "67% (2/3)",
+        "deadline 1, cancelled 1",
+    ]
+    assert cells[7] == "33.3% (1/3)" and cells[8] == "3.0" and cells[10] == "242, 305"
