@@ -54,6 +54,7 @@ __all__ = [
     "extract",
     "extraction_messages",
     "reply_schema",
+    "sentence_values",
     "unused_numbers",
 ]
 
@@ -424,6 +425,112 @@ def _table_values(
     return None
 
 
+def _fits(p: ExtractedParameter, values: list[Any], sets: dict[str, list[str]]) -> bool:
+    """One value per combination of the parameter's (known) index sets."""
+    if any(s not in sets for s in p.index_sets):
+        return True  # check_dimensions reports the unknown set
+    return len(values) == math.prod(len(sets[s]) for s in p.index_sets)
+
+
+_CLAUSE_END = re.compile(r"[.;:!?\n](?:\s|$)|\n")
+_NUMBER_AT = re.compile(r"(?<![A-Za-z_\d.])\$?(\d+(?:,\d{3})*(?:\.\d+)?)")
+
+
+def _aliases(element: str) -> list[str]:
+    """How the text may name a set element: its label, and for "Plant A (Atlanta)" also
+    "Plant A" and "Atlanta". Names of one character are too ambiguous to look for."""
+    out = [element.strip()]
+    m = re.match(r"^(.*?)\s*\((.*?)\)\s*$", element.strip())
+    if m:
+        out += [m.group(1).strip(), m.group(2).strip()]
+    return [a for a in out if len(_norm(a)) >= 2]
+
+
+def _prose(text: str) -> str:
+    """The text with its table lines blanked (same length, so positions stay)."""
+    return "\n".join(" " * len(line) if "|" in line else line for line in text.split("\n"))
+
+
+def sentence_values(
+    elements: list[str], text: str, claimed: set[int] | None = None
+) -> tuple[list[float], list[int]] | None:
+    """One number per element read from the sentences that name the elements, or None.
+
+    For "Plant A can produce at most 800 valves per week, while Plant B can produce at most
+    1000" and the elements Plant A, Plant B: ``[800, 1000]``. Each mention of an element
+    (its label, or the parts of "Plant A (Atlanta)") opens a window that ends at the next
+    mention of another element or at the end of the clause; the first number in the first
+    window that has one is that element's value. None unless every element gets a number
+    at its own place, outside the tables and not ``claimed`` by another parameter (the
+    places used are returned so the caller can claim them).
+    """
+    if len(elements) < 2:
+        return None
+    body = _prose(text)
+    mentions: list[tuple[int, int, int]] = []  # (start, end, element index)
+    for k, e in enumerate(elements):
+        aliases = _aliases(e)
+        if not aliases:
+            return None
+        for a in aliases:
+            pat = r"(?<![A-Za-z0-9])" + re.escape(a) + r"(?![A-Za-z0-9])"
+            mentions += [(m.start(), m.end(), k) for m in re.finditer(pat, body, re.I)]
+    mentions.sort()
+    values: dict[int, tuple[float, int]] = {}
+    for i, (_, end, k) in enumerate(mentions):
+        if k in values:
+            continue
+        stop = len(body)
+        for start2, _, k2 in mentions[i + 1 :]:
+            if k2 != k and start2 >= end:
+                stop = start2
+                break
+        clause = _CLAUSE_END.search(body, end)
+        if clause is not None:
+            stop = min(stop, clause.start())
+        m = _NUMBER_AT.search(body, end, stop)
+        if m is None or m.start(1) in (claimed or set()):
+            continue
+        try:
+            values[k] = (float(m.group(1).replace(",", "")), m.start(1))
+        except ValueError:
+            continue
+    if len(values) != len(elements):
+        return None
+    places = [values[k][1] for k in range(len(elements))]
+    if len(set(places)) != len(places):
+        return None
+    return [values[k][0] for k in range(len(elements))], places
+
+
+def _recover(
+    p: ExtractedParameter, sets: dict[str, list[str]], text: str, claimed: set[int]
+) -> tuple[list[float], str] | None:
+    """Values for a parameter whose table reference failed or whose typed values do not
+    fit its sets: the values typed in the reply when they are all numbers of the text and
+    fit, or are one number repeated for a single parameter, or one number for every
+    element of a parameter over one set ("typed"); else, for a parameter over one set, one value per element from the
+    sentences that name the elements ("sentences", :func:`sentence_values`)."""
+    near = numbers_in(text)
+    near |= {n / 100 for n in near} | {n * 100 for n in near}
+    typed = [float(v) for v in p.values]
+    if typed and all(any(_close(v, n) for n in near) for v in typed):
+        if _fits(p, typed, sets):
+            return typed, "typed"
+        if not p.index_sets and len(set(typed)) == 1:
+            return typed[:1], "typed"  # a single number repeated once per item
+        if len(p.index_sets) == 1 and len(typed) == 1 and sets.get(p.index_sets[0]):
+            return typed * len(sets[p.index_sets[0]]), "typed"  # the same for every element
+    if len(p.index_sets) != 1 or not sets.get(p.index_sets[0]):
+        return None
+    found = sentence_values(sets[p.index_sets[0]], text, claimed)
+    if found is None:
+        return None
+    vals, places = found
+    claimed.update(places)
+    return vals, "sentences"
+
+
 def build_extraction(
     reply: ExtractionReply, problem_text: str, tables: list[ParsedTable], template: Template | None
 ) -> Extraction:
@@ -449,30 +556,57 @@ def build_extraction(
                 )
             )
     params: dict[str, ParameterData] = {}
+    claimed: set[int] = set()  # text positions of numbers read from sentences
     # Parameters spanning a whole table first: they fix the sets' elements from the labels.
     order = sorted(reply.parameters, key=lambda p: (p.table == 0, bool(p.row or p.column)))
     for p in order:
+        local: list[Issue] = []
+        vals: list[float | None] | None
         if p.table:
-            vals = _table_values(p, tables, sets, used_rows, used_cols, notes)
+            vals = _table_values(p, tables, sets, used_rows, used_cols, local)
             origin = (
                 f"table {p.table}"
                 + (f" row {p.row!r}" if p.row else "")
                 + (f" column {p.column!r}" if p.column else "")
             )
-            if vals is None or any(v is None for v in vals):
-                if vals is not None:
-                    notes.append(
-                        Issue(
-                            check="dimensions",
-                            severity="error",
-                            message=f"parameter {p.name!r}: {origin} has empty or non-number cells",
-                            fix="name the row/column that holds the numbers",
-                        )
+            if vals is not None and any(v is None for v in vals):
+                local.append(
+                    Issue(
+                        check="dimensions",
+                        severity="error",
+                        message=f"parameter {p.name!r}: {origin} has empty or non-number cells",
+                        fix="name the row/column that holds the numbers",
                     )
-                vals = list(p.values)
-                origin = "text"
+                )
+                vals = None
         else:
             vals, origin = list(p.values), "text"
+        if vals is None or not _fits(p, vals, sets):
+            recovered = _recover(p, sets, problem_text, claimed)
+            if recovered is not None:
+                vals, how = recovered
+                failed = "; ".join(i.message for i in local if i.severity == "error")
+                local = [i for i in local if i.severity != "error"]
+                origin = "text" if how == "typed" else "sentences"
+                local.append(
+                    Issue(
+                        check="dimensions",
+                        severity="warning",
+                        message=f"parameter {p.name!r}: "
+                        + (f"{failed}; " if failed else "")
+                        + (
+                            "took the values typed in the reply: "
+                            + ", ".join(f"{v:g}" for v in vals[:8])  # type: ignore[str-format]
+                            if how == "typed"
+                            else "read one value per element from the sentences that name "
+                            f"them: {', '.join(f'{v:g}' for v in vals)}"  # type: ignore[str-format]
+                        ),
+                        fix="check these values against the text",
+                    )
+                )
+            elif vals is None:
+                vals, origin = list(p.values), "text"
+        notes.extend(local)
         params[p.name] = ParameterData(
             index_sets=list(p.index_sets),
             values=[float(v) for v in vals],  # type: ignore[arg-type]

@@ -214,3 +214,93 @@ async def test_a_row_called_a_column_is_read_as_the_row(scripted_llm):
     assert ex.parameters["demand"].values == [4, 5, 3]
     assert ex.parameters["cost"].values == [4, 7, 2, 5, 3, 6]
     assert ex.ok, ex.findings
+
+
+def test_sentence_values_reads_one_number_per_named_element():
+    from optiforge.agents.team.extraction import sentence_values
+
+    text = (
+        "The mill (Leeds) can cut at most 300 boards a day, while the yard in York cuts at "
+        "most 450. Shop A needs 200 boards and Shop B needs 310.\n\n"
+        "| From | Shop A | Shop B |\n|---|---|---|\n| Leeds | 5 | 9 |\n| York | 7 | 3 |\n"
+    )
+    got = sentence_values(["Mill (Leeds)", "York"], text)
+    assert got is not None and got[0] == [300, 450]
+    shops = sentence_values(["Shop A", "Shop B"], text)
+    assert shops is not None and shops[0] == [200, 310]
+    # A place another parameter already read is not read twice; an element the sentences
+    # never name, or a one-letter name, gives nothing rather than a guess.
+    assert sentence_values(["Shop A", "Shop B"], text, claimed=set(shops[1])) is None
+    assert sentence_values(["Leeds", "Hull"], text) is None
+    assert sentence_values(["A", "B"], text) is None
+
+
+async def test_supplies_stated_in_sentences_are_read_when_the_table_has_no_such_column(
+    scripted_llm,
+):
+    """optibench-0143 (training half of the complex split; studied in the templates-train
+    run): the supplies and demands are sentences, the table holds only the costs, and the
+    extractor pointed supply and demand at columns "Supply" and "Demand" that do not exist."""
+    from optiforge.datasets import load_dataset
+
+    problem = load_dataset("optibench", ids=["optibench-0143"])[0]
+    reply = {
+        "sets": {"SOURCES": {"elements": []}, "DESTINATIONS": {"elements": []}},
+        "parameters": {
+            "supply": {"table": 1, "column": "Supply", "units": "alarm valves"},
+            "demand": {"table": 1, "column": "Demand", "units": "alarm valves"},
+            "cost": {"table": 1, "units": "$ per unit"},
+        },
+        "other_numbers": [],
+    }
+    ex = await extract(
+        scripted_llm([json.dumps(reply)]), PromptSet(), problem.text, template="transportation"
+    )
+    assert ex.parameters["supply"].values == [800, 1000]
+    assert ex.parameters["demand"].values == [900, 600]
+    assert ex.parameters["supply"].origin == "sentences"
+    assert ex.ok, ex.findings
+    warned = [f.message for f in ex.findings if "from the sentences" in f.message]
+    assert len(warned) == 2 and "no column 'Supply'" in warned[0]
+    assert solve_ir(ex.fill()).objective == pytest.approx(problem.answer)
+
+
+async def test_typed_values_stand_in_for_a_table_reference_that_fails(scripted_llm):
+    reply = json.loads(json.dumps(TRANSPORT_REPLY))
+    supply = reply["parameters"]["supply"]
+    supply.update({"table": 1, "column": "Capacity", "row": "", "values": [7, 9]})
+    ex = await extract(
+        scripted_llm([json.dumps(reply)]), PromptSet(), TRANSPORT_TEXT, template="transportation"
+    )
+    assert ex.parameters["supply"].values == [7, 9] and ex.ok
+    assert any("took the values typed" in f.message for f in ex.findings)
+    # Typed values that are not numbers of the text are not taken.
+    supply["values"] = [70, 90]
+    bad = await extract(
+        scripted_llm([json.dumps(reply)]), PromptSet(), TRANSPORT_TEXT, template="transportation"
+    )
+    assert not bad.ok
+
+
+async def test_a_scalar_typed_per_item_and_one_value_for_every_item_are_repaired(scripted_llm):
+    text = (
+        "A hiker packs items: a tent (weight 4, value 10), a stove (weight 3, value 7) and a "
+        "camera (weight 2, value 6). The pack holds 6 kg."
+    )
+    reply = {
+        "sets": {"ITEMS": {"elements": ["tent", "stove", "camera"]}},
+        "parameters": {
+            "value": {"values": [10, 7, 6]},
+            "weight": {"values": [4, 3, 2]},
+            "capacity": {"values": [6, 6, 6]},
+        },
+        "other_numbers": [],
+    }
+    ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), text, template="knapsack")
+    assert ex.parameters["capacity"].values == [6] and ex.ok, ex.findings
+    assert solve_ir(ex.fill()).objective == pytest.approx(16)
+    reply["parameters"]["capacity"] = {"values": [6]}
+    reply["parameters"]["weight"] = {"values": [2]}  # "each weighs 2": one value for all
+    ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), text, template="knapsack")
+    assert ex.parameters["weight"].values == [2, 2, 2]
+    assert any("took the values typed in the reply: 2, 2, 2" in f.message for f in ex.findings)
