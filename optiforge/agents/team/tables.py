@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["ParsedTable", "cell_number", "parse_tables"]
+__all__ = ["ParsedTable", "attribute_label", "cell_number", "parse_tables"]
 
 _NUM = r"[-+]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?|[-+]?\$?\.\d+%?"
 _NUM_RE = re.compile(rf"^\s*(?:{_NUM})\s*$")
@@ -27,6 +27,32 @@ _ALIGNED_SPLIT = re.compile(r"\t+|\s{2,}")
 _LIST_LINE = re.compile(
     r"^\s*(?:[-*\u2022]|\d+[.)])?\s*(?P<label>[A-Za-z][^:=]{0,60}?)\s*[:=]\s*(?P<rest>.*\d.*)$"
 )
+
+
+#: Words that make a table label an attribute of things rather than a thing.
+_ATTRIBUTE_WORDS = frozenset(
+    re.findall(
+        r"\w+",
+        """
+        cost costs price prices profit profits revenue revenues income fee fees margin return
+        returns yield time times hour hours minute minutes weight weights value values amount
+        amounts quantity quantities number rate rates risk score size volume area capacity
+        capacities demand demands supply supplies requirement requirements required available
+        availability minimum maximum min max total limit budget per percentage percent share
+        usage needed production storage holding selling purchase labor labour material materials
+        energy
+        """,
+    )
+)
+
+
+def attribute_label(label: str) -> bool:
+    """``label`` names an attribute ("Cost per Unit", "Profit ($)", "Demand", "Weight
+    (kg)"), not a thing ("Plant A", "Center II (Savannah)", "Job 3")."""
+    if "$" in label or "%" in label:
+        return True
+    words = re.findall(r"[a-z]+", label.lower())
+    return any(w in _ATTRIBUTE_WORDS for w in words)
 
 
 def cell_number(text: str) -> float | None:
@@ -64,6 +90,16 @@ class ParsedTable(BaseModel):
     def column_labels(self) -> list[str]:
         """The label of each value column."""
         return self.header[1:]
+
+    def is_matrix(self) -> bool:
+        """It lists things across both axes (plants down, markets across), not things
+        against their attributes ("Cost per Unit", "Profit"): at least two rows and two
+        columns whose labels are not attributes (:func:`attribute_label`)."""
+        if self.kind == "sequence":
+            return False
+        things = [lab for lab in self.column_labels if lab.strip() and not attribute_label(lab)]
+        rows = [lab for lab in self.row_labels if lab.strip() and not attribute_label(lab)]
+        return len(things) >= 2 and len(rows) >= 2
 
     def numbers(self) -> list[float]:
         """Every number in the table's cells (labels excluded)."""

@@ -41,11 +41,26 @@ from typing import Any
 from optiforge.agents.solution import StepRecord
 from optiforge.agents.team.extraction import Extraction, extract, unused_numbers
 from optiforge.agents.team.state import Attempt
-from optiforge.agents.team.tables import parse_tables
-from optiforge.agents.team.templates import TemplateError, match_cues
+from optiforge.agents.team.tables import ParsedTable, parse_tables
+from optiforge.agents.team.templates import (
+    Template,
+    TemplateError,
+    load_template,
+    match_cues,
+    phrases_found,
+    template_ids,
+)
 from optiforge.trace import bundle
 
-__all__ = ["MIN_CHARS", "MIN_CUES", "PLAN", "Classification", "TemplateRoute", "classify"]
+__all__ = [
+    "MIN_CHARS",
+    "MIN_CUES",
+    "PLAN",
+    "Classification",
+    "TemplateRoute",
+    "classify",
+    "structure_misfit",
+]
 
 #: The plan (and attempt) name of a template attempt.
 PLAN = "template"
@@ -85,9 +100,47 @@ class Classification:
         return {**asdict(self), "cues": list(self.cues)}
 
 
+def structure_misfit(tpl: Template, problem: str, tables: list[ParsedTable]) -> str | None:
+    """Why the text cannot be an instance of ``tpl`` whatever its cues say, or None: it
+    lacks every phrase the template ``requires_any`` of, or the template's data is a matrix
+    (``matrix_table``) and the text's tables all list things against attributes."""
+    if tpl.requires_any and not phrases_found(problem, tpl.requires_any):
+        return f"{tpl.id} needs one of {', '.join(repr(c) for c in tpl.requires_any)}"
+    if tpl.matrix_table and tables and not any(t.is_matrix() for t in tables):
+        t = tables[0]
+        cols = ", ".join(repr(c) for c in t.column_labels[:3])
+        rows = ", ".join(repr(c) for c in t.row_labels[:3])
+        return (
+            f"{tpl.id} needs a table of things by things (sources by destinations); no table "
+            f"of the text is one (table 1: columns {cols}; rows {rows})"
+        )
+    return None
+
+
 def classify(problem: str, *, min_score: float = 2.0) -> Classification:
     """The template for ``problem``, or None with the reason (see the module docs)."""
-    matches = match_cues(problem, top=2)
+    tables = parse_tables(problem)
+    found = match_cues(problem, top=len(template_ids()))
+    misfits = {tid: structure_misfit(load_template(tid), problem, tables) for tid, _, _ in found}
+    c = _rank([m for m in found if misfits[m[0]] is None], problem, tables, min_score)
+    if c.template is None:
+        # A template that scored as well but that the text's structure rules out.
+        refused = [misfits[tid] for tid, score, _ in found if misfits[tid] and score >= c.score]
+        if refused:
+            cues = c.cues or tuple(found[0][2])
+            score = max(c.score, found[0][1])
+            reason = "structure: " + "; ".join(refused) + ("" if not c.cues else f"; {c.reason}")
+            c = Classification(None, score, cues, reason)
+    return c
+
+
+def _rank(
+    matches: list[tuple[str, float, list[str]]],
+    problem: str,
+    tables: list[ParsedTable],
+    min_score: float,
+) -> Classification:
+    """The best of the templates whose structure the text allows, by the cue rules."""
     if not matches:
         return Classification(None, 0.0, (), "no template's cues occur in the text")
     tid, score, cues = matches[0]
@@ -109,7 +162,6 @@ def classify(problem: str, *, min_score: float = 2.0) -> Classification:
             tuple(cues),
             f"ambiguous: {tid} and {matches[1][0]} both score {score:g} cue points",
         )
-    tables = parse_tables(problem)
     if not tables and len(problem) < MIN_CHARS:
         return Classification(
             None,

@@ -112,6 +112,55 @@ def test_classify_needs_cues_a_clear_winner_and_size():
     assert classify(TRANSPORT, min_score=50).template is None
 
 
+def test_a_template_whose_structure_the_text_lacks_is_not_chosen():
+    """Cues are a cheap guess: "supply", "demand" and "market" occur in product-mix LPs
+    whose table lists products against attributes, and "budget" and "capacity" in LPs
+    that select nothing. The templates-train run spent an extraction call on each."""
+    product_mix = (
+        "A bakery sells to a local market and must meet demand; its flour supply is limited "
+        "to 900 kg a week.\n\n"
+        "| Product | Profit per Unit | Flour Required (g) |\n|---|---|---|\n"
+        "| Bread | $2 | 500 |\n| Cake | $5 | 800 |\n| Tart | $3 | 300 |\n\n"
+        "Each product sells at least 20 units a week. How many of each should it bake?"
+    )
+    c = classify(product_mix)
+    assert c.template is None and c.reason.startswith("structure: transportation needs")
+    assert "'Profit per Unit'" in c.reason
+    # The same cues over a table of plants by markets: a transportation problem.
+    shipping = (
+        "Two plants supply three markets; each market's demand must be met.\n\n"
+        "| From / To | Market East | Market West | Market North |\n|---|---|---|---|\n"
+        "| Plant A (Leeds) | 4 | 6 | 9 |\n| Plant B (York) | 5 | 3 | 7 |\n\n"
+        "Plant A can ship at most 300 units and Plant B at most 400. The markets need 200, "
+        "250 and 150 units. Minimize the shipping cost."
+    )
+    assert classify(shipping).template == "transportation"
+    no_selection = (
+        "A firm has a budget of $5,000 and a warehouse capacity of 800 units for two "
+        "products. " + "It wants the most profit from what it buys and sells. " * 12
+    )
+    c = classify(no_selection)
+    assert c.template is None and "knapsack needs one of" in c.reason
+    assert "facility_location needs one of" in c.reason  # "warehouse", "capacity": no site
+    assert classify(no_selection + " It must select which products to carry.").template == (
+        "knapsack"
+    )
+
+
+def test_attribute_labels_and_matrix_tables():
+    from optiforge.agents.team.tables import attribute_label, parse_tables
+
+    for label in ("Cost per Unit", "Profit ($)", "Demand", "Weight (kg)", "Flour Required (g)"):
+        assert attribute_label(label), label
+    for label in ("Plant A", "Center II (Pittsburgh)", "Job 3", "Day 1", "Store B", "1"):
+        assert not attribute_label(label), label
+    assert parse_tables(TRANSPORT)[0].is_matrix()  # stores across, plants down (+ totals)
+    products = parse_tables(
+        "| Product | Price | Cost |\n|---|---|---|\n| A | 3 | 1 |\n| B | 4 | 2 |"
+    )
+    assert not products[0].is_matrix()
+
+
 def test_the_lever_is_in_the_switch_and_adds_the_extractor_prompt():
     assert parse_levers("templates")["templates"] is True
     assert parse_levers("all")["templates"] is True

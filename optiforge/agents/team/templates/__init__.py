@@ -61,6 +61,7 @@ __all__ = [
     "load_template",
     "load_templates",
     "match_cues",
+    "phrases_found",
     "template_ids",
 ]
 
@@ -155,6 +156,13 @@ class Template(_Spec):
     description: str
     assumptions: list[str]
     cues: list[str]
+    #: Phrases of which the text must hold at least one for the template to be chosen (the
+    #: evidence its structure needs, e.g. a selection for a 0-1 knapsack); empty: none.
+    requires_any: list[str] = Field(default_factory=list)
+    #: Its main data is a matrix over two sets of things (sources x destinations, workers x
+    #: jobs): when the text has tables, one of them must list things, not attributes such
+    #: as "Cost per Unit" or "Profit", across its columns.
+    matrix_table: bool = False
     #: Objective senses :func:`fill` accepts (the first is the model's own).
     senses: list[Literal["minimize", "maximize"]] = Field(default_factory=list)
     sets: list[SetSpec]
@@ -246,15 +254,21 @@ def _check_template(tpl: Template) -> None:
         raise TemplateError(f"template {tpl.id!r} is invalid: " + "; ".join(errors))
 
 
+def phrases_found(text: str, phrases: list[str]) -> list[str]:
+    """The phrases that occur in ``text`` as whole words (plurals included), as
+    :func:`match_cues` finds cues."""
+    low = " ".join(text.lower().split())
+    return [c for c in phrases if re.search(rf"\b{re.escape(c.lower())}(?:e?s)?\b", low)]
+
+
 def match_cues(text: str, *, top: int = 3) -> list[tuple[str, float, list[str]]]:
     """Templates whose classification cues occur in ``text``, best first: ``(id, score,
     cues found)``. A cue matches as a whole word or phrase, plural included ("plant" finds
     "plants"); a cue found with a longer form of it ("ship", "shipping") counts once. A cue of several words counts as many points as it has words; a template
     with no cue found is left out. A cheap first guess for a classifier, not a verdict."""
-    low = " ".join(text.lower().split())
     scored = []
     for tpl in load_templates():
-        hits = [c for c in tpl.cues if re.search(rf"\b{re.escape(c.lower())}(?:e?s)?\b", low)]
+        hits = phrases_found(text, tpl.cues)
         # A cue and its plural or a longer form of it ("facility" and "facilities", "ship"
         # and "shipping", "assign" and "assignment") are one piece of evidence.
         hits = [c for c in hits if not any(c != h and _same_word(c, h) for h in hits)]
