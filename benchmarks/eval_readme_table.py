@@ -92,6 +92,17 @@ def _cache_hits(summary: dict) -> str:
     return f"{hits} ({tokens} tokens)" if hits else "0"
 
 
+def _dataset(summary: dict) -> tuple[str, str]:
+    """The dataset cell (with its sample and a non-default answer field) and " (partial)"
+    for a run that did not finish its problems."""
+    sample = (summary.get("filters") or {}).get("sample")
+    dataset = summary["dataset"] + (f" `{sample}`" if sample else "")
+    field = summary.get("answer_field")
+    if field and field != "answer":
+        dataset += f" [{field}]"
+    return dataset, "" if summary.get("complete", True) else " (partial)"
+
+
 def render_table(summaries: list[dict]) -> str:
     """Markdown table: one row per run."""
     head = (
@@ -102,12 +113,7 @@ def render_table(summaries: list[dict]) -> str:
     for s in summaries:
         acc = s["accuracy"]
         rate = s.get("execution_rate")
-        partial = "" if s.get("complete", True) else " (partial)"
-        sample = (s.get("filters") or {}).get("sample")
-        dataset = s["dataset"] + (f" `{sample}`" if sample else "")
-        field = s.get("answer_field")
-        if field and field != "answer":
-            dataset += f" [{field}]"
+        dataset, partial = _dataset(s)
         lines.append(
             f"| {dataset} | {s.get('agent') or '-'} | {_settings(s)} | {s.get('model') or '-'} | "
             f"{s['finished']}{partial} | {_pct(acc['strict_1e-6'])} | {_pct(acc['rel_1e-4'])} | "
@@ -145,9 +151,7 @@ def render_deadline_table(summaries: list[dict]) -> str:
     lines = [head, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for s in summaries:
         n = s["finished"]
-        partial = "" if s.get("complete", True) else " (partial)"
-        sample = (s.get("filters") or {}).get("sample")
-        dataset = s["dataset"] + (f" `{sample}`" if sample else "")
+        dataset, partial = _dataset(s)
         answered = s.get("answered")
         answered_cell = "-" if answered is None else f"{100 * answered / n:.0f}% ({answered}/{n})"
         stopped = s.get("stopped")
