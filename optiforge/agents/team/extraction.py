@@ -531,6 +531,49 @@ def _recover(
     return vals, "sentences"
 
 
+def _label_words(origin: str, name: str) -> int:
+    """How many words of the parameter name (``production_cost``: production, cost) the
+    row or column label in ``origin`` ("table 1 column 'Production cost'") holds."""
+    label = origin.split(" ", 3)[-1].lower()
+    words = {w for w in re.split(r"[^a-z]+", name.lower()) if len(w) > 2}
+    return sum(w in label for w in words)
+
+
+def _unshare(
+    p: ExtractedParameter,
+    origin: str,
+    holder: str,
+    sets: dict[str, list[str]],
+    problem_text: str,
+    claimed: set[int],
+) -> tuple[ParameterData | None, Issue]:
+    """``p`` was mapped to ``origin``, which parameter ``holder`` reads: its values from
+    elsewhere (:func:`_recover`) with a warning, or None with the error."""
+    recovered = _recover(p, sets, problem_text, claimed)
+    if recovered is None:
+        return None, Issue(
+            check="dimensions",
+            severity="error",
+            message=f"parameter {p.name!r} reads {origin}, which holds {holder!r}",
+            fix=f"give {p.name} its own values (one number if the text states it once)",
+        )
+    vals, how = recovered
+    entry = ParameterData(
+        index_sets=list(p.index_sets),
+        values=vals,
+        units=p.units,
+        source=p.source,
+        origin="text" if how == "typed" else "sentences",
+    )
+    return entry, Issue(
+        check="dimensions",
+        severity="warning",
+        message=f"parameter {p.name!r} was mapped to {origin}, which holds {holder!r}; "
+        f"took {', '.join(f'{v:g}' for v in vals[:8])} instead",
+        fix="check these values against the text",
+    )
+
+
 def build_extraction(
     reply: ExtractionReply, problem_text: str, tables: list[ParsedTable], template: Template | None
 ) -> Extraction:
@@ -606,6 +649,26 @@ def build_extraction(
                 )
             elif vals is None:
                 vals, origin = list(p.values), "text"
+        rival = next(
+            (k for k, d in params.items() if origin.startswith("table ") and d.origin == origin),
+            None,
+        )
+        if rival is not None and origin != f"table {p.table}":
+            # One column or row read for two parameters: the one whose name shares more
+            # words with the label keeps it (the first one on a tie); the other's values
+            # come from elsewhere.
+            if _label_words(origin, p.name) > _label_words(origin, rival):
+                loser = next(q for q in reply.parameters if q.name == rival)
+                entry, issue = _unshare(loser, origin, p.name, sets, problem_text, claimed)
+                params[rival] = entry or params[rival].model_copy(update={"values": []})
+                local.append(issue)
+            else:
+                entry, issue = _unshare(p, origin, rival, sets, problem_text, claimed)
+                local.append(issue)
+                if entry is None:
+                    vals, origin = list(p.values), "text"
+                else:
+                    vals, origin = list(entry.values), entry.origin
         notes.extend(local)
         params[p.name] = ParameterData(
             index_sets=list(p.index_sets),

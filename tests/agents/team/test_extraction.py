@@ -304,3 +304,50 @@ async def test_a_scalar_typed_per_item_and_one_value_for_every_item_are_repaired
     ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), text, template="knapsack")
     assert ex.parameters["weight"].values == [2, 2, 2]
     assert any("took the values typed in the reply: 2, 2, 2" in f.message for f in ex.findings)
+
+
+PRODUCTION = """A plant plans its production for the next 3 months. Each month's demand must be met
+from that month's production or from stock carried over from earlier months. Production in any
+month is at most 70 units. Holding one unit in stock from one month to the next costs $1.
+
+| Month | Demand | Production cost per unit ($) |
+|-------|--------|------------------------------|
+| 1     | 40     | 10                           |
+| 2     | 60     | 12                           |
+| 3     | 80     | 11                           |
+
+How much should the plant produce each month to minimize its total production and holding
+cost?"""
+
+
+async def test_one_column_read_for_two_parameters_stays_with_the_one_it_names(scripted_llm):
+    """The 1.5B model's reply in the first families run: capacity and holding cost, which
+    the text states once in sentences, pointed at the production-cost column."""
+    column = {"table": 1, "column": "Production cost per unit ($)"}
+    reply = {
+        "sets": {"PERIODS": {"elements": ["1", "2", "3"]}},
+        "parameters": {
+            "demand": {"table": 1, "column": "Demand"},
+            "capacity": {**column, "values": [70]},
+            "production_cost": column,
+            "holding_cost": {**column, "values": [1]},
+        },
+        "other_numbers": [],
+    }
+    tpl = "production_inventory"
+    ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), PRODUCTION, template=tpl)
+    assert ex.parameters["production_cost"].values == [10, 12, 11]
+    assert ex.parameters["capacity"].values == [70, 70, 70]
+    assert ex.parameters["holding_cost"].values == [1, 1, 1]
+    assert ex.ok, ex.findings
+    moved = [f.message for f in ex.findings if "which holds 'production_cost'" in f.message]
+    assert len(moved) == 2
+    assert solve_ir(ex.fill()).objective == pytest.approx(load_template(tpl).example.optimum)
+    # With nothing typed to fall back on, the parameter that lost the column is an error,
+    # not a silent copy of another parameter's numbers.
+    del reply["parameters"]["capacity"]["values"]
+    ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), PRODUCTION, template=tpl)
+    assert not ex.ok
+    assert any(
+        f.severity == "error" and "'capacity' reads table 1" in f.message for f in ex.findings
+    )
