@@ -38,7 +38,7 @@ from optiforge.agents.solution import StepRecord
 from optiforge.agents.team.checks import Issue, numbers_in
 from optiforge.agents.team.prompts import PromptSet
 from optiforge.agents.team.roles import answered_step, failed_reply
-from optiforge.agents.team.tables import ParsedTable, cell_number, parse_tables
+from optiforge.agents.team.tables import ParsedTable, attribute_label, cell_number, parse_tables
 from optiforge.agents.team.templates import Template, load_template
 from optiforge.agents.team.templates import fill as fill_template
 from optiforge.llm.protocol import ChatClient
@@ -331,13 +331,35 @@ def _table_values(
     def elements_for(
         set_name: str, labels: list[str], cells: list[float | None], skip: set[str]
     ) -> list[str]:
-        if sets.get(set_name):
-            return sets[set_name]
         picked = [
             lab
             for lab, v in zip(labels, cells, strict=False)
             if v is not None and lab and _norm(lab) not in skip and not _TOTAL.match(lab)
         ]
+        given = sets.get(set_name)
+        if given:
+            things = [lab for lab in picked if not attribute_label(lab)]
+            if (
+                len(dims) == 2
+                and len(things) > len(given)
+                and _match(given, things, "", [], by_position=False) is not None
+            ):
+                # The set names some of the table's things and leaves others out (a
+                # customer dropped): a matrix over the set covers every one of them.
+                missing = [
+                    lab for lab in things if _match([lab], given, "", [], by_position=False) is None
+                ]
+                sets[set_name] = given + missing
+                notes.append(
+                    Issue(
+                        check="dimensions",
+                        severity="warning",
+                        message=f"set {set_name!r}: added {missing}, which table {p.table} "
+                        f"lists beside {given[:6]}",
+                        fix=f"list every member of {set_name}",
+                    )
+                )
+            return sets[set_name]
         sets[set_name] = picked or [str(k) for k in range(1, len(labels) + 1)]
         return sets[set_name]
 
@@ -452,17 +474,24 @@ def _prose(text: str) -> str:
 
 
 def sentence_values(
-    elements: list[str], text: str, claimed: set[int] | None = None
+    elements: list[str],
+    text: str,
+    claimed: set[int] | None = None,
+    *,
+    words: tuple[str, ...] = (),
+    taken: list[set[float]] | None = None,
 ) -> tuple[list[float], list[int]] | None:
     """One number per element read from the sentences that name the elements, or None.
 
     For "Plant A can produce at most 800 valves per week, while Plant B can produce at most
     1000" and the elements Plant A, Plant B: ``[800, 1000]``. Each mention of an element
     (its label, or the parts of "Plant A (Atlanta)") opens a window that ends at the next
-    mention of another element or at the end of the clause; the first number in the first
-    window that has one is that element's value. None unless every element gets a number
-    at its own place, outside the tables and not ``claimed`` by another parameter (the
-    places used are returned so the caller can claim them).
+    mention of another element or at the end of the clause. In the first window that has a
+    usable number, the element's value is the first number just after one of ``words``
+    (the parameter's name: "weight 4" for ``weight``), else the first number that is not
+    already another parameter's value for that element (``taken[k]``). None unless every
+    element gets a number at its own place, outside the tables and not ``claimed`` by
+    another parameter (the places used are returned so the caller can claim them).
     """
     if len(elements) < 2:
         return None
@@ -476,6 +505,7 @@ def sentence_values(
             pat = r"(?<![A-Za-z0-9])" + re.escape(a) + r"(?![A-Za-z0-9])"
             mentions += [(m.start(), m.end(), k) for m in re.finditer(pat, body, re.I)]
     mentions.sort()
+    keys = [w.lower() for w in words if len(w) > 2]
     values: dict[int, tuple[float, int]] = {}
     for i, (_, end, k) in enumerate(mentions):
         if k in values:
@@ -488,13 +518,20 @@ def sentence_values(
         clause = _CLAUSE_END.search(body, end)
         if clause is not None:
             stop = min(stop, clause.start())
-        m = _NUMBER_AT.search(body, end, stop)
-        if m is None or m.start(1) in (claimed or set()):
-            continue
-        try:
-            values[k] = (float(m.group(1).replace(",", "")), m.start(1))
-        except ValueError:
-            continue
+        found = []
+        for m in _NUMBER_AT.finditer(body, end, stop):
+            if m.start(1) in (claimed or set()):
+                continue
+            try:
+                v = float(m.group(1).replace(",", ""))
+            except ValueError:
+                continue
+            named = any(w in body[max(end, m.start() - 25) : m.start()].lower() for w in keys)
+            found.append((not named, v in (taken[k] if taken else set()), v, m.start(1)))
+        usable = [f for f in found if not f[0] or not f[1]]  # named, or not another's value
+        if usable:
+            best = min(usable, key=lambda f: (f[0], f[3]))
+            values[k] = (best[2], best[3])
     if len(values) != len(elements):
         return None
     places = [values[k][1] for k in range(len(elements))]
@@ -504,31 +541,50 @@ def sentence_values(
 
 
 def _recover(
-    p: ExtractedParameter, sets: dict[str, list[str]], text: str, claimed: set[int]
+    p: ExtractedParameter,
+    sets: dict[str, list[str]],
+    text: str,
+    claimed: set[int],
+    others: dict[str, ParameterData] | None = None,
 ) -> tuple[list[float], str] | None:
     """Values for a parameter whose table reference failed or whose typed values do not
-    fit its sets: the values typed in the reply when they are all numbers of the text and
-    fit, or are one number repeated for a single parameter, or one number for every
-    element of a parameter over one set ("typed"); else, for a parameter over one set, one value per element from the
-    sentences that name the elements ("sentences", :func:`sentence_values`)."""
+    fit its sets, first found first:
+
+    1. the values typed in the reply, when they fit and are all numbers of the text, or are
+       one number repeated for a single parameter ("typed");
+    2. for a parameter over one set, one value per element from the sentences that name
+       the elements ("sentences", :func:`sentence_values`);
+    3. one typed number for every element of a parameter over one set ("typed": "at most
+       70 units in any month").
+
+    ``others`` are the parameters resolved so far: a sentence number one of them holds for
+    the same element is not read again."""
     near = numbers_in(text)
     near |= {n / 100 for n in near} | {n * 100 for n in near}
     typed = [float(v) for v in p.values]
-    if typed and all(any(_close(v, n) for n in near) for v in typed):
-        if _fits(p, typed, sets):
-            return typed, "typed"
-        if not p.index_sets and len(set(typed)) == 1:
-            return typed[:1], "typed"  # a single number repeated once per item
-        if len(p.index_sets) == 1 and len(typed) == 1 and sets.get(p.index_sets[0]):
-            return typed * len(sets[p.index_sets[0]]), "typed"  # the same for every element
+    typed_ok = bool(typed) and all(any(_close(v, n) for n in near) for v in typed)
+    if typed_ok and _fits(p, typed, sets):
+        return typed, "typed"
+    if typed_ok and not p.index_sets and len(set(typed)) == 1:
+        return typed[:1], "typed"  # a single number repeated once per item
     if len(p.index_sets) != 1 or not sets.get(p.index_sets[0]):
         return None
-    found = sentence_values(sets[p.index_sets[0]], text, claimed)
-    if found is None:
-        return None
-    vals, places = found
-    claimed.update(places)
-    return vals, "sentences"
+    elements = sets[p.index_sets[0]]
+    # What other parameters over the same set already hold for each element.
+    taken: list[set[float]] = [set() for _ in elements]
+    for q in (others or {}).values():
+        if q.index_sets == p.index_sets and len(q.values) == len(elements):
+            for k, v in enumerate(q.values):
+                taken[k].add(v)
+    words = tuple(re.split(r"[^A-Za-z]+", f"{p.name} {p.units}"))
+    found = sentence_values(elements, text, claimed, words=words, taken=taken)
+    if found is not None:
+        vals, places = found
+        claimed.update(places)
+        return vals, "sentences"
+    if typed_ok and len(typed) == 1:
+        return typed * len(elements), "typed"  # the same for every element
+    return None
 
 
 def _label_words(origin: str, name: str) -> int:
@@ -546,10 +602,11 @@ def _unshare(
     sets: dict[str, list[str]],
     problem_text: str,
     claimed: set[int],
+    params: dict[str, ParameterData],
 ) -> tuple[ParameterData | None, Issue]:
     """``p`` was mapped to ``origin``, which parameter ``holder`` reads: its values from
     elsewhere (:func:`_recover`) with a warning, or None with the error."""
-    recovered = _recover(p, sets, problem_text, claimed)
+    recovered = _recover(p, sets, problem_text, claimed, params)
     if recovered is None:
         return None, Issue(
             check="dimensions",
@@ -625,7 +682,7 @@ def build_extraction(
         else:
             vals, origin = list(p.values), "text"
         if vals is None or not _fits(p, vals, sets):
-            recovered = _recover(p, sets, problem_text, claimed)
+            recovered = _recover(p, sets, problem_text, claimed, params)
             if recovered is not None:
                 vals, how = recovered
                 failed = "; ".join(i.message for i in local if i.severity == "error")
@@ -659,11 +716,11 @@ def build_extraction(
             # come from elsewhere.
             if _label_words(origin, p.name) > _label_words(origin, rival):
                 loser = next(q for q in reply.parameters if q.name == rival)
-                entry, issue = _unshare(loser, origin, p.name, sets, problem_text, claimed)
+                entry, issue = _unshare(loser, origin, p.name, sets, problem_text, claimed, params)
                 params[rival] = entry or params[rival].model_copy(update={"values": []})
                 local.append(issue)
             else:
-                entry, issue = _unshare(p, origin, rival, sets, problem_text, claimed)
+                entry, issue = _unshare(p, origin, rival, sets, problem_text, claimed, params)
                 local.append(issue)
                 if entry is None:
                     vals, origin = list(p.values), "text"

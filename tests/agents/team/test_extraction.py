@@ -299,11 +299,24 @@ async def test_a_scalar_typed_per_item_and_one_value_for_every_item_are_repaired
     ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), text, template="knapsack")
     assert ex.parameters["capacity"].values == [6] and ex.ok, ex.findings
     assert solve_ir(ex.fill()).objective == pytest.approx(16)
+    # A per-item parameter typed as one number: the sentences that name the items are read
+    # first (the number after "weight", not the value beside it) ...
     reply["parameters"]["capacity"] = {"values": [6]}
-    reply["parameters"]["weight"] = {"values": [2]}  # "each weighs 2": one value for all
+    reply["parameters"]["weight"] = {"values": [4]}
     ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), text, template="knapsack")
+    assert ex.parameters["weight"].values == [4, 3, 2]
+    assert ex.parameters["weight"].origin == "sentences"
+    # ... and when they give nothing for it, the one number is every item's.
+    same = (
+        "A hiker packs items; each weighs 2 kg: a tent (worth 10), a stove (worth 7) and a "
+        "camera (worth 6). The pack holds 4 kg."
+    )
+    reply["parameters"]["weight"] = {"values": [2]}
+    reply["parameters"]["capacity"] = {"values": [4]}
+    ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), same, template="knapsack")
     assert ex.parameters["weight"].values == [2, 2, 2]
     assert any("took the values typed in the reply: 2, 2, 2" in f.message for f in ex.findings)
+    assert solve_ir(ex.fill()).objective == pytest.approx(17)
 
 
 PRODUCTION = """A plant plans its production for the next 3 months. Each month's demand must be met
@@ -351,3 +364,41 @@ async def test_one_column_read_for_two_parameters_stays_with_the_one_it_names(sc
     assert any(
         f.severity == "error" and "'capacity' reads table 1" in f.message for f in ex.findings
     )
+
+
+FACILITY = """A retailer may open warehouses at three sites, F1, F2 and F3, to serve two customers,
+c1 and c2. Opening a site has a fixed cost, each open site can ship at most its capacity, and
+each customer's demand must be met. Shipping one unit costs:
+
+| Site | Fixed cost | Capacity | c1 | c2 |
+|------|------------|----------|----|----|
+| F1   | 100        | 50       | 2  | 3  |
+| F2   | 80         | 30       | 4  | 1  |
+| F3   | 120        | 60       | 3  | 3  |
+
+Customer c1 needs 30 units and customer c2 needs 25 units. Which sites should be opened, and
+how much should each ship to each customer, to minimize the fixed costs plus the shipping
+costs?"""
+
+
+async def test_a_customer_the_set_leaves_out_of_a_cost_matrix_is_added(scripted_llm):
+    """The 1.5B model's facility-location reply in the first families run dropped a
+    customer from the set; the cost matrix's columns name both."""
+    reply = {
+        "sets": {"FACILITIES": {"elements": []}, "CUSTOMERS": {"elements": ["c1"]}},
+        "parameters": {
+            "fixed_cost": {"table": 1, "column": "Fixed cost"},
+            "capacity": {"table": 1, "column": "Capacity"},
+            "demand": {"values": [30]},
+            "cost": {"table": 1},
+        },
+        "other_numbers": [],
+    }
+    tpl = "facility_location"
+    ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), FACILITY, template=tpl)
+    assert ex.sets == {"FACILITIES": ["F1", "F2", "F3"], "CUSTOMERS": ["c1", "c2"]}
+    assert ex.parameters["cost"].values == [2, 3, 4, 1, 3, 3]
+    assert ex.parameters["demand"].values == [30, 25]  # from the sentence, not [30, 30]
+    assert ex.ok, ex.findings
+    assert any("added ['c2']" in f.message for f in ex.findings)
+    assert solve_ir(ex.fill()).objective == pytest.approx(load_template(tpl).example.optimum)
