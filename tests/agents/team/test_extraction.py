@@ -319,18 +319,8 @@ async def test_a_scalar_typed_per_item_and_one_value_for_every_item_are_repaired
     assert solve_ir(ex.fill()).objective == pytest.approx(17)
 
 
-PRODUCTION = """A plant plans its production for the next 3 months. Each month's demand must be met
-from that month's production or from stock carried over from earlier months. Production in any
-month is at most 70 units. Holding one unit in stock from one month to the next costs $1.
-
-| Month | Demand | Production cost per unit ($) |
-|-------|--------|------------------------------|
-| 1     | 40     | 10                           |
-| 2     | 60     | 12                           |
-| 3     | 80     | 11                           |
-
-How much should the plant produce each month to minimize its total production and holding
-cost?"""
+# Texts of the families slow test (test_template_families_slow.py).
+PRODUCTION = (DATA / "production_3months.md").read_text().rstrip("\n")
 
 
 async def test_one_column_read_for_two_parameters_stays_with_the_one_it_names(scripted_llm):
@@ -366,19 +356,7 @@ async def test_one_column_read_for_two_parameters_stays_with_the_one_it_names(sc
     )
 
 
-FACILITY = """A retailer may open warehouses at three sites, F1, F2 and F3, to serve two customers,
-c1 and c2. Opening a site has a fixed cost, each open site can ship at most its capacity, and
-each customer's demand must be met. Shipping one unit costs:
-
-| Site | Fixed cost | Capacity | c1 | c2 |
-|------|------------|----------|----|----|
-| F1   | 100        | 50       | 2  | 3  |
-| F2   | 80         | 30       | 4  | 1  |
-| F3   | 120        | 60       | 3  | 3  |
-
-Customer c1 needs 30 units and customer c2 needs 25 units. Which sites should be opened, and
-how much should each ship to each customer, to minimize the fixed costs plus the shipping
-costs?"""
+FACILITY = (DATA / "facility_3x2.md").read_text().rstrip("\n")
 
 
 async def test_a_customer_the_set_leaves_out_of_a_cost_matrix_is_added(scripted_llm):
