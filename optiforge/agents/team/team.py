@@ -242,7 +242,9 @@ def _next_plan(run: TeamRun, sched: UCBScheduler) -> tuple[str | None, int]:
 
     The bandit's choice, unless the budget cannot pay for it (stop rather than spin) or
     its measured cost does not fit the time left: then the best plan that fits, and when
-    none does, the run stops starting work (``run.stopped = "time_left"``)."""
+    none does, the run stops starting work (``run.stopped = "time_left"``), unless no
+    attempt has an answer yet: then the plan measured cheapest is tried anyway (one
+    sample), since the deadline cancels it if it runs late."""
     config = run.config
     skipped: dict[str, float] = {}
     while True:
@@ -261,6 +263,28 @@ def _next_plan(run: TeamRun, sched: UCBScheduler) -> tuple[str | None, int]:
             skipped[arm] = est
             continue
         return arm, need
+    if skipped and not run.candidates():
+        # Nothing answered yet: a step that may not finish costs only the time until the
+        # deadline cancels it, and stopping now leaves the problem without an answer. The
+        # estimate comes from calls that shared the server (the first round's run side by
+        # side), so a lone call is often faster than it says.
+        arm = min(skipped, key=lambda a: skipped[a])
+        need = 1
+        if run.can_sample(need):
+            left = run.time_left() or 0.0
+            run.steps.append(
+                StepRecord(
+                    role="scheduler",
+                    summary=f"no answer yet: trying {arm} (~{skipped[arm]:.1f} s measured) in "
+                    f"the {max(left, 0):.1f} s left, though it may not finish",
+                    detail={
+                        "gamble": arm,
+                        "time_left_s": round(left, 3),
+                        "estimates_s": {a: round(t, 3) for a, t in skipped.items()},
+                    },
+                )
+            )
+            return arm, need
     if skipped:
         left = run.time_left() or 0.0
         run.stopped = STOPPED_TIME_LEFT

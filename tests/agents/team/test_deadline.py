@@ -18,9 +18,10 @@ import pytest
 from optiforge.agents.solution import StepRecord
 from optiforge.agents.team import TeamBudget, TeamConfig, TeamError, asolve, asolve_graph
 from optiforge.agents.team.scheduler import UCBScheduler
-from optiforge.agents.team.state import RunState
+from optiforge.agents.team.state import Attempt, RunState
 from optiforge.agents.team.team import _next_plan
 from optiforge.llm.testing import ScriptedLLM
+from optiforge.solvers import SolveResult, SolveStatus
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from test_team import GOOD, GOOD_CODE, PRINTERS, WRONG, draft
@@ -115,6 +116,7 @@ async def test_no_step_starts_when_its_measured_cost_exceeds_the_time_left():
 
 def test_the_best_plan_that_fits_the_time_left_is_chosen():
     run = RunState(PRINTERS, {}, None, TeamBudget(), TeamConfig(), 3, deadline=time.monotonic() + 1)
+    answered(run)
     sched = UCBScheduler()
     sched.add("sample", prior=0.9)  # the bandit's favourite...
     sched.add("code", prior=0.1)
@@ -130,6 +132,32 @@ def test_the_best_plan_that_fits_the_time_left_is_chosen():
     free = RunState(PRINTERS, {}, None, TeamBudget(), TeamConfig(), 3)
     free.note_pull("sample", 1e6)
     assert _next_plan(free, sched) == ("sample", 2) and free.stopped is None
+
+
+def answered(run: RunState) -> None:
+    """Give ``run`` one solved attempt (an answer to fall back on)."""
+    a = Attempt(index=0, plan="sample", source="ir", verdict="ok")
+    a.result = SolveResult(status=SolveStatus.OPTIMAL, objective=1.0)
+    run.attempts.append(a)
+
+
+def test_without_an_answer_the_cheapest_plan_is_tried_though_it_may_not_fit():
+    """optibench-0205 (long20, training half) stopped with 122 s left and nothing to answer:
+    its three formulations were infeasible and every plan was measured above 122 s (from
+    calls that ran three at a time). With nothing to lose, one more step is tried."""
+    run = RunState(PRINTERS, {}, None, TeamBudget(), TeamConfig(), 3, deadline=time.monotonic() + 1)
+    sched = UCBScheduler()
+    sched.add("sample", prior=0.9)
+    sched.add("code", prior=0.1)
+    run.note_pull("sample", 2.0)
+    run.note_pull("code", 1.6)
+    assert _next_plan(run, sched) == ("code", 1)
+    assert run.stopped is None
+    assert run.steps[-1].detail["gamble"] == "code"
+    assert "no answer yet: trying code" in run.steps[-1].summary
+    # With an answer in hand the run stops instead.
+    answered(run)
+    assert _next_plan(run, sched) == (None, 0) and run.stopped == "time_left"
 
 
 def test_an_unpulled_plan_is_estimated_from_its_roles_measured_calls():
