@@ -62,3 +62,18 @@ def test_render_prompt_reports_missing_placeholder(tmp_path, monkeypatch):
             render_prompt("g/t")
     finally:
         load_prompt.cache_clear()
+
+
+@pytest.mark.parametrize("command", [["tune"], ["experience", "build"], ["eval"], ["graph"]])
+def test_long_help_is_wrapped_once(command):
+    """Typer's rich help keeps single line breaks: help written hard-wrapped in the source
+    came out wrapped twice, with stubs of a word or two (``eval` grades``)."""
+    import os
+
+    out = _run(*command, "--help", env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"})
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.split("╭")[0]  # the description, before the first box
+    lines = [line.strip() for line in text.splitlines()][2:]  # after the usage line
+    for line, after in zip(lines, lines[1:], strict=False):
+        if line and after:  # inside a paragraph: the console filled the line
+            assert len(line) > 45, f"{command}: short line {line!r} before {after!r}"

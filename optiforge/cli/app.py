@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import typer
 
+
+def paragraphs(text: str) -> str:
+    """Help text written hard-wrapped in the source, one line per paragraph: Typer's rich
+    help keeps single line breaks, so hard-wrapped lines would be wrapped again by the
+    console and leave stubs of a word or two."""
+    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
+
+
 app = typer.Typer(
     name="optiforge",
     help=(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from optiforge.cli.app import app
+from optiforge.cli.app import app, paragraphs
 
 experience_app = typer.Typer(
     help=(
@@ -23,7 +23,8 @@ experience_app = typer.Typer(
 )
 app.add_typer(experience_app, name="experience")
 
-_BUILD_HELP = """Build an experience library from `optiforge eval` run directories.
+_BUILD_HELP = paragraphs(
+    """Build an experience library from `optiforge eval` run directories.
 
 Keeps each problem of the runs' journals (results.jsonl) that was solved on the
 formulation route AND checked correct against its answer under --rule. Only training
@@ -38,6 +39,7 @@ local model), or with --no-llm derived from the constraint kinds. The file is JS
 a header (format version, the runs and the commit it was built from), then one entry per
 line. Use it with TeamConfig(experience=True, experience_library=FILE).
 """
+)
 
 
 @experience_app.command("build", help=_BUILD_HELP)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import typer
 
-from optiforge.cli.app import app
+from optiforge.cli.app import app, paragraphs
 
-_HELP = """Train the team's prompts on training problems and save them for --prompts.
+_HELP = paragraphs(
+    """Train the team's prompts on training problems and save them for --prompts.
 
 Each training problem is solved by the team and graded exactly as `optiforge eval` grades
 (--rule, answer kinds, --answer-field). The optimizer reads feedback holding the solver's
@@ -31,6 +32,7 @@ and its sandbox on the worker, as with `optiforge eval --executor ray`; the pare
 minibatch and the reflection stay here. A worker that dies is retried once on a fresh one.
 optoprime, opro and textgrad run every problem here and refuse --executor ray.
 """
+)
 
 
 @app.command("tune", help=_HELP)
