@@ -587,6 +587,22 @@ def _recover(
     return None
 
 
+def _recovered(name: str, how: str, values: list[float], failed: str = "") -> Issue:
+    """The warning that says where a recovered parameter's values came from."""
+    shown = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if len(values) > 8 else "")
+    where = (
+        f"took the values typed in the reply: {shown}"
+        if how == "typed"
+        else f"read one value per element from the sentences that name them: {shown}"
+    )
+    return Issue(
+        check="dimensions",
+        severity="warning",
+        message=f"parameter {name!r}: " + (f"{failed}; " if failed else "") + where,
+        fix="check these values against the text",
+    )
+
+
 def _label_words(origin: str, name: str) -> int:
     """How many words of the parameter name (``production_cost``: production, cost) the
     row or column label in ``origin`` ("table 1 column 'Production cost'") holds."""
@@ -622,13 +638,7 @@ def _unshare(
         source=p.source,
         origin="text" if how == "typed" else "sentences",
     )
-    return entry, Issue(
-        check="dimensions",
-        severity="warning",
-        message=f"parameter {p.name!r} was mapped to {origin}, which holds {holder!r}; "
-        f"took {', '.join(f'{v:g}' for v in vals[:8])} instead",
-        fix="check these values against the text",
-    )
+    return entry, _recovered(p.name, how, vals, f"{origin} holds {holder!r}")
 
 
 def build_extraction(
@@ -688,22 +698,7 @@ def build_extraction(
                 failed = "; ".join(i.message for i in local if i.severity == "error")
                 local = [i for i in local if i.severity != "error"]
                 origin = "text" if how == "typed" else "sentences"
-                local.append(
-                    Issue(
-                        check="dimensions",
-                        severity="warning",
-                        message=f"parameter {p.name!r}: "
-                        + (f"{failed}; " if failed else "")
-                        + (
-                            "took the values typed in the reply: "
-                            + ", ".join(f"{v:g}" for v in vals[:8])  # type: ignore[str-format]
-                            if how == "typed"
-                            else "read one value per element from the sentences that name "
-                            f"them: {', '.join(f'{v:g}' for v in vals)}"  # type: ignore[str-format]
-                        ),
-                        fix="check these values against the text",
-                    )
-                )
+                local.append(_recovered(p.name, how, recovered[0], failed))
             elif vals is None:
                 vals, origin = list(p.values), "text"
         rival = next(

@@ -343,7 +343,7 @@ async def test_one_column_read_for_two_parameters_stays_with_the_one_it_names(sc
     assert ex.parameters["capacity"].values == [70, 70, 70]
     assert ex.parameters["holding_cost"].values == [1, 1, 1]
     assert ex.ok, ex.findings
-    moved = [f.message for f in ex.findings if "which holds 'production_cost'" in f.message]
+    moved = [f.message for f in ex.findings if "holds 'production_cost'" in f.message]
     assert len(moved) == 2
     assert solve_ir(ex.fill()).objective == pytest.approx(load_template(tpl).example.optimum)
     # With nothing typed to fall back on, the parameter that lost the column is an error,
