@@ -164,6 +164,24 @@ def split_constraint(expression: str) -> list[str]:
     return [expression]
 
 
+_SELF_BOUND = re.compile(
+    r"^\s*(?P<k>\d+(?:\.\d+)?)\s*\*\s*(?P<v>[A-Za-z_]\w*)\s*(?P<op><=|>=|==)\s*"
+    r"(?P<r>\d+(?:\.\d+)?)\s*$"
+)
+
+
+def _self_bound(expr: str, notes: list[str]) -> str:
+    """``10*minibuses <= 10`` as ``minibuses <= 10``: a bound on one variable whose
+    coefficient is the bound itself is the limit written twice ("at most 10 minibuses"),
+    not a limit of one (readme40's nl4opt-0174; optibench-0410's four demand limits)."""
+    m = _SELF_BOUND.match(expr)
+    if m is None or float(m["k"]) != float(m["r"]) or float(m["k"]) in (0.0, 1.0):
+        return expr
+    new = f"{m['v']} {m['op']} {m['r']}"
+    notes.append(f"read {expr!r} as {new!r}: the bound was also written as the coefficient")
+    return new
+
+
 def normalize_draft(draft: FormulationDraft, problem_text: str = "") -> Normalized:
     """Build the IR dict for ``draft`` with deterministic fixes and integrality decisions.
 
@@ -217,6 +235,7 @@ def normalize_draft(draft: FormulationDraft, problem_text: str = "") -> Normaliz
             if not _CMP.search(expr):
                 notes.append(f"dropped {piece!r}: it compares nothing (no <=, >= or ==)")
                 continue
+            expr = _self_bound(expr, notes)
             if expr.replace(" ", "") in seen:
                 notes.append(f"dropped duplicate constraint {expr!r}")
                 continue

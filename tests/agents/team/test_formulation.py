@@ -112,3 +112,11 @@ def test_with_domains_keeps_binaries():
     ir = {"variables": [{"name": "a", "domain": "integer"}, {"name": "b", "domain": "binary"}]}
     out = with_domains(ir, "continuous")
     assert [v["domain"] for v in out["variables"]] == ["continuous", "binary"]
+
+
+def test_a_bound_written_as_its_own_coefficient_is_read_as_the_bound():
+    """readme40's nl4opt-0174: "at most 10 minibuses" became ``10*minibuses <= 10``."""
+    n = normalize_draft(_draft(["10*x <= 10", "2.5 * y >= 2.5", "3*x + 3*y <= 3", "1*x <= 1"]))
+    exprs = [c["expression"] for c in n.ir["constraints"]]
+    assert exprs == ["x <= 10", "y >= 2.5", "3*x + 3*y <= 3", "1*x <= 1"]
+    assert sum("also written as the coefficient" in note for note in n.notes) == 2
