@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -137,8 +138,12 @@ def _code(summary: dict) -> str:
 
 def _time_limit(summary: dict) -> str:
     """The sessions' per-problem time limits in seconds (``--timeout``), "-" for none."""
-    sessions = (summary.get("_run") or {}).get("sessions") or []
+    run = summary.get("_run") or {}
+    sessions = run.get("sessions") or []
     limits = sorted({s.get("time_limit_s") for s in sessions if s.get("time_limit_s")})
+    if not limits:  # run.json from before the limit was recorded: the command has it
+        m = re.search(r"--timeout[ =]([0-9.]+)", run.get("command") or "")
+        limits = [float(m.group(1))] if m and float(m.group(1)) > 0 else []
     return ", ".join(f"{x:g} s" for x in limits) or "-"
 
 
@@ -154,11 +159,13 @@ def render_deadline_table(summaries: list[dict]) -> str:
         dataset, partial = _dataset(s)
         answered = s.get("answered")
         answered_cell = "-" if answered is None else f"{100 * answered / n:.0f}% ({answered}/{n})"
-        stopped = s.get("stopped")
-        if stopped is None:
-            stopped_cell = "-"
-        else:
-            stopped_cell = ", ".join(f"{k} {v}" for k, v in stopped.items()) or "none"
+        stopped = dict(s.get("stopped") or {})
+        # Journals from before the agent knew its deadline: the runner's cancel shows as
+        # the failure class "timeout" alone.
+        timeouts = (s.get("failure_classes") or {}).get("timeout", 0)
+        if not stopped and timeouts:
+            stopped["timeout (cancelled by the runner)"] = timeouts
+        stopped_cell = ", ".join(f"{k} {v}" for k, v in stopped.items()) or "none"
         secs = s["time_per_problem_s"]
         lines.append(
             f"| {dataset} | {s.get('agent') or '-'} | {_code(s)} | {_time_limit(s)} | "

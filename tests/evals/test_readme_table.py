@@ -208,3 +208,34 @@ def test_the_deadline_table_shows_the_limit_the_code_and_what_was_answered(tmp_p
         "deadline 1, cancelled 1",
     ]
     assert cells[7] == "33.3% (1/3)" and cells[8] == "3.0" and cells[10] == "242, 305"
+
+
+def test_the_deadline_table_reads_runs_from_before_the_agent_knew_its_deadline(tmp_path):
+    """707459c's journals: no time limit in the sessions (the command has --timeout) and no
+    ``stopped``; a problem the runner cancelled has failure class ``timeout``."""
+    from optiforge.evals.records import Session
+
+    run = tmp_path / "old"
+    with Journal(run) as j:
+        j.append(ResultRecord(id="p0", gt=1.0, gt_kind="value", failure_class="timeout"))
+        j.append(
+            ResultRecord(id="p1", gt=1.0, gt_kind="value", prediction=1.0, prediction_kind="value")
+        )
+    write_meta(
+        run,
+        RunMeta(
+            dataset="optibench",
+            agent="team",
+            command="optiforge eval optibench --timeout 300 --out old",
+            sessions=[Session(index=1, started_at=1.0)],
+        ),
+    )
+    write_reports(run)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--deadline", str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| optibench"))
+    assert "| 300 s |" in row and "| 50% (1/2) | timeout (cancelled by the runner) 1 |" in row
