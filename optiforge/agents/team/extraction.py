@@ -619,10 +619,14 @@ def _unshare(
     problem_text: str,
     claimed: set[int],
     params: dict[str, ParameterData],
+    held: list[Any],
 ) -> tuple[ParameterData | None, Issue]:
-    """``p`` was mapped to ``origin``, which parameter ``holder`` reads: its values from
-    elsewhere (:func:`_recover`) with a warning, or None with the error."""
+    """``p`` was mapped to ``origin``, which parameter ``holder`` reads (its values:
+    ``held``): ``p``'s values from elsewhere (:func:`_recover`) with a warning, or None
+    with the error."""
     recovered = _recover(p, sets, problem_text, claimed, params)
+    if recovered is not None and recovered[0] == held:
+        recovered = None  # the holder's numbers typed out again are the same mistake
     if recovered is None:
         return None, Issue(
             check="dimensions",
@@ -711,11 +715,15 @@ def build_extraction(
             # come from elsewhere.
             if _label_words(origin, p.name) > _label_words(origin, rival):
                 loser = next(q for q in reply.parameters if q.name == rival)
-                entry, issue = _unshare(loser, origin, p.name, sets, problem_text, claimed, params)
+                entry, issue = _unshare(
+                    loser, origin, p.name, sets, problem_text, claimed, params, list(vals or [])
+                )
                 params[rival] = entry or params[rival].model_copy(update={"values": []})
                 local.append(issue)
             else:
-                entry, issue = _unshare(p, origin, rival, sets, problem_text, claimed, params)
+                entry, issue = _unshare(
+                    p, origin, rival, sets, problem_text, claimed, params, params[rival].values
+                )
                 local.append(issue)
                 if entry is None:
                     vals, origin = list(p.values), "text"

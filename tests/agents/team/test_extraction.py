@@ -319,7 +319,8 @@ async def test_a_scalar_typed_per_item_and_one_value_for_every_item_are_repaired
     assert solve_ir(ex.fill()).objective == pytest.approx(17)
 
 
-# Texts of the families slow test (test_template_families_slow.py).
+# Multi-period production and facility location: the 1.5B model failed both in the
+# families slow test (test_template_families_slow.py explains how); these replay its replies.
 PRODUCTION = (DATA / "production_3months.md").read_text().rstrip("\n")
 
 
@@ -346,6 +347,11 @@ async def test_one_column_read_for_two_parameters_stays_with_the_one_it_names(sc
     moved = [f.message for f in ex.findings if "holds 'production_cost'" in f.message]
     assert len(moved) == 2
     assert solve_ir(ex.fill()).objective == pytest.approx(load_template(tpl).example.optimum)
+    # Typing the column's numbers out again (the real model's reply in the second
+    # families run) is the same mistake: an error, not a recovery.
+    reply["parameters"]["capacity"]["values"] = [10, 12, 11]
+    ex = await extract(scripted_llm([json.dumps(reply)]), PromptSet(), PRODUCTION, template=tpl)
+    assert not ex.ok
     # With nothing typed to fall back on, the parameter that lost the column is an error,
     # not a silent copy of another parameter's numbers.
     del reply["parameters"]["capacity"]["values"]
