@@ -10,7 +10,9 @@ the structure of a large model. With ``TeamConfig.templates`` on, a run
    scores as high, and the problem is large
    enough to be worth a call: a parsed table or number list, or at least
    :data:`MIN_CHARS` characters. Short one- or two-product LPs stay with the formulator,
-   which solves them well;
+   which solves them well. A template whose structure the text lacks is set aside first
+   (:func:`structure_misfit`: none of its ``requires_any`` phrases, or a ``matrix_table``
+   template when every table lists things against attributes);
 2. **extracts** the template's sets and parameters with one grammar-constrained call (role
    ``extractor``, :func:`~.extraction.extract`): tables are read from their cells, the
    reply's schema has exactly the template's names, and the checks flag unused numbers,
