@@ -1,5 +1,6 @@
 """The CLI shell: fast start, no heavy imports, errors without tracebacks."""
 
+import itertools
 import subprocess
 import sys
 
@@ -74,6 +75,6 @@ def test_long_help_is_wrapped_once(command):
     assert out.returncode == 0, out.stderr
     text = out.stdout.split("╭")[0]  # the description, before the first box
     lines = [line.strip() for line in text.splitlines()][2:]  # after the usage line
-    for line, after in zip(lines, lines[1:], strict=False):
+    for line, after in itertools.pairwise(lines):
         if line and after:  # inside a paragraph: the console filled the line
             assert len(line) > 45, f"{command}: short line {line!r} before {after!r}"

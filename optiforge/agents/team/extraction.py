@@ -551,11 +551,11 @@ def _recover(
     fit its sets, first found first:
 
     1. the values typed in the reply, when they fit and are all numbers of the text, or are
-       one number repeated for a single parameter ("typed");
+       one number repeated for a single parameter (origin "text");
     2. for a parameter over one set, one value per element from the sentences that name
-       the elements ("sentences", :func:`sentence_values`);
-    3. one typed number for every element of a parameter over one set ("typed": "at most
-       70 units in any month").
+       the elements (origin "sentences", :func:`sentence_values`);
+    3. one typed number for every element of a parameter over one set (origin "text": "at
+       most 70 units in any month").
 
     ``others`` are the parameters resolved so far: a sentence number one of them holds for
     the same element is not read again."""
@@ -564,9 +564,9 @@ def _recover(
     typed = [float(v) for v in p.values]
     typed_ok = bool(typed) and all(any(_close(v, n) for n in near) for v in typed)
     if typed_ok and _fits(p, typed, sets):
-        return typed, "typed"
+        return typed, "text"
     if typed_ok and not p.index_sets and len(set(typed)) == 1:
-        return typed[:1], "typed"  # a single number repeated once per item
+        return typed[:1], "text"  # a single number repeated once per item
     if len(p.index_sets) != 1 or not sets.get(p.index_sets[0]):
         return None
     elements = sets[p.index_sets[0]]
@@ -583,16 +583,17 @@ def _recover(
         claimed.update(places)
         return vals, "sentences"
     if typed_ok and len(typed) == 1:
-        return typed * len(elements), "typed"  # the same for every element
+        return typed * len(elements), "text"  # the same for every element
     return None
 
 
-def _recovered(name: str, how: str, values: list[float], failed: str = "") -> Issue:
-    """The warning that says where a recovered parameter's values came from."""
+def _recovered(name: str, origin: str, values: list[float], failed: str = "") -> Issue:
+    """The warning that says where (``origin``: "text" or "sentences") a recovered
+    parameter's values came from."""
     shown = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if len(values) > 8 else "")
     where = (
         f"took the values typed in the reply: {shown}"
-        if how == "typed"
+        if origin == "text"
         else f"read one value per element from the sentences that name them: {shown}"
     )
     return Issue(
@@ -634,15 +635,11 @@ def _unshare(
             message=f"parameter {p.name!r} reads {origin}, which holds {holder!r}",
             fix=f"give {p.name} its own values (one number if the text states it once)",
         )
-    vals, how = recovered
+    vals, where = recovered
     entry = ParameterData(
-        index_sets=list(p.index_sets),
-        values=vals,
-        units=p.units,
-        source=p.source,
-        origin="text" if how == "typed" else "sentences",
+        index_sets=list(p.index_sets), values=vals, units=p.units, source=p.source, origin=where
     )
-    return entry, _recovered(p.name, how, vals, f"{origin} holds {holder!r}")
+    return entry, _recovered(p.name, where, vals, f"{origin} holds {holder!r}")
 
 
 def build_extraction(
@@ -698,18 +695,15 @@ def build_extraction(
         if vals is None or not _fits(p, vals, sets):
             recovered = _recover(p, sets, problem_text, claimed, params)
             if recovered is not None:
-                vals, how = recovered
+                vals, origin = recovered
                 failed = "; ".join(i.message for i in local if i.severity == "error")
                 local = [i for i in local if i.severity != "error"]
-                origin = "text" if how == "typed" else "sentences"
-                local.append(_recovered(p.name, how, recovered[0], failed))
+                local.append(_recovered(p.name, origin, vals, failed))
             elif vals is None:
                 vals, origin = list(p.values), "text"
-        rival = next(
-            (k for k, d in params.items() if origin.startswith("table ") and d.origin == origin),
-            None,
-        )
-        if rival is not None and origin != f"table {p.table}":
+        shared = origin.startswith("table ") and origin != f"table {p.table}"
+        rival = next((k for k, d in params.items() if d.origin == origin), None) if shared else None
+        if rival is not None:
             # One column or row read for two parameters: the one whose name shares more
             # words with the label keeps it (the first one on a tie); the other's values
             # come from elsewhere.

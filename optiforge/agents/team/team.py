@@ -263,44 +263,38 @@ def _next_plan(run: TeamRun, sched: UCBScheduler) -> tuple[str | None, int]:
             skipped[arm] = est
             continue
         return arm, need
-    if skipped and not run.candidates():
+    if not skipped:
+        return None, 0
+    left = run.time_left() or 0.0
+    measured = {
+        "time_left_s": round(left, 3),
+        "estimates_s": {a: round(t, 3) for a, t in skipped.items()},
+    }
+    if not run.candidates() and run.can_sample(1):
         # Nothing answered yet: a step that may not finish costs only the time until the
         # deadline cancels it, and stopping now leaves the problem without an answer. The
         # estimate comes from calls that shared the server (the first round's run side by
         # side), so a lone call is often faster than it says.
         arm = min(skipped, key=lambda a: skipped[a])
-        need = 1
-        if run.can_sample(need):
-            left = run.time_left() or 0.0
-            run.steps.append(
-                StepRecord(
-                    role="scheduler",
-                    summary=f"no answer yet: trying {arm} (~{skipped[arm]:.1f} s measured) in "
-                    f"the {max(left, 0):.1f} s left, though it may not finish",
-                    detail={
-                        "gamble": arm,
-                        "time_left_s": round(left, 3),
-                        "estimates_s": {a: round(t, 3) for a, t in skipped.items()},
-                    },
-                )
-            )
-            return arm, need
-    if skipped:
-        left = run.time_left() or 0.0
-        run.stopped = STOPPED_TIME_LEFT
-        costs = ", ".join(f"{a} ~{t:.1f} s" for a, t in skipped.items())
         run.steps.append(
             StepRecord(
                 role="scheduler",
-                summary=f"stopped early: no next step fits the {max(left, 0):.1f} s left "
-                f"before the deadline (measured: {costs})",
-                detail={
-                    "stopped": STOPPED_TIME_LEFT,
-                    "time_left_s": round(left, 3),
-                    "estimates_s": {a: round(t, 3) for a, t in skipped.items()},
-                },
+                summary=f"no answer yet: trying {arm} (~{skipped[arm]:.1f} s measured) in "
+                f"the {max(left, 0):.1f} s left, though it may not finish",
+                detail={"gamble": arm, **measured},
             )
         )
+        return arm, 1
+    run.stopped = STOPPED_TIME_LEFT
+    costs = ", ".join(f"{a} ~{t:.1f} s" for a, t in skipped.items())
+    run.steps.append(
+        StepRecord(
+            role="scheduler",
+            summary=f"stopped early: no next step fits the {max(left, 0):.1f} s left "
+            f"before the deadline (measured: {costs})",
+            detail={"stopped": STOPPED_TIME_LEFT, **measured},
+        )
+    )
     return None, 0
 
 
