@@ -90,6 +90,12 @@ def tune_command(
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server URL."),
     budget: int | None = typer.Option(None, "--budget", min=1, help="LLM samples per problem."),
     samples: int | None = typer.Option(None, "--samples", min=1, help="First-round samples."),
+    time_limit: float | None = typer.Option(
+        None,
+        "--time-limit",
+        help="Seconds each problem may take: the team works to this deadline and is scored "
+        "on its best answer by then, as under 'eval --timeout' (default: no limit).",
+    ),
     workers: int = typer.Option(2, "--workers", min=1, help="Problems run at once."),
     executor: str = typer.Option(
         "local",
@@ -157,6 +163,7 @@ def tune_command(
         init_prompts=load_prompt_values(init_prompts) if init_prompts else None,
         budget=budget,
         samples=samples,
+        time_limit=time_limit,
         workers=workers,
         seed=seed,
         rule=rule,

@@ -291,6 +291,9 @@ class TuneConfig:
     experience: dict[str, Any] | None = None
     budget: int | None = None
     samples: int | None = None
+    #: Seconds each problem may take (the team works to this deadline, as under ``eval
+    #: --timeout``); None: no limit.
+    time_limit: float | None = None
     workers: int = 2
     seed: int = 0
     rule: str = DEFAULT_RULE
@@ -314,6 +317,8 @@ class TuneConfig:
     def __post_init__(self) -> None:
         # Checked before any server or Ray is started.
         _check_executor(self)
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise TuneError(f"--time-limit must be > 0 seconds, got {self.time_limit!r}")
 
 
 @dataclass
@@ -444,6 +449,7 @@ def start_ray_executor(
         no_cache=cfg.no_cache,
         budget=cfg.budget,
         samples=cfg.samples,
+        time_limit=cfg.time_limit,
         levers=cfg.levers,
         experience_library=cfg.experience_library,
     )
@@ -522,6 +528,8 @@ def run_tune(
 
         lib = {"experience_library": cfg.experience_library} if cfg.experience_library else {}
         extra["config"] = team_config(cfg.levers, **lib)
+    if cfg.time_limit is not None:
+        extra["time_limit"] = cfg.time_limit
     module = TeamModule(
         cfg.init_prompts,
         llm=llm,
@@ -593,6 +601,7 @@ def run_tune(
             "model": cfg.model,
             "levers": cfg.levers,
             "experience": cfg.experience,
+            "time_limit_s": cfg.time_limit,
             "seed": cfg.seed,
             "executor": executor.name if executor is not None else "local",
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -200,6 +201,34 @@ def test_tune_rejects_bad_options(capsys, tmp_path):
     assert code == 2 and "unknown scoring rule" in err
     code, out, _ = run(["tune", "--help"], capsys)
     assert code == 0 and "gepa" in out and "state.json" in out and "resume" in out
+    code, _, err = run(["tune", "--dataset", data, "--time-limit", "0"], capsys)
+    assert code == 2 and "--time-limit must be > 0" in err
+
+
+def test_tune_time_limit_bounds_each_problem(monkeypatch, capsys, tmp_path):
+    """With --time-limit the team works to a deadline on every training problem, as under
+    eval --timeout: the default prompt's formulator would take 30 s; it is cancelled at 1 s
+    and scores 0, and the tuned prompt (answered at once) still wins."""
+    state = {"optimizer_calls": 0}
+    inner = team_script(state)
+
+    async def script(messages, tag=None, **kw):
+        if tag == "formulator" and messages[0]["content"] != "TUNED RULES":
+            await asyncio.sleep(30)
+        return inner(messages, tag=tag, **kw)
+
+    monkeypatch.setattr(optiforge.llm, "LLM", lambda *a, **k: ScriptedLLM(script), raising=False)
+    out = tmp_path / "prompts.json"
+    argv = ["tune", "--dataset", str(training_file(tmp_path)), "--optimizer", "gepa"]
+    argv += ["--out", str(out), "--val-fraction", "0.5", "--samples", "1", "--budget", "2"]
+    argv += ["--max-metric-calls", "8", "--minibatch", "2", "--no-cache", "--time-limit", "1"]
+    t0 = time.monotonic()
+    code, _, err = run(argv, capsys)
+    assert code in (0, None), err
+    assert time.monotonic() - t0 < 20  # without the limit, each untuned problem takes 30 s
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["time_limit_s"] == 1.0
+    assert meta["initial_val_score"] == 0.0 and meta["best_val_score"] == 1.0
 
 
 _SLOW_TUNE = """

@@ -98,6 +98,9 @@ def render_sections(
     for s in subs:
         all_nodes.extend(s.inputs)
         all_nodes.extend(s.nodes)
+        # The output is named even when no parameter reaches it (a run stopped before any
+        # step read the parameter), so its value and feedback are still shown.
+        all_nodes.append(s.output)
     names = assign_names(all_nodes)
     in_params = set(params)
 

@@ -6,6 +6,7 @@ import pytest
 
 from optiforge.agents.optim.sections import SECTION_NAMES, render_sections
 from optiforge.trace import ExecutionError, Module, bundle, feedback_subgraphs, node
+from optiforge.trace.feedback import backward
 
 
 @bundle
@@ -116,3 +117,15 @@ def test_one_subgraph_renders_like_a_list_of_one():
     sub = rec.subgraph(m.prompt)
     assert render_sections(sub).text() == render_sections([sub]).text()
     assert render_sections(sub).variables == "(str) prompt=ab"
+
+
+def test_a_parameter_the_output_does_not_depend_on_still_shows_the_output():
+    # As when a run stops at its deadline before any step read the prompt: the output and
+    # its feedback are rendered, with no code for the parameter.
+    m = Pipeline()
+    out = combine(node("xy"), node(1)) + "!"
+    record = backward(out, "Too late: no answer.")
+    s = render_sections(record.subgraph(m.prompt), parameters=[m.prompt])
+    assert s.code == ""
+    assert s.outputs.startswith("(str) ") and s.outputs.endswith("=xy!")
+    assert s.feedback == "Too late: no answer."
