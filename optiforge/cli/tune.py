@@ -24,7 +24,10 @@ Optimizers: gepa (reflective evolution over a Pareto front of prompt candidates;
 --max-metric-calls, minibatch --minibatch, --merge), optoprime, opro and textgrad (minibatch
 steps of --batch-size over --epochs). Progress is saved after every step or candidate in
 OUT.state.json: after Ctrl-C, SIGTERM or kill -9, rerun the same command to resume
-(--restart starts over). The per-step log goes to OUT.log.json.
+(--restart starts over). A rerun that would score differently (other problems, prompts,
+samples, levers, --time-limit, model, seed...) is refused: OUT.tune.json records the settings.
+A larger --max-metric-calls, other --workers or --executor continue the same search. The
+per-step log goes to OUT.log.json.
 
 --executor ray (gepa only; pip install -e '.\\[ray]'): GEPA's evaluations that record no
 graph (each child's minibatch, every validation set, merges) run as Ray tasks, the agent

@@ -23,6 +23,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from optiforge.agents.optim.errors import OptimizerError
 from optiforge.datasets import Problem, load_dataset
 from optiforge.errors import OptiforgeError
 from optiforge.evals.scoring import DEFAULT_RULE, RULES
+from optiforge.fileio import write_text_atomic
 
 #: Optimizers ``optiforge tune --optimizer`` accepts.
 OPTIMIZERS = ("gepa", "optoprime", "opro", "textgrad")
@@ -349,6 +352,72 @@ def state_path_for(out: Path) -> Path:
     return out.with_suffix(".state.json")
 
 
+def settings_path_for(out: Path) -> Path:
+    """The settings a tune writing ``out`` keeps beside its state (``prompts.tune.json``):
+    what a resume must share with the run that wrote the state."""
+    return out.with_suffix(".tune.json")
+
+
+def _resume_settings(
+    cfg: TuneConfig, chosen: list[str], train_ids: list[str], val_ids: list[str]
+) -> dict[str, Any]:
+    """What decides the scores a tune's state holds. Left out on purpose: the budget
+    (``--max-metric-calls``, raised to continue a finished tune), ``--workers``, the executor
+    and the cache, which change how fast the same search runs, not what it scores."""
+    init = None
+    if cfg.init_prompts:
+        blob = json.dumps(cfg.init_prompts, sort_keys=True).encode("utf-8")
+        init = hashlib.sha256(blob).hexdigest()
+    record = {
+        "dataset": cfg.dataset,
+        "agent": cfg.agent,
+        "optimizer": cfg.optimizer,
+        "params": chosen,
+        "train_ids": train_ids,
+        "val_ids": val_ids,
+        "rule": cfg.rule,
+        "answer_field": cfg.answer_field,
+        "budget": cfg.budget,
+        "samples": cfg.samples,
+        "time_limit_s": cfg.time_limit,
+        "levers": cfg.levers,
+        "experience": cfg.experience,
+        "init_prompts_sha256": init,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "minibatch": cfg.minibatch,
+        "merge": cfg.merge,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+    }
+    return json.loads(json.dumps(record))  # as it reads back from the file
+
+
+def check_resume_settings(cfg: TuneConfig, record: dict[str, Any], *, resumed: bool) -> None:
+    """Refuse to resume a state written with other settings (see :func:`_resume_settings`);
+    then record this tune's settings beside its state."""
+    path = settings_path_for(cfg.out)
+    if resumed and path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TuneError(f"cannot read {path}: {exc}; delete it to resume anyway") from None
+        changed = [k for k in record if k in old and old[k] != record[k]]
+        if changed:
+            diff = "; ".join(f"{k}: {_short(old[k])} -> {_short(record[k])}" for k in changed)
+            raise TuneError(
+                f"{state_path_for(cfg.out)} was written by a tune with other settings ({diff}). "
+                "Rerun with the same options to resume, or --restart (or another --out) to "
+                "start over"
+            )
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig, *, remote: Any = None) -> Any:
     """The optimizer ``name`` over ``module``'s trainable prompts; ``remote`` (GEPA only):
     where its unrecorded evaluations run (:func:`remote_run`)."""
@@ -519,6 +588,11 @@ def run_tune(
     if cfg.restart:
         state.unlink(missing_ok=True)
     resumed = state.exists()
+    check_resume_settings(
+        cfg,
+        _resume_settings(cfg, chosen, [p.id for p in train_set], [p.id for p in val]),
+        resumed=resumed,
+    )
     ensure = getattr(llm, "ensure_server", None)
     if callable(ensure):
         ensure()  # before any event loop of the rollouts (see GEPA.optimize)

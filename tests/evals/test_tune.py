@@ -231,6 +231,37 @@ def test_tune_time_limit_bounds_each_problem(monkeypatch, capsys, tmp_path):
     assert meta["initial_val_score"] == 0.0 and meta["best_val_score"] == 1.0
 
 
+def test_a_resume_with_other_settings_is_refused(monkeypatch, capsys, tmp_path):
+    state = {"optimizer_calls": 0}
+    monkeypatch.setattr(
+        optiforge.llm, "LLM", lambda *a, **k: ScriptedLLM(team_script(state)), raising=False
+    )
+    out = tmp_path / "prompts.json"
+    data = str(training_file(tmp_path))
+
+    def tune(samples=1, calls=6, *extra):
+        argv = ["tune", "--dataset", data, "--optimizer", "gepa", "--out", str(out)]
+        argv += ["--val-fraction", "0.5", "--budget", "2", "--minibatch", "2"]
+        argv += ["--samples", str(samples), "--max-metric-calls", str(calls), *extra]
+        return run(argv, capsys)
+
+    code, _, err = tune()
+    assert code in (0, None), err
+    recorded = json.loads(out.with_suffix(".tune.json").read_text())
+    assert recorded["samples"] == 1 and recorded["optimizer"] == "gepa"
+    state_before = out.with_suffix(".state.json").read_text()
+    # Other samples per problem would score other runs into the same search: refused.
+    code, _, err = tune(2)
+    assert code == 2 and "samples: 1 -> 2" in " ".join(err.split()) and "--restart" in err
+    assert out.with_suffix(".state.json").read_text() == state_before  # nothing lost
+    # A larger budget continues the same search; --restart starts over with the new settings.
+    code, _, err = tune(1, 8)
+    assert code in (0, None) and "resuming from" in err, err
+    code, _, err = tune(2, 6, "--restart")
+    assert code in (0, None), err
+    assert json.loads(out.with_suffix(".tune.json").read_text())["samples"] == 2
+
+
 _SLOW_TUNE = """
 import json, sys, time
 import optiforge.llm
