@@ -100,6 +100,15 @@ def tune_command(
         "on its best answer by then, as under 'eval --timeout' (default: no limit).",
     ),
     workers: int = typer.Option(2, "--workers", min=1, help="Problems run at once."),
+    max_prompt_chars: int = typer.Option(
+        9000,
+        "--max-prompt-chars",
+        min=1000,
+        help="gepa and optoprime: the length cap of the optimizer's prompt, in characters "
+        "(about 3 per token on formulations and tables). The runs shown are shortened to fit: "
+        "9000 fits the embedded server's 4096-token slots with room for the reply; with "
+        "'serve --local --ctx 8192' use about 18000, so the reflection sees whole problems.",
+    ),
     executor: str = typer.Option(
         "local",
         "--executor",
@@ -168,6 +177,7 @@ def tune_command(
         samples=samples,
         time_limit=time_limit,
         workers=workers,
+        max_prompt_chars=max_prompt_chars,
         seed=seed,
         rule=rule,
         answer_field=answer_field,

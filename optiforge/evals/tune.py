@@ -304,6 +304,9 @@ class TuneConfig:
     max_metric_calls: int | None = None
     minibatch: int = 3
     merge: bool = False
+    #: gepa and optoprime: the optimizer prompt's length cap in characters (the traces
+    #: shown are shortened to fit the model's context); None: no cap.
+    max_prompt_chars: int | None = 9000
     restart: bool = False
     model: str | None = None
     progress: bool = True
@@ -387,6 +390,7 @@ def _resume_settings(
         "seed": cfg.seed,
         "minibatch": cfg.minibatch,
         "merge": cfg.merge,
+        "max_prompt_chars": cfg.max_prompt_chars,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
     }
@@ -435,6 +439,7 @@ def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig, *, remote:
             workers=cfg.workers,
             seed=cfg.seed,
             max_tokens=2048,
+            max_prompt_chars=cfg.max_prompt_chars,
             remote=remote,
         )
     if name == "opro":
@@ -449,7 +454,9 @@ def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig, *, remote:
     if name == "textgrad":
         return TextGrad(module, llm, seed=cfg.seed)
     if name == "optoprime":
-        return OptoPrime(module, llm, max_tokens=1500, seed=cfg.seed)
+        return OptoPrime(
+            module, llm, max_tokens=1500, seed=cfg.seed, max_prompt_chars=cfg.max_prompt_chars
+        )
     raise TuneError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 

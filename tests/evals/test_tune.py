@@ -249,6 +249,7 @@ def test_a_resume_with_other_settings_is_refused(monkeypatch, capsys, tmp_path):
     assert code in (0, None), err
     recorded = json.loads(out.with_suffix(".tune.json").read_text())
     assert recorded["samples"] == 1 and recorded["optimizer"] == "gepa"
+    assert recorded["max_prompt_chars"] == 9000 and recorded["time_limit_s"] is None
     state_before = out.with_suffix(".state.json").read_text()
     # Other samples per problem would score other runs into the same search: refused.
     code, _, err = tune(2)

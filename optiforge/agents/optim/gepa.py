@@ -47,6 +47,7 @@ from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.params import backward
 from optiforge.agents.optim.parsing import extract_json_object
 from optiforge.agents.optim.rollouts import Evaluation, Rollouts, split_example, usage_total
+from optiforge.llm.errors import ContextLengthError
 from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 
@@ -143,6 +144,65 @@ def missing_requirements(requirements: Sequence[str], value: Any) -> list[str]:
     return [r for r in requirements if r.strip() and not requirement_stated(r, text)]
 
 
+#: Sections of a rendered trace without the steps' code (the first thing left out to fit).
+_NO_CODE = ("Inputs", "Others", "Outputs")
+#: Feedback is cut last: it holds the expected answer. Values are cut no shorter than this.
+_FEEDBACK_CHARS = 1000
+_MIN_VALUE_CHARS = 200
+_CUT_NOTE = "\n[the examples were cut here to fit the prompt]"
+
+
+def fit_examples(
+    render: Callable[[int, int, bool], tuple[str, str]],
+    scores: Sequence[float],
+    value_chars: int,
+    budget: int | None,
+) -> str:
+    """The examples of a reflection prompt in at most ``budget`` characters.
+
+    ``render(k, chars, code)`` gives example ``k`` as (its heading and trace, its feedback),
+    with values cut at ``chars`` and with or without the steps' code. The feedback (it holds
+    the expected answer) is kept longest. Shortened in this order until the text fits: the
+    code left out; values cut at half the length, again and again down to 200 characters;
+    each trace cut to an equal share of what the feedback leaves; fewer examples (the lowest
+    scores kept: the failures carry the signal); the text cut at the budget.
+    ``budget=None`` renders everything at ``value_chars``.
+    """
+
+    def join(parts: Sequence[tuple[str, str]], share: int | None = None) -> str:
+        out = []
+        for body, feedback in parts:
+            if share is not None and len(body) > share:
+                body = body[: max(0, share - len(_CUT_NOTE))] + _CUT_NOTE
+            out.append(f"{body}\n\n#Feedback\n{feedback}")
+        return "\n\n".join(out)
+
+    order = list(range(len(scores)))
+    out = join([render(k, value_chars, True) for k in order])
+    if budget is None or len(out) <= budget:
+        return out
+    chars = value_chars
+    while True:
+        parts = [render(k, chars, False) for k in order]
+        out = join(parts)
+        if len(out) <= budget or chars <= _MIN_VALUE_CHARS:
+            break
+        chars = max(_MIN_VALUE_CHARS, chars // 2)
+    if len(out) <= budget:
+        return out
+    worst_first = sorted(order, key=lambda k: (scores[k], k))
+    for n in range(len(order), 0, -1):
+        kept = [parts[k] for k in sorted(worst_first[:n])]
+        overhead = len(join([("", fb) for _, fb in kept]))
+        share = (budget - overhead) // n
+        if share >= _MIN_VALUE_CHARS or n == 1:
+            out = join(kept, max(0, share))
+            break
+    if len(out) > budget:
+        out = out[: max(0, budget - len(_CUT_NOTE))] + _CUT_NOTE
+    return out
+
+
 def _fingerprint(items: Sequence[Any]) -> str:
     text = json.dumps([repr(x) for x in items])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -193,6 +253,10 @@ class GEPA(Optimizer):
         skip_perfect: skip reflection when the parent is perfect on the minibatch.
         perfect_score: the score of a perfect example.
         value_chars: values in the rendered traces longer than this are cut.
+        max_prompt_chars: the reflection prompt's length cap, in characters (about 3 per
+            token on formulations and tables), so it fits the reflection model's context
+            with room for the reply; the traces are shortened to fit (see
+            :func:`fit_examples`). The default fits a 4096-token context; None: no cap.
         workers: examples run at once.
         error_score: score of an example whose run raised.
         requirement_asks: structured reflection only: re-asks (each one LLM call) when the
@@ -221,6 +285,7 @@ class GEPA(Optimizer):
         skip_perfect: bool = True,
         perfect_score: float = 1.0,
         value_chars: int = 1500,
+        max_prompt_chars: int | None = 9000,
         workers: int = 4,
         error_score: float = 0.0,
         max_tokens: int = 2048,
@@ -249,6 +314,9 @@ class GEPA(Optimizer):
         self.skip_perfect = skip_perfect
         self.perfect_score = perfect_score
         self.value_chars = value_chars
+        if max_prompt_chars is not None and max_prompt_chars < 1:
+            raise OptimizerError("max_prompt_chars must be at least 1 (or None: no cap)")
+        self.max_prompt_chars = max_prompt_chars
         self.workers = workers
         self.error_score = error_score
         self.rng = random.Random(self.seed or 0)
@@ -427,29 +495,57 @@ class GEPA(Optimizer):
         return out
 
     # -- reflection ------------------------------------------------------------------------
-    def _render_examples(self, name: str, rollouts: Sequence[tuple[Evaluation, Any]]) -> str:
-        """Each example's trace (the steps that read ``name``), output and feedback."""
+    def _render_examples(
+        self, name: str, rollouts: Sequence[tuple[Evaluation, Any]], budget: int | None = None
+    ) -> str:
+        """Each example's trace (the steps that read ``name``), output and feedback, in at
+        most ``budget`` characters (see :func:`fit_examples`)."""
+        from optiforge.agents.optim.sections import render_sections
+
         p = self.parameter(name)
-        parts = []
-        for k, (e, output) in enumerate(rollouts, 1):
-            head = f"## Example {k} (score {e.score:g})"
-            body = ""
+        subs: list[Any] = []
+        for e, output in rollouts:
+            sub = None
             if output is not None and hasattr(output, "backward"):
                 record = backward(output, e.feedback or f"score {e.score:g}")
-                sub = getattr(record, "subgraph", None)
-                if callable(sub):
-                    from optiforge.agents.optim.sections import render_sections
+                if callable(getattr(record, "subgraph", None)):
+                    sub = record.subgraph(p)
+            subs.append(sub)
+        self.zero_feedback()
 
-                    s = render_sections(sub(p), parameters=[p], max_value_chars=self.value_chars)
-                    body = s.text(["Code", "Inputs", "Others", "Outputs"])
+        def one(k: int, chars: int, code: bool) -> tuple[str, str]:
+            e = rollouts[k][0]
+            body = ""
+            if subs[k] is not None:
+                s = render_sections(subs[k], parameters=[p], max_value_chars=chars)
+                body = s.text(["Code", "Inputs", "Others", "Outputs"] if code else _NO_CODE)
             if not body:
                 x = self._train[e.index] if e.index < len(self._train) else None
                 shown = split_example(x)[0] if x is not None else ""
-                body = f"#Inputs\n{str(shown)[: self.value_chars]}\n\n#Outputs\n"
-                body += str(e.output if e.error is None else e.error)[: self.value_chars]
-            parts.append(f"{head}\n{body}\n\n#Feedback\n{e.feedback[: self.value_chars]}")
-        self.zero_feedback()
-        return "\n\n".join(parts)
+                body = f"#Inputs\n{str(shown)[:chars]}\n\n#Outputs\n"
+                body += str(e.output if e.error is None else e.error)[:chars]
+            head = f"## Example {k + 1} (score {e.score:g})"
+            return f"{head}\n{body}", e.feedback[: max(chars, _FEEDBACK_CHARS)]
+
+        scores = [float(e.score) for e, _ in rollouts]  # type: ignore[arg-type]
+        return fit_examples(one, scores, self.value_chars, budget)
+
+    def _examples_budget(self, name: str, current: Any) -> int | None:
+        """Characters left for the examples once the rest of the reflection prompt is
+        counted (None: no cap)."""
+        if self.max_prompt_chars is None:
+            return None
+        rest = _chars(self.reflection_messages(name, current, ""))
+        budget = max(0, self.max_prompt_chars - rest)
+        if budget < _FEEDBACK_CHARS:
+            log.warning(
+                "gepa: the reflection prompt for %s leaves %d of max_prompt_chars=%d for the "
+                "examples; raise it (with the reflection model's context) to show them",
+                name,
+                budget,
+                self.max_prompt_chars,
+            )
+        return budget
 
     def reflection_messages(self, name: str, current: Any, examples: str) -> list[dict[str, str]]:
         """The chat messages asking for a new value of ``name`` (exposed for tests).
@@ -519,12 +615,19 @@ class GEPA(Optimizer):
             temperature = (
                 self.temperature if attempt == 1 else max(self.temperature, self.retry_temperature)
             )
-            texts, items = self._chat(
-                messages,
-                schema=schema,
-                temperature=temperature,
-                seed=(self.seed or 0) + 1000 * self.iteration + attempt,
-            )
+            try:
+                texts, items = self._chat(
+                    messages,
+                    schema=schema,
+                    temperature=temperature,
+                    seed=(self.seed or 0) + 1000 * self.iteration + attempt,
+                )
+            except ContextLengthError as exc:
+                raise ReplyError(
+                    f"the reflection prompt ({_chars(messages)} characters) does not fit the "
+                    f"model's context: {exc}. Lower max_prompt_chars (now "
+                    f"{self.max_prompt_chars}) or serve a larger context"
+                ) from None
             text = texts[0] if texts else ""
             analysis, needs, raw = self._reply_value(text, items[0] if items else None, current)
             values, errors = self.check({name: raw})
@@ -591,12 +694,16 @@ class GEPA(Optimizer):
                     "content": render_prompt("optimizers/gepa_missing", name=name, missing=listed),
                 },
             ]
-            texts, items = self._chat(
-                messages,
-                schema=schema,
-                temperature=self.temperature,
-                seed=(self.seed or 0) + 1000 * self.iteration + 100 + asks,
-            )
+            try:
+                texts, items = self._chat(
+                    messages,
+                    schema=schema,
+                    temperature=self.temperature,
+                    seed=(self.seed or 0) + 1000 * self.iteration + 100 + asks,
+                )
+            except ContextLengthError as exc:  # the re-ask echoes the reply: keep the value
+                report.errors.append(f"requirement re-ask did not fit the context: {exc}")
+                break
             text = texts[0] if texts else ""
             a2, _, raw = self._reply_value(text, items[0] if items else None, current)
             values, errors = self.check({name: raw})
@@ -633,12 +740,16 @@ class GEPA(Optimizer):
             subs = feedback_subgraphs([p])
             if not subs:
                 continue
-            examples = "\n\n".join(
-                f"## Example {k}\n"
-                + render_sections(s, parameters=[p], max_value_chars=self.value_chars).text(
-                    ["Code", "Inputs", "Others", "Outputs", "Feedback"]
-                )
-                for k, s in enumerate(subs, 1)
+
+            def one(
+                k: int, chars: int, code: bool, subs: Any = subs, p: Any = p
+            ) -> tuple[str, str]:
+                s = render_sections(subs[k], parameters=[p], max_value_chars=chars)
+                which = ["Code", "Inputs", "Others", "Outputs"] if code else list(_NO_CODE)
+                return f"## Example {k + 1}\n" + s.text(which), s.feedback[:_FEEDBACK_CHARS]
+
+            examples = fit_examples(
+                one, [0.0] * len(subs), self.value_chars, self._examples_budget(name, p.value)
             )
             report.detail["parameter"] = name
             analysis, value = self._reflect(name, p.value, examples, report)
@@ -829,7 +940,9 @@ class GEPA(Optimizer):
         report = StepReport(step=self.iteration, optimizer=self.kind)
         calls_before = self._usage()
         try:
-            examples = self._render_examples(name, rollouts)
+            examples = self._render_examples(
+                name, rollouts, self._examples_budget(name, parent_values[name])
+            )
             analysis, value = self._reflect(name, parent_values[name], examples, report)
         except ReplyError as exc:
             entry["error"] = str(exc)
@@ -1020,3 +1133,7 @@ class GEPA(Optimizer):
                 self.rng.setstate((version, tuple(internal), gauss))
         except (TypeError, ValueError, KeyError) as exc:
             raise OptimizerError(f"invalid GEPA state: {exc}") from None
+
+
+def _chars(messages: Sequence[Mapping[str, str]]) -> int:
+    return sum(len(m["content"]) for m in messages)

@@ -38,6 +38,11 @@ class OptoPrime(Optimizer):
         instruction: the #Instruction section.
         example: include a worked example of the reply format (helps small models).
         value_chars: values in #Inputs/#Others/#Outputs longer than this are cut.
+        max_prompt_chars: the prompt's length cap, in characters (about 3 per token on
+            formulations and tables), so it fits the model's context with room for the
+            reply: values are cut at half the length, again and again down to 200
+            characters, then fewer of the batch's runs are shown. The default fits a
+            4096-token context; None: no cap.
         reasoning_chars: maximum length of the reasoning in structured replies.
     """
 
@@ -52,6 +57,7 @@ class OptoPrime(Optimizer):
         instruction: str = DEFAULT_INSTRUCTION,
         example: bool = True,
         value_chars: int = 1500,
+        max_prompt_chars: int | None = 9000,
         reasoning_chars: int = 800,
         max_tokens: int = 1024,
         **kwargs: Any,
@@ -63,25 +69,61 @@ class OptoPrime(Optimizer):
         self.instruction = instruction
         self.example = example
         self.value_chars = value_chars
+        if max_prompt_chars is not None and max_prompt_chars < 1:
+            raise OptimizerError("max_prompt_chars must be at least 1 (or None: no cap)")
+        self.max_prompt_chars = max_prompt_chars
         self.reasoning_chars = reasoning_chars
         #: Earlier ``{"variables": {...}, "feedback": str}`` pairs, oldest first.
         self.memory: list[dict[str, Any]] = []
         self._pending_memory: dict[str, Any] | None = None
 
     # -- the prompt ---------------------------------------------------------------------------
-    def sections(self) -> Any | None:
+    def sections(self, value_chars: int | None = None, runs: int | None = None) -> Any | None:
         """The rendered :class:`~optiforge.agents.optim.sections.Sections` of the feedback
-        collected since the last ``zero_feedback()``, or None when no feedback reached a
-        parameter."""
+        collected since the last ``zero_feedback()`` (values cut at ``value_chars``, default
+        the optimizer's; the first ``runs`` feedback subgraphs, default all), or None when no
+        feedback reached a parameter."""
         from optiforge.agents.optim.sections import render_sections
         from optiforge.trace.feedback import feedback_subgraphs
 
         subgraphs = feedback_subgraphs(self.parameters)
         if not subgraphs:
             return None
+        subgraphs = subgraphs[: runs or len(subgraphs)]
         reached = {p for s in subgraphs for p in s.parameters}
         shown = [p for p in self.parameters if p in reached]
-        return render_sections(subgraphs, parameters=shown, max_value_chars=self.value_chars)
+        chars = self.value_chars if value_chars is None else value_chars
+        return render_sections(subgraphs, parameters=shown, max_value_chars=chars)
+
+    def fitted(self) -> tuple[Any, list[dict[str, str]]] | None:
+        """(sections, messages) within ``max_prompt_chars``: values cut shorter, then fewer
+        runs shown (see the class docs); None when no feedback reached a parameter."""
+        from optiforge.trace.feedback import feedback_subgraphs
+
+        sections = self.sections()
+        if sections is None:
+            return None
+        messages = self.messages(sections)
+        cap = self.max_prompt_chars
+        if cap is None or _chars(messages) <= cap:
+            return sections, messages
+        chars, runs = self.value_chars, len(feedback_subgraphs(self.parameters))
+        while _chars(messages) > cap and (chars > _MIN_VALUE_CHARS or runs > 1):
+            if chars > _MIN_VALUE_CHARS:
+                chars = max(_MIN_VALUE_CHARS, chars // 2)
+            else:
+                runs -= 1
+            sections = self.sections(chars, runs)
+            messages = self.messages(sections)
+        if _chars(messages) > cap:
+            log.warning(
+                "optoprime: the prompt takes %d characters, over max_prompt_chars=%d even "
+                "with one run and values cut at %d; raise it with the model's context",
+                _chars(messages),
+                cap,
+                chars,
+            )
+        return sections, messages
 
     def _memory_text(self) -> str:
         if not self.memory_size or not self.memory:
@@ -117,10 +159,11 @@ class OptoPrime(Optimizer):
 
     # -- the step -------------------------------------------------------------------------------
     def _propose(self, report: StepReport) -> tuple[str, dict[str, Any]]:
-        sections = self.sections()
+        fitted = self.fitted()
         self._pending_memory = None
-        if sections is None:
+        if fitted is None:
             return "no feedback reached any parameter: call backward() before step()", {}
+        sections, messages = fitted
         shown: dict[str, Any] = dict(sections.parameters)
         canonical = {rendered: self.name_of(p) for rendered, p in shown.items()}
         report.detail["feedback"] = sections.feedback
@@ -130,7 +173,7 @@ class OptoPrime(Optimizer):
         }
         schema = suggestion_schema(shown, reasoning_chars=self.reasoning_chars)
         reasoning, values = self._ask(
-            self.messages(sections), report, names=list(shown), schema=schema, aliases=canonical
+            messages, report, names=list(shown), schema=schema, aliases=canonical
         )
         return reasoning, values
 
@@ -153,3 +196,10 @@ class OptoPrime(Optimizer):
         ):
             raise OptimizerError("state 'memory' must be a list of {variables, feedback} entries")
         self.memory = [dict(m) for m in memory]
+
+
+_MIN_VALUE_CHARS = 200
+
+
+def _chars(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"]) for m in messages)

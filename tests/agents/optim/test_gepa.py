@@ -16,9 +16,10 @@ import pytest
 from optiforge.agents.optim import GEPA, OptimizerError, OptoPrime
 from optiforge.agents.optim.base import StepReport
 from optiforge.agents.optim.errors import ReplyError
-from optiforge.agents.optim.gepa import extract_block, reflection_schema
+from optiforge.agents.optim.gepa import extract_block, fit_examples, reflection_schema
 from optiforge.agents.trainer import train
 from optiforge.llm.testing import ScriptedLLM
+from optiforge.trace import node
 
 sys.path.insert(0, str(Path(__file__).parent))
 import gepa_toy as T
@@ -275,3 +276,117 @@ def test_a_log_line_per_iteration_for_runs_without_a_progress_bar():
         assert ("accepted as candidate" in line) == bool(h.get("accepted"))
         assert line.endswith(f"/{50} metric calls")
     assert any("accepted as candidate" in line for line in iterations)
+
+
+# -- the reflection prompt fits the reflection model's context ------------------------------
+def _render(sizes):
+    """Example k: a trace of sizes[k] characters (values cut at `chars`) and its feedback."""
+
+    def render(k, chars, code):
+        body = (
+            f"## Example {k + 1}\n"
+            + ("#Code\nop(x)\n" if code else "")
+            + "v" * min(sizes[k], chars * 4)
+        )
+        return body, f"expected answer {k}"
+
+    return render
+
+
+def test_fit_examples_shortens_traces_but_keeps_every_feedback():
+    render = _render([6000, 6000, 6000])
+    scores = [1.0, 0.0, 0.0]
+    assert fit_examples(render, scores, 1500, None).count("v") == 18000  # no cap
+    roomy = fit_examples(render, scores, 1500, 20000)
+    assert "#Code" in roomy and roomy.count("v") == 18000
+    # Over the cap: code out first, then values shorter, until it fits.
+    out = fit_examples(render, scores, 1500, 9000)
+    assert len(out) <= 9000 and "#Code" not in out
+    assert all(f"expected answer {k}" in out for k in range(3))
+    # Tighter than any value cut: each trace is cut to its share, the feedback stays.
+    tight = fit_examples(render, scores, 1500, 2000)
+    assert len(tight) <= 2000 and all(f"expected answer {k}" in tight for k in range(3))
+    assert "cut here to fit" in tight
+    # Tighter still: fewer examples, the failures (lowest scores) kept.
+    tiny = fit_examples(render, scores, 1500, 500)
+    assert len(tiny) <= 500 and "expected answer 0" not in tiny
+    assert "expected answer 1" in tiny
+
+
+def test_a_long_trace_is_shortened_to_max_prompt_chars():
+    # Values of 5,000 characters (a long word problem and its formulation) would make a
+    # prompt far over a 4096-token context; the reflection prompt stays under the cap.
+    seen = []
+
+    def reflector(messages, **kw):
+        seen.append(sum(len(m["content"]) for m in messages))
+        return T.reflector(messages, **kw)
+
+    class Long(T.Lookup):
+        def forward(self, item):
+            return T.lookup(self.fruit_rules, self.veg_rules, node(item + " " + "w" * 5000))
+
+    module = Long()
+    opt = GEPA(
+        module, ScriptedLLM(reflector), max_metric_calls=12, workers=1, seed=1, value_chars=6000
+    )
+    opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    assert seen and max(seen) <= 9000
+    other = Long()
+    uncapped = GEPA(
+        other,
+        ScriptedLLM(reflector),
+        max_metric_calls=12,
+        workers=1,
+        seed=1,
+        value_chars=6000,
+        max_prompt_chars=None,
+    )
+    seen.clear()
+    uncapped.optimize(other, T.TRAIN, T.CountingJudge(), T.VAL)
+    assert max(seen) > 9000
+    with pytest.raises(OptimizerError, match="max_prompt_chars"):
+        GEPA(module, ScriptedLLM(reflector), max_prompt_chars=0)
+
+
+def test_a_reflection_over_the_context_is_an_iteration_error_not_a_crash():
+    from optiforge.llm.errors import ContextLengthError
+
+    answered = []
+
+    def small_context(messages, **kw):
+        if sum(len(m["content"]) for m in messages) > 6000:
+            raise ContextLengthError("the request exceeds the available context size")
+        answered.append(1)
+        return T.reflector(messages, **kw)
+
+    class Long(T.Lookup):
+        def forward(self, item):
+            return T.lookup(self.fruit_rules, self.veg_rules, node(item + " " + "w" * 5000))
+
+    module = Long()
+    opt = GEPA(
+        module,
+        ScriptedLLM(small_context),
+        max_metric_calls=12,
+        workers=1,
+        value_chars=6000,
+        max_prompt_chars=None,
+    )
+    res = opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    errors = [h["error"] for h in opt.history if "error" in h]
+    assert errors and all("does not fit the model's context" in e for e in errors)
+    assert "max_prompt_chars" in errors[0] and res.metric_calls >= len(T.VAL) and not answered
+    # Within the cap the same search reflects.
+    module = Long()
+    opt = GEPA(
+        module,
+        ScriptedLLM(small_context),
+        max_metric_calls=12,
+        workers=1,
+        value_chars=6000,
+        max_prompt_chars=5000,
+    )
+    opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    assert not any("context" in h.get("error", "") for h in opt.history)
+    assert answered
