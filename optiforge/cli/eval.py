@@ -197,6 +197,10 @@ def eval_command(
         from optiforge.agents.team.levers import parse_levers
 
         lever_state = parse_levers(levers)
+    elif agent == "team" and agent_fn is None:
+        from optiforge.agents.team.levers import default_levers
+
+        lever_state = default_levers()  # run.json records what ran
     prompt_values = None
     prompts_info = None
     if prompts is not None:

@@ -157,6 +157,10 @@ def tune_command(
         from optiforge.agents.team.levers import parse_levers
 
         lever_state = parse_levers(levers)
+    elif agent == "team":
+        from optiforge.agents.team.levers import default_levers
+
+        lever_state = default_levers()  # run.json records what ran
     from optiforge.agents.team.levers import experience_library as check_library
 
     library = check_library(lever_state, experience_library)  # fails before any call

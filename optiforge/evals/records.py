@@ -223,7 +223,9 @@ class RunMeta(BaseModel):
     #: Samples per problem passed to the agent (None: the agent's default).
     samples: int | None = None
     budget: dict[str, Any] | None = None
-    #: The team's accuracy levers (``--levers``: every lever's on/off), None: the defaults.
+    #: The team's accuracy levers: every lever's on/off (the CLI records the defaults too
+    #: for a team run without ``--levers``); None: not recorded (older runs and other
+    #: agents; a resume takes it as no lever on, which is what every older run had).
     levers: dict[str, bool] | None = None
     #: The tuned prompts (``--prompts``): file, sha256 of its parameters and their names;
     #: None: the shipped prompts.

@@ -68,6 +68,14 @@ def _state(levers: str | Mapping[str, bool] | None) -> Mapping[str, bool]:
     return parse_levers(levers) if levers is None or isinstance(levers, str) else levers
 
 
+def default_levers() -> dict[str, bool]:
+    """Every lever's state in a run without ``--levers`` (the :class:`TeamConfig`
+    defaults), so ``run.json`` says what ran rather than "the defaults"."""
+    return {
+        n: bool(TeamConfig.model_fields[n].default) for n in LEVERS if n in TeamConfig.model_fields
+    }
+
+
 def team_config(levers: str | Mapping[str, bool] | None = None, **overrides: Any) -> TeamConfig:
     """A :class:`TeamConfig` with ``levers`` (a ``--levers`` value, or what
     :func:`parse_levers` returned, as ``run.json`` and an ``AgentSpec`` keep it) and

@@ -195,3 +195,35 @@ def test_solve_time_limit_answers_by_the_deadline(monkeypatch, capsys):
     assert "stopped early (deadline)" in out and "5050" in out
     code, _, err = run(["solve", PRINTERS, "--time-limit", "0"], capsys)
     assert code == 2 and "time-limit" in err
+
+
+def test_eval_without_levers_records_every_levers_state(monkeypatch, capsys, tmp_path):
+    from optiforge.agents.team import TeamConfig
+    from optiforge.agents.team.levers import LEVERS, default_levers
+
+    class Served(ScriptedLLM):
+        route = "scripted"
+
+        def ensure_server(self):  # what eval calls before its progress bar
+            return None
+
+    monkeypatch.setattr(optiforge.llm, "LLM", lambda *a, **k: Served(router([GOOD])), raising=False)
+
+    assert default_levers() == {n: getattr(TeamConfig(), n) for n in LEVERS}
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"id": "p1", "question": PRINTERS, "answer": 5050}))
+    out = tmp_path / "run"
+    argv = ["eval", str(data), "--agent", "team", "--out", str(out), "--no-progress", "-k", "1"]
+    code, _, err = run(argv, capsys)
+    assert code in (0, None), err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["levers"] == default_levers()  # what ran, not "the defaults"
+    # A run.json from before (levers: null, no lever on) resumes with today's command.
+    meta["levers"] = None
+    (out / "run.json").write_text(json.dumps(meta))
+    code, _, err = run([*argv, "--resume"], capsys)
+    assert code in (0, None), err
+    meta["levers"] = {"verify": True}  # a run with another lever on is not this one
+    (out / "run.json").write_text(json.dumps(meta))
+    code, _, err = run([*argv, "--resume"], capsys)
+    assert code != 0 and "levers" in err
