@@ -313,6 +313,28 @@ def test_fit_examples_shortens_traces_but_keeps_every_feedback():
     assert "expected answer 1" in tiny
 
 
+class Long(T.Lookup):
+    """The lookup program on inputs of 5,000 characters (a long word problem)."""
+
+    def forward(self, item):
+        return T.lookup(self.fruit_rules, self.veg_rules, node(item + " " + "w" * 5000))
+
+
+def search_long(reflector, cap):
+    """GEPA over :class:`Long` with values shown up to 6,000 characters and ``cap``."""
+    module = Long()
+    opt = GEPA(
+        module,
+        ScriptedLLM(reflector),
+        max_metric_calls=12,
+        workers=1,
+        seed=1,
+        value_chars=6000,
+        max_prompt_chars=cap,
+    )
+    return opt, opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+
+
 def test_a_long_trace_is_shortened_to_max_prompt_chars():
     # Values of 5,000 characters (a long word problem and its formulation) would make a
     # prompt far over a 4096-token context; the reflection prompt stays under the cap.
@@ -322,31 +344,13 @@ def test_a_long_trace_is_shortened_to_max_prompt_chars():
         seen.append(sum(len(m["content"]) for m in messages))
         return T.reflector(messages, **kw)
 
-    class Long(T.Lookup):
-        def forward(self, item):
-            return T.lookup(self.fruit_rules, self.veg_rules, node(item + " " + "w" * 5000))
-
-    module = Long()
-    opt = GEPA(
-        module, ScriptedLLM(reflector), max_metric_calls=12, workers=1, seed=1, value_chars=6000
-    )
-    opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    search_long(reflector, 9000)
     assert seen and max(seen) <= 9000
-    other = Long()
-    uncapped = GEPA(
-        other,
-        ScriptedLLM(reflector),
-        max_metric_calls=12,
-        workers=1,
-        seed=1,
-        value_chars=6000,
-        max_prompt_chars=None,
-    )
     seen.clear()
-    uncapped.optimize(other, T.TRAIN, T.CountingJudge(), T.VAL)
+    search_long(reflector, None)
     assert max(seen) > 9000
     with pytest.raises(OptimizerError, match="max_prompt_chars"):
-        GEPA(module, ScriptedLLM(reflector), max_prompt_chars=0)
+        GEPA(Long(), ScriptedLLM(reflector), max_prompt_chars=0)
 
 
 def test_a_reflection_over_the_context_is_an_iteration_error_not_a_crash():
@@ -360,33 +364,11 @@ def test_a_reflection_over_the_context_is_an_iteration_error_not_a_crash():
         answered.append(1)
         return T.reflector(messages, **kw)
 
-    class Long(T.Lookup):
-        def forward(self, item):
-            return T.lookup(self.fruit_rules, self.veg_rules, node(item + " " + "w" * 5000))
-
-    module = Long()
-    opt = GEPA(
-        module,
-        ScriptedLLM(small_context),
-        max_metric_calls=12,
-        workers=1,
-        value_chars=6000,
-        max_prompt_chars=None,
-    )
-    res = opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    opt, res = search_long(small_context, None)
     errors = [h["error"] for h in opt.history if "error" in h]
     assert errors and all("does not fit the model's context" in e for e in errors)
     assert "max_prompt_chars" in errors[0] and res.metric_calls >= len(T.VAL) and not answered
     # Within the cap the same search reflects.
-    module = Long()
-    opt = GEPA(
-        module,
-        ScriptedLLM(small_context),
-        max_metric_calls=12,
-        workers=1,
-        value_chars=6000,
-        max_prompt_chars=5000,
-    )
-    opt.optimize(module, T.TRAIN, T.CountingJudge(), T.VAL)
+    opt, _ = search_long(small_context, 5000)
     assert not any("context" in h.get("error", "") for h in opt.history)
     assert answered
