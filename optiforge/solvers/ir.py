@@ -66,6 +66,28 @@ class ModelIR(ModelIRBase):
             "json_schema": {"name": "model_ir", "schema": cls.model_json_schema()},
         }
 
+    def __repr__(self) -> str:
+        """The model in one compact line (objective, constraints, variables with domain and
+        bounds, then sets and parameters, long data cut), for traces that show it to an
+        optimizer and for logs; ``model_dump()`` has everything."""
+        obj = self.objective
+        parts = [f"{obj.sense} {obj.expression}"]
+        for c in self.constraints:
+            each = f" for all {c.for_all}" if (c.for_all or "").strip() else ""
+            parts.append(f"{c.name}: {c.expression}{each}")
+        for v in self.variables:
+            idx = f"[{','.join(v.index_sets)}]" if v.index_sets else ""
+            lb = "-inf" if v.lb is None else f"{v.lb:g}"
+            ub = "inf" if v.ub is None else f"{v.ub:g}"
+            bounds = "" if v.lb == 0.0 and v.ub is None else f" in [{lb}, {ub}]"
+            parts.append(f"var {v.name}{idx} {v.domain}{bounds}")
+        for st in self.sets:
+            parts.append(f"set {st.name} = {_few(st.elements)}")
+        for p in self.parameters:
+            idx = f"[{','.join(p.index_sets)}]" if p.index_sets else ""
+            parts.append(f"param {p.name}{idx} = {_few([f'{x:g}' for x in p.values])}")
+        return f"ModelIR({'; '.join(parts)})"
+
     @classmethod
     def from_json(cls, text: str | bytes | dict[str, Any]) -> ModelIR:
         """Parse and fully validate an IR from JSON text or a dict.
@@ -82,6 +104,11 @@ class ModelIR(ModelIRBase):
             raise IRValidationError(_pydantic_errors(e, data)) from None
         validate_ir(ir)
         return ir
+
+
+def _few(items: list[str], n: int = 12) -> str:
+    shown = ", ".join(items[:n])
+    return f"[{shown}{f', ... ({len(items)} in all)' if len(items) > n else ''}]"
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
