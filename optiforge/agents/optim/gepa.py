@@ -746,7 +746,8 @@ class GEPA(Optimizer):
             ) -> tuple[str, str]:
                 s = render_sections(subs[k], parameters=[p], max_value_chars=chars)
                 which = ["Code", "Inputs", "Others", "Outputs"] if code else list(_NO_CODE)
-                return f"## Example {k + 1}\n" + s.text(which), s.feedback[:_FEEDBACK_CHARS]
+                feedback = s.feedback[: max(chars, _FEEDBACK_CHARS)]
+                return f"## Example {k + 1}\n" + s.text(which), feedback
 
             examples = fit_examples(
                 one, [0.0] * len(subs), self.value_chars, self._examples_budget(name, p.value)
