@@ -162,7 +162,7 @@ def formulator_task(llm: Any, seed: int, sizes: dict[str, int], path: str) -> di
 
 # -- optimizers ----------------------------------------------------------------------------------
 def run_optiforge(
-    kind: str, task: dict, llm: Any, budget: int, seed: int, state: Path, tokens: int
+    kind: str, task: dict, llm: Any, budget: int, seed: int, state: Path, tokens: int, cap: int
 ) -> str:
     """Run optiforge's ``kind`` within ``budget`` metric calls; returns its LLM tag."""
     from optiforge.agents.optim import GEPA, OPRO, OptoPrime
@@ -177,13 +177,14 @@ def run_optiforge(
             minibatch_size=MINIBATCH,
             seed=seed,
             max_tokens=tokens,
+            max_prompt_chars=cap,
         )
         opt.optimize(module, task["train"], judge, task["val"], state_path=state)
         return opt.tag
     if kind == "opro":
         opt = OPRO(module, llm, n=2, task=task["opro_task"], seed=seed, max_tokens=tokens)
     else:
-        opt = OptoPrime(module, llm, memory=2, seed=seed, max_tokens=tokens)
+        opt = OptoPrime(module, llm, memory=2, seed=seed, max_tokens=tokens, max_prompt_chars=cap)
     n_val = len(task["val"])
     steps = max(0, (budget - n_val) // (MINIBATCH + n_val))
     if steps:
@@ -203,7 +204,17 @@ def run_optiforge(
     return opt.tag
 
 
-def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, tokens: int) -> str:
+def record_chars(cap: int, values: dict[str, str]) -> int:
+    """How long each field (input, output, feedback) of the ``gepa`` package's reflective
+    records may be, so that a minibatch of them, the current values and its own prompt
+    template (about 1,500 characters) stay within ``cap``, as optiforge's prompts do."""
+    room = cap - 1500 - sum(len(v) for v in values.values())
+    return max(200, room // (3 * MINIBATCH))
+
+
+def run_gepa_pypi(
+    task: dict, llm: Any, budget: int, seed: int, run_dir: Path, tokens: int, cap: int
+) -> str:
     """``gepa.optimize`` with an adapter that runs our module through optiforge's rollouts."""
     import gepa
     from gepa.core.adapter import EvaluationBatch
@@ -236,11 +247,12 @@ def run_gepa_pypi(task: dict, llm: Any, budget: int, seed: int, run_dir: Path, t
             )
 
         def make_reflective_dataset(self, candidate, eval_batch, components_to_update):
+            n = record_chars(cap, {k: str(v) for k, v in candidate.items()})
             records = [
                 {
-                    "Inputs": str(t["input"])[:3000],
-                    "Generated Outputs": str(t["output"])[:3000],
-                    "Feedback": t["feedback"],
+                    "Inputs": str(t["input"])[:n],
+                    "Generated Outputs": str(t["output"])[:n],
+                    "Feedback": str(t["feedback"])[:n],
                 }
                 for t in eval_batch.trajectories or []
             ]
@@ -344,9 +356,13 @@ def run_one(args: argparse.Namespace, llm: Any, task_name: str, opt: str, seed: 
     tag_before = {o: llm.usage.for_tag(t) for o, t in TAGS.items()}
     t0 = time.perf_counter()
     if opt == "gepa-pypi":
-        tag = run_gepa_pypi(task, llm, budget, seed, work / "gepa-run", args.tokens)
+        tag = run_gepa_pypi(
+            task, llm, budget, seed, work / "gepa-run", args.tokens, args.max_prompt_chars
+        )
     else:
-        tag = run_optiforge(opt, task, llm, budget, seed, work / "state.json", args.tokens)
+        tag = run_optiforge(
+            opt, task, llm, budget, seed, work / "state.json", args.tokens, args.max_prompt_chars
+        )
     elapsed = time.perf_counter() - t0
     after = llm.usage.snapshot()
     opt_usage, opt_before = llm.usage.for_tag(tag), tag_before[opt]
@@ -358,6 +374,7 @@ def run_one(args: argparse.Namespace, llm: Any, task_name: str, opt: str, seed: 
         "optimizer": opt,
         "seed": seed,
         "budget": budget,
+        "max_prompt_chars": args.max_prompt_chars,
         "test_accuracy": test_score,
         "test_size": len(task["test"]),
         # Metric calls the optimizer spent (the test scoring after it is not counted).
@@ -461,6 +478,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--base-url", default=None, help="an OpenAI-compatible server (.../v1)")
     ap.add_argument(
         "--tokens", type=int, default=2048, help="max tokens of a reflection/optimizer reply"
+    )
+    ap.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        default=9000,
+        help="every optimizer's prompt cap in characters (optiforge's max_prompt_chars; the "
+        "gepa package's records are cut to fit the same): 9000 fits 4096-token slots",
     )
     ap.add_argument(
         "--formulator-path",

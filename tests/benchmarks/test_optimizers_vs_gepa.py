@@ -110,3 +110,11 @@ def test_bad_arguments_fail_before_any_run(bench, tmp_path):
         with pytest.raises(SystemExit):
             bench.main([*argv, "--scripted", "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.work").exists()
+
+
+def test_the_gepa_package_sees_records_cut_to_the_same_prompt_cap(bench):
+    # A 3,000-character prompt under a 9,000-character cap leaves 4,500 for a minibatch of
+    # three records of three fields each.
+    assert bench.record_chars(9000, {"formulator_system": "x" * 3000}) == 4500 // (3 * 3)
+    assert bench.record_chars(18000, {"formulator_system": "x" * 3000}) == 13500 // 9
+    assert bench.record_chars(2000, {"formulator_system": "x" * 3000}) == 200  # the floor
