@@ -40,6 +40,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -358,7 +359,24 @@ def usable_line(item: Item, wrote: str, ir: dict[str, Any], problem: str) -> str
         ModelIR.from_json(fixed)
     except IRValidationError:
         return None
+    if item.kind == "constraint" and duplicated(ir, item, expr):
+        return None
     return expr
+
+
+def duplicated(ir: dict[str, Any], item: Item, expr: str, others: Sequence[str] = ()) -> bool:
+    """Does ``expr``, written for ``item``, state the same requirement (up to a positive
+    factor) as another constraint of ``ir``, or as one of ``others``? Then the verifier
+    wrote another requirement's line (on readme40, for a sentence stating two: "at least
+    3000 units of meat and 2500 units of rice", it wrote the meat line for the rice one),
+    and the fix would drop a requirement of the text. An unchanged line is not a
+    duplicate of itself."""
+    lines = [
+        c["expression"]
+        for c in ir.get("constraints", [])
+        if c.get("name") != item.name and not (c.get("for_all") or "").strip()
+    ]
+    return any(same_line(ir, item, line, expr) for line in [*lines, *others])
 
 
 _TERM = re.compile(
@@ -685,6 +703,19 @@ class Verifier:
             else:
                 out.others_passed = False
                 out.unusable.append((it, v.wrote))
+        # Two fixes that write the same requirement: the verifier mixed up two lines, and
+        # which one is right cannot be told; neither is applied.
+        ir = att.ir or {}
+        clash = {
+            i
+            for i, (it, expr) in enumerate(out.fixes)
+            for j, (_, other) in enumerate(out.fixes)
+            if i != j and it.kind == "constraint" and duplicated(ir, it, expr, [other])
+        }
+        for i in sorted(clash):
+            out.others_passed = False
+            out.unusable.append((out.fixes[i][0], out.fixes[i][1]))
+        out.fixes = [f for i, f in enumerate(out.fixes) if i not in clash]
         return out
 
     async def _solve_fix(self, parent: Attempt, out: _Outcome, items: list[Item]) -> Attempt | None:

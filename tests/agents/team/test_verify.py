@@ -352,3 +352,61 @@ def test_a_number_on_the_wrong_variable_may_be_dropped():
         dropped_numbers(WORKSHOP, ir, "2*chairs + 1*tables <= 100", "2*chairs + 3*tables <= 100")
         == []
     )
+
+
+def _meat_shop():
+    """nl4opt-0160 (readme40, studied): one sentence states two requirements."""
+    from optiforge.datasets import load_dataset
+
+    text = load_dataset("nl4opt", ids=["nl4opt-0160"])[0].text
+    names = [("trucks", "number of truck trips"), ("vans", "number of van trips")]
+    ir = {
+        "variables": [{"name": n, "description": d, "domain": "integer"} for n, d in names],
+        "objective": {"sense": "minimize", "expression": "trucks + vans"},
+        "constraints": [
+            {"name": "c1", "expression": "1000*trucks + 500*vans >= 50000"},
+            {"name": "c2", "expression": "trucks <= vans"},
+            {"name": "c3", "expression": "300*trucks + 100*vans <= 12500"},
+        ],
+    }
+    return text, ir
+
+
+def test_a_fix_that_writes_another_lines_requirement_is_refused():
+    # Asked about the budget line, the verifier wrote the patties line of the same sentence.
+    from optiforge.agents.team.verify import duplicated
+
+    text, ir = _meat_shop()
+    c3 = Item("constraint", "c3", "300*trucks + 100*vans <= 12500", (), "", "")
+    assert duplicated(ir, c3, "1000*trucks + 500*vans >= 50000")
+    assert duplicated(ir, c3, "2*trucks + vans >= 100")  # the same requirement, scaled
+    assert not duplicated(ir, c3, "300*trucks + 100*vans <= 12500")  # itself is no duplicate
+    assert judge(c3, "1000*trucks + 500*vans >= 50000", ir, text).correct == "unclear"
+    # A fix of a real error is still a fix.
+    c1 = Item("constraint", "c1", "1000*trucks + 500*vans >= 5000", (), "", "")
+    wrong = {**ir, "constraints": [{**ir["constraints"][0], "expression": c1.expression}]}
+    assert judge(c1, "1000*trucks + 500*vans >= 50000", wrong, text).correct == "no"
+
+
+def test_two_fixes_that_write_the_same_requirement_are_both_left_out():
+    from optiforge.agents.team.verify import Verifier, Verdict, _Outcome
+
+    text, ir = _meat_shop()
+    # Two lines whose fixes (each usable alone) come out as one requirement.
+    ir["constraints"][0]["expression"] = "1000*trucks + 500*vans >= 5000"
+    ir["constraints"][2]["expression"] = "1000*trucks + 50*vans >= 50000"
+    items = [
+        Item("constraint", "c1", ir["constraints"][0]["expression"], (), "", ""),
+        Item("constraint", "c3", ir["constraints"][2]["expression"], (), "", ""),
+    ]
+
+    class Reply:
+        def __init__(self, fixed):
+            self.value = type("V", (), {"values": [Verdict("no", fixed, fixed)]})()
+
+    verifier = Verifier.__new__(Verifier)
+    verifier.cache = {it.key: Reply("1000*trucks + 500*vans >= 50000") for it in items}
+    att = type("A", (), {"ir": ir})()
+    out = verifier._outcome(att, items)
+    assert isinstance(out, _Outcome) and out.fixes == [] and not out.others_passed
+    assert [it.name for it, _ in out.unusable] == ["c1", "c3"]
