@@ -389,9 +389,9 @@ def test_a_fix_that_writes_another_lines_requirement_is_refused():
 
 
 def test_two_fixes_that_write_the_same_requirement_are_both_left_out():
-    from optiforge.agents.team.verify import Verifier, Verdict, _Outcome
+    from optiforge.agents.team.verify import Verdict, Verifier
 
-    text, ir = _meat_shop()
+    _, ir = _meat_shop()
     # Two lines whose fixes (each usable alone) come out as one requirement.
     ir["constraints"][0]["expression"] = "1000*trucks + 500*vans >= 5000"
     ir["constraints"][2]["expression"] = "1000*trucks + 50*vans >= 50000"
@@ -408,5 +408,5 @@ def test_two_fixes_that_write_the_same_requirement_are_both_left_out():
     verifier.cache = {it.key: Reply("1000*trucks + 500*vans >= 50000") for it in items}
     att = type("A", (), {"ir": ir})()
     out = verifier._outcome(att, items)
-    assert isinstance(out, _Outcome) and out.fixes == [] and not out.others_passed
+    assert out.fixes == [] and not out.others_passed
     assert [it.name for it, _ in out.unusable] == ["c1", "c3"]
