@@ -125,6 +125,22 @@ def _as_solution(output: Any) -> Any:
     )
 
 
+def _formulation_text(solution: Any) -> str | None:
+    """The chosen formulation for the feedback: plain-text math (objective, constraints
+    with the text they came from, variables), a third of the Markdown's length, so more of
+    it fits the optimizer's prompt; the Markdown when there is no validated model (a draft
+    that did not validate)."""
+    from optiforge.solvers.render import ir_plaintext
+
+    model = getattr(solution, "formulation", None)
+    if model is not None:
+        try:
+            return ir_plaintext(model)
+        except Exception:  # a half-built model: show what the team showed
+            pass
+    return getattr(solution, "formulation_markdown", None)
+
+
 def _findings(solution: Any) -> list[str]:
     found = list(getattr(solution, "critic_findings", None) or [])
     for step in getattr(solution, "steps", None) or []:
@@ -207,7 +223,7 @@ class TeamJudge:
             return 1.0, render_prompt("tune/feedback_correct", **values).strip()
         failure = record.failure_class
         error = (getattr(solution, "error", None) or "")[:400]
-        formulation = getattr(solution, "formulation_markdown", None)
+        formulation = _formulation_text(solution)
         text = render_prompt(
             "tune/feedback_wrong",
             **values,

@@ -81,6 +81,27 @@ def test_judge_grades_with_the_eval_rule_and_answer_kinds():
         TeamJudge(rule="close-enough")
 
 
+def test_the_feedback_shows_a_validated_formulation_as_plain_text_math():
+    from optiforge.agents.solution import Solution
+    from optiforge.solvers import ModelIR, SolveResult, SolveStatus
+
+    d = json.loads(draft(30))
+    for i, c in enumerate(d["constraints"], 1):
+        c["name"] = f"c{i}"
+    model = ModelIR.from_json(d)
+    sol = Solution(
+        problem_text=PRINTERS,
+        agent="team",
+        answer=4700.0,
+        result=SolveResult(status=SolveStatus.OPTIMAL, objective=4700.0),
+        formulation=model,
+        formulation_markdown="**Objective** $\\max\\ 200 \\mathit{color}$ ...",
+    )
+    score, text = TeamJudge()(sol, problem())
+    assert score == 0.0 and "maximize  200*color + 70*bw" in text and "mathit" not in text
+    assert "color + bw <= 30" in text
+
+
 def test_no_feedback_is_ever_written_for_a_test_sample_problem():
     held = held_out_ids()
     tests = [n for n in builtin_samples() if n.endswith(("-fresh60", "-readme40"))]
