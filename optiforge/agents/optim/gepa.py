@@ -150,6 +150,8 @@ _NO_CODE = ("Inputs", "Others", "Outputs")
 _FEEDBACK_CHARS = 1000
 _MIN_VALUE_CHARS = 200
 _CUT_NOTE = "\n[the examples were cut here to fit the prompt]"
+#: Room kept under the prompt cap for a re-ask: the first reply, cut, and the note after it.
+_REASK_CHARS = 1400
 
 
 def fit_examples(
@@ -517,7 +519,13 @@ class GEPA(Optimizer):
             e = rollouts[k][0]
             body = ""
             if subs[k] is not None:
-                s = render_sections(subs[k], parameters=[p], max_value_chars=chars)
+                # The inputs (the problem) keep their room while the steps' values shrink.
+                s = render_sections(
+                    subs[k],
+                    parameters=[p],
+                    max_value_chars=chars,
+                    max_input_chars=max(chars, self.value_chars),
+                )
                 body = s.text(["Code", "Inputs", "Others", "Outputs"] if code else _NO_CODE)
             if not body:
                 x = self._train[e.index] if e.index < len(self._train) else None
@@ -536,7 +544,7 @@ class GEPA(Optimizer):
         if self.max_prompt_chars is None:
             return None
         rest = _chars(self.reflection_messages(name, current, ""))
-        budget = max(0, self.max_prompt_chars - rest)
+        budget = max(0, self.max_prompt_chars - rest - _REASK_CHARS)
         if budget < _FEEDBACK_CHARS:
             log.warning(
                 "gepa: the reflection prompt for %s leaves %d of max_prompt_chars=%d for the "
@@ -546,6 +554,20 @@ class GEPA(Optimizer):
                 self.max_prompt_chars,
             )
         return budget
+
+    def _reask(self, base: list[dict[str, str]], reply: str, note: str) -> list[dict[str, str]]:
+        """``base`` (the first ask), the latest ``reply`` and the ``note`` on it. Under a
+        prompt cap the reply is cut to the room :meth:`_examples_budget` kept for the two
+        (at least 200 characters), so a re-ask stays within the cap."""
+        limit = 4000
+        if self.max_prompt_chars is not None:
+            limit = max(200, _REASK_CHARS - len(note))
+        echo = reply if len(reply) <= limit else reply[:limit] + " ..."
+        return [
+            *base,
+            {"role": "assistant", "content": echo},
+            {"role": "user", "content": note},
+        ]
 
     def reflection_messages(self, name: str, current: Any, examples: str) -> list[dict[str, str]]:
         """The chat messages asking for a new value of ``name`` (exposed for tests).
@@ -608,7 +630,7 @@ class GEPA(Optimizer):
         A usable structured reply whose ``new_value`` leaves out requirements the reply
         itself listed is followed by up to ``requirement_asks`` re-asks naming the missing
         ones (see :meth:`_complete`)."""
-        messages = self.reflection_messages(name, current, examples)
+        base = messages = self.reflection_messages(name, current, examples)
         schema = reflection_schema(current) if self.structured else None
         for attempt in range(1, self.max_attempts + 1):
             report.attempts = attempt
@@ -634,7 +656,7 @@ class GEPA(Optimizer):
             problem = self._unusable(name, values, errors, current)
             if not problem:
                 analysis, value = self._complete(
-                    name, current, messages, text, schema, analysis, needs, values[name], report
+                    name, current, base, text, schema, analysis, needs, values[name], report
                 )
                 return analysis[:800], value
             report.errors.append(problem)
@@ -644,11 +666,9 @@ class GEPA(Optimizer):
                 if schema is not None
                 else "Give the complete new value inside one ``` block."
             )
-            messages = [
-                *messages,
-                {"role": "assistant", "content": text[:4000]},
-                {"role": "user", "content": f"That reply could not be used: {problem}. {again}"},
-            ]
+            # One failed reply at a time (the latest), so a re-ask stays within the cap.
+            note = f"That reply could not be used: {problem[:400]}. {again}"
+            messages = self._reask(base, text, note)
         raise ReplyError(f"no usable reflection in {self.max_attempts} attempt(s)")
 
     @staticmethod
@@ -686,17 +706,11 @@ class GEPA(Optimizer):
         while missing and asks < self.requirement_asks:
             asks += 1
             listed = "\n".join(f"- {r}" for r in missing)
-            messages = [
-                *messages,
-                {"role": "assistant", "content": text[:4000]},
-                {
-                    "role": "user",
-                    "content": render_prompt("optimizers/gepa_missing", name=name, missing=listed),
-                },
-            ]
+            note = render_prompt("optimizers/gepa_missing", name=name, missing=listed)
+            asked = self._reask(messages, text, note)  # the first ask, the latest reply
             try:
                 texts, items = self._chat(
-                    messages,
+                    asked,
                     schema=schema,
                     temperature=self.temperature,
                     seed=(self.seed or 0) + 1000 * self.iteration + 100 + asks,

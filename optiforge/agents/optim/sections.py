@@ -80,13 +80,15 @@ def render_sections(
     subgraphs: Subgraph | Sequence[Subgraph],
     parameters: Sequence[ParameterNode] | None = None,
     max_value_chars: int | None = 2000,
+    max_input_chars: int | None = None,
 ) -> Sections:
     """Render one or more subgraphs (e.g. from :func:`feedback_subgraphs`) into sections.
 
     Several subgraphs (a minibatch of outputs) are merged: their code lines are listed in
     order and #Outputs / #Feedback name each output. ``parameters`` (default: those of the
     subgraphs) are shown in #Variables, in full; other values are cut to
-    ``max_value_chars``.
+    ``max_value_chars``, and #Inputs to ``max_input_chars`` when given (an input such as a
+    word problem may deserve more room than the steps' values).
     """
     subs = [subgraphs] if isinstance(subgraphs, Subgraph) else list(subgraphs)
     params: list[ParameterNode] = list(
@@ -145,12 +147,13 @@ def render_sections(
         fb_text = feedback_text(subs[0].feedback)
     else:
         fb_text = "\n".join(f"[{names[s.output]}] {feedback_text(s.feedback)}" for s in subs)
+    input_chars = max_value_chars if max_input_chars is None else max_input_chars
     return Sections(
         code="\n".join(code_lines),
         documentation="\n".join(doc_lines),
         variables="\n".join(var_lines),
         constraints="\n".join(con_lines),
-        inputs="\n".join(_line(n, names, max_value_chars) for n in inputs),
+        inputs="\n".join(_line(n, names, input_chars) for n in inputs),
         others="\n".join(_line(n, names, max_value_chars) for n in others),
         outputs="\n".join(_line(n, names, max_value_chars) for n in outputs),
         feedback=fb_text,
