@@ -129,3 +129,14 @@ def test_a_parameter_the_output_does_not_depend_on_still_shows_the_output():
     assert s.code == ""
     assert s.outputs.startswith("(str) ") and s.outputs.endswith("=xy!")
     assert s.feedback == "Too late: no answer."
+
+
+def test_inputs_may_keep_more_room_than_the_steps_values():
+    m = Pipeline()
+    out = m(node("!" * 300))
+    out.backward("ok")
+    (sub,) = feedback_subgraphs([m.prompt])
+    s = render_sections(sub, max_value_chars=50, max_input_chars=400)
+    assert "!" * 300 in s.inputs  # the input whole
+    assert "more chars]" in s.outputs and len(s.outputs) < 100  # the values cut at 50
+    assert render_sections(sub, max_value_chars=50).inputs.endswith("more chars]")
