@@ -40,8 +40,8 @@ class OptoPrime(Optimizer):
         value_chars: values in #Inputs/#Others/#Outputs longer than this are cut.
         max_prompt_chars: the prompt's length cap, in characters (about 3 per token on
             formulations and tables), so it fits the model's context with room for the
-            reply: values are cut at half the length, again and again down to 200
-            characters, then fewer of the batch's runs are shown. The default fits a
+            reply: values (but not the inputs) are cut at half the length, again and again
+            down to 200 characters, then fewer of the batch's runs are shown. The default fits a
             4096-token context; None: no cap.
         reasoning_chars: maximum length of the reasoning in structured replies.
     """
@@ -93,7 +93,13 @@ class OptoPrime(Optimizer):
         reached = {p for s in subgraphs for p in s.parameters}
         shown = [p for p in self.parameters if p in reached]
         chars = self.value_chars if value_chars is None else value_chars
-        return render_sections(subgraphs, parameters=shown, max_value_chars=chars)
+        # The inputs (a word problem) keep their room while the steps' values shrink.
+        return render_sections(
+            subgraphs,
+            parameters=shown,
+            max_value_chars=chars,
+            max_input_chars=max(chars, self.value_chars),
+        )
 
     def fitted(self) -> tuple[Any, list[dict[str, str]]] | None:
         """(sections, messages) within ``max_prompt_chars``: values cut shorter, then fewer

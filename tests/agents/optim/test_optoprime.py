@@ -233,3 +233,32 @@ def test_state_is_the_shared_format_and_old_files_still_load(tmp_path):
     (tmp_path / "module.json").write_text(json.dumps({**doc, "kind": "module"}))
     with pytest.raises(OptimizerError, match="kind 'module', not 'optimizer'"):
         opt2.load(tmp_path / "module.json")
+
+
+@bundle
+def shout(text, n):
+    """Repeat text n times."""
+    return text * n
+
+
+def test_the_prompt_is_cut_to_max_prompt_chars(caplog):
+    times = node(2, name="times", trainable=True, constraint="an integer")
+
+    def llm():
+        return ScriptedLLM('{"reasoning": "r", "suggestion": {"times": 3}}')
+
+    def step(cap):
+        opt = OptoPrime([times], llm(), max_prompt_chars=cap)
+        opt.zero_feedback()
+        for k in range(4):  # a minibatch of four long runs
+            opt.backward(shout(node(f"{k}" + "w" * 3000), times), "Too short.")
+        report = opt.step()
+        return report, sum(len(m["content"]) for m in opt.llm.requests[0].messages)
+
+    uncapped = step(None)[1]
+    assert uncapped > 12000
+    report, sent = step(9000)
+    assert report.ok and sent <= 9000
+    with caplog.at_level("WARNING"):
+        _, sent = step(1000)  # the instructions alone are longer: sent with a warning
+    assert sent > 1000 and "over max_prompt_chars=1000" in caplog.text
