@@ -57,7 +57,12 @@ def tune_command(
     ids: str | None = typer.Option(None, "--ids", help="Comma-separated training ids."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="Use the first N problems."),
     val_fraction: float = typer.Option(
-        0.25, "--val-fraction", min=0.0, max=0.9, help="Share held out for validation."
+        0.25,
+        "--val-fraction",
+        min=0.0,
+        max=0.9,
+        help="Share held out for validation: the last problems (with --ids, the ids listed "
+        "last, in their order).",
     ),
     epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the training set."),
     batch_size: int = typer.Option(

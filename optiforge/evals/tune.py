@@ -250,13 +250,18 @@ def select_training(
     """Training problems with a usable answer, none of them in a shipped eval sample.
 
     Overlap with a sample (``nl4opt-readme40``, ``*-fresh60``, ...; copies count) raises
-    :class:`TuneError`, or with ``drop_overlap`` leaves those problems out.
+    :class:`TuneError`, or with ``drop_overlap`` leaves those problems out. With ``ids`` the
+    problems come in that order (so ``--ids TRAIN...,VAL...`` with ``--val-fraction``
+    validates on the ids listed last), else in the dataset's.
     """
     problems = [
         p
         for p in load_dataset(dataset, ids=list(ids) if ids else None, answer_field=answer_field)
         if p.answer_kind in ("value", "infeasible")
     ]
+    if ids:
+        order = {pid: k for k, pid in enumerate(dict.fromkeys(ids))}
+        problems.sort(key=lambda p: order.get(p.id, len(order)))
     if limit is not None:
         problems = problems[:limit]
     all_ids = [p.id for p in problems] + [c for p in problems if (c := copy_of(p))]

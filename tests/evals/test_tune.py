@@ -138,6 +138,9 @@ def test_training_selection_refuses_eval_samples():
     split_ids = [i for n in builtin_samples() if n.endswith("-tune-train") for i in load_sample(n)]
     nl4opt_split = [i for i in split_ids if i.startswith("nl4opt")][:3]
     assert len(select_training("nl4opt", ids=nl4opt_split)) == len(nl4opt_split)
+    # The problems come in the order of the ids, so the ids listed last validate.
+    backwards = list(reversed(nl4opt_split))
+    assert [p.id for p in select_training("nl4opt", ids=backwards)] == backwards
 
 
 # -- the command ------------------------------------------------------------------------------
