@@ -109,8 +109,9 @@ def tune_command(
         9000,
         "--max-prompt-chars",
         min=1000,
-        help="gepa and optoprime: the length cap of the optimizer's prompt, in characters "
-        "(about 3 per token on formulations and tables). The runs shown are shortened to fit: "
+        help="The length cap of each optimizer prompt, in characters (about 3 per token on "
+        "formulations and tables). What it shows is shortened to fit (gepa and optoprime: the "
+        "runs; opro: the fewer best prompts; textgrad: the values and feedback): "
         "9000 fits the embedded server's 4096-token slots with room for the reply; with "
         "'serve --local --ctx 8192' use about 18000, so the reflection sees whole problems.",
     ),

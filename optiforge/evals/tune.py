@@ -471,9 +471,10 @@ def make_optimizer(name: str, module: Any, llm: Any, cfg: TuneConfig, *, remote:
             "into correct mathematical models. Score = share of problems solved correctly.",
             max_tokens=1500,
             seed=cfg.seed,
+            max_prompt_chars=cfg.max_prompt_chars,
         )
     if name == "textgrad":
-        return TextGrad(module, llm, seed=cfg.seed)
+        return TextGrad(module, llm, seed=cfg.seed, max_prompt_chars=cfg.max_prompt_chars)
     if name == "optoprime":
         return OptoPrime(
             module, llm, max_tokens=1500, seed=cfg.seed, max_prompt_chars=cfg.max_prompt_chars

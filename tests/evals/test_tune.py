@@ -22,9 +22,11 @@ from optiforge.evals.sample import builtin_samples, load_sample
 from optiforge.evals.tune import (
     HeldOutProblemError,
     TeamJudge,
+    TuneConfig,
     TuneError,
     held_out_ids,
     is_test_problem,
+    make_optimizer,
     select_training,
 )
 from optiforge.llm.testing import ScriptedLLM
@@ -215,6 +217,16 @@ def test_tune_runs_every_optimizer(optimizer, monkeypatch, capsys, tmp_path):
     assert saved["meta"]["optimizer"] == optimizer and saved["meta"]["rule"] == "strict_1e-6"
     assert saved["meta"]["initial_val_score"] == 0.0 and saved["meta"]["best_val_score"] == 1.0
     assert out.with_suffix(".state.json").exists() and out.with_suffix(".log.json").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["gepa", "optoprime", "opro", "textgrad"])
+def test_every_optimizer_gets_the_prompt_cap(optimizer, tmp_path):
+    from optiforge.trace import node
+
+    prompt = node("Write the model.", name="formulator_system", trainable=True)
+    cfg = TuneConfig(dataset="nl4opt", out=tmp_path / "p.json", max_prompt_chars=18000)
+    opt = make_optimizer(optimizer, [prompt], ScriptedLLM([]), cfg)
+    assert opt.kind == optimizer and opt.max_prompt_chars == 18000
 
 
 def test_tune_rejects_bad_options(capsys, tmp_path):

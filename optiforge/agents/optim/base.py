@@ -28,7 +28,13 @@ from optiforge.agents.optim import state_io
 from optiforge.agents.optim.checks import same_value, validate
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.params import backward, collect, unique_names
-from optiforge.agents.optim.replies import AskingLLM, jsonable, suggestion_schema
+from optiforge.agents.optim.replies import (
+    DEFAULT_MAX_PROMPT_CHARS,
+    AskingLLM,
+    check_prompt_cap,
+    jsonable,
+    suggestion_schema,
+)
 from optiforge.agents.optim.report import Change, StepReport
 from optiforge.agents.optim.state_io import LEGACY_STATE_VERSION
 from optiforge.llm.protocol import ChatClient
@@ -69,6 +75,7 @@ class Optimizer(AskingLLM):
         structured: bool = True,
         tag: str | None = None,
         retry_temperature: float = 0.7,
+        max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
     ) -> None:
         params = collect(parameters)
         if not params:
@@ -89,6 +96,9 @@ class Optimizer(AskingLLM):
         self.seed = seed
         self.structured = structured
         self.retry_temperature = retry_temperature
+        #: The cap on each prompt, in characters (None: no cap): each optimizer shortens
+        #: what it shows to fit, and a re-ask repeats only the latest reply, cut to fit.
+        self.max_prompt_chars = check_prompt_cap(max_prompt_chars)
         self.tag = tag or f"optim.{self.kind}"
         self.step_count = 0
         #: One dict per step (``StepReport.model_dump()``), oldest first.

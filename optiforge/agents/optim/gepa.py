@@ -46,6 +46,11 @@ from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.params import backward
 from optiforge.agents.optim.parsing import extract_json_object
+from optiforge.agents.optim.replies import (
+    DEFAULT_MAX_PROMPT_CHARS,
+    MIN_VALUE_CHARS,
+    prompt_chars,
+)
 from optiforge.agents.optim.rollouts import Evaluation, Rollouts, split_example, usage_total
 from optiforge.llm.errors import ContextLengthError
 from optiforge.llm.protocol import ChatClient
@@ -146,9 +151,8 @@ def missing_requirements(requirements: Sequence[str], value: Any) -> list[str]:
 
 #: Sections of a rendered trace without the steps' code (the first thing left out to fit).
 _NO_CODE = ("Inputs", "Others", "Outputs")
-#: Feedback is cut last: it holds the expected answer. Values are cut no shorter than this.
+#: Feedback is cut last: it holds the expected answer.
 _FEEDBACK_CHARS = 1000
-_MIN_VALUE_CHARS = 200
 _CUT_NOTE = "\n[the examples were cut here to fit the prompt]"
 #: Room kept under the prompt cap for a re-ask: the first reply, cut, and the note after it.
 _REASK_CHARS = 1400
@@ -187,9 +191,9 @@ def fit_examples(
     while True:
         parts = [render(k, chars, False) for k in order]
         out = join(parts)
-        if len(out) <= budget or chars <= _MIN_VALUE_CHARS:
+        if len(out) <= budget or chars <= MIN_VALUE_CHARS:
             break
-        chars = max(_MIN_VALUE_CHARS, chars // 2)
+        chars = max(MIN_VALUE_CHARS, chars // 2)
     if len(out) <= budget:
         return out
     worst_first = sorted(order, key=lambda k: (scores[k], k))
@@ -197,7 +201,7 @@ def fit_examples(
         kept = [parts[k] for k in sorted(worst_first[:n])]
         overhead = len(join([("", fb) for _, fb in kept]))
         share = (budget - overhead) // n
-        if share >= _MIN_VALUE_CHARS or n == 1:
+        if share >= MIN_VALUE_CHARS or n == 1:
             out = join(kept, max(0, share))
             break
     if len(out) > budget:
@@ -287,7 +291,7 @@ class GEPA(Optimizer):
         skip_perfect: bool = True,
         perfect_score: float = 1.0,
         value_chars: int = 1500,
-        max_prompt_chars: int | None = 9000,
+        max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
         workers: int = 4,
         error_score: float = 0.0,
         max_tokens: int = 2048,
@@ -296,7 +300,9 @@ class GEPA(Optimizer):
         requirement_fill: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(parameters, llm, max_tokens=max_tokens, **kwargs)
+        super().__init__(
+            parameters, llm, max_tokens=max_tokens, max_prompt_chars=max_prompt_chars, **kwargs
+        )
         self.remote = remote
         if minibatch_size < 1 or workers < 1 or merge_subsample < 1 or max_merges < 0:
             raise OptimizerError(
@@ -316,9 +322,6 @@ class GEPA(Optimizer):
         self.skip_perfect = skip_perfect
         self.perfect_score = perfect_score
         self.value_chars = value_chars
-        if max_prompt_chars is not None and max_prompt_chars < 1:
-            raise OptimizerError("max_prompt_chars must be at least 1 (or None: no cap)")
-        self.max_prompt_chars = max_prompt_chars
         self.workers = workers
         self.error_score = error_score
         self.rng = random.Random(self.seed or 0)
@@ -543,7 +546,7 @@ class GEPA(Optimizer):
         counted (None: no cap)."""
         if self.max_prompt_chars is None:
             return None
-        rest = _chars(self.reflection_messages(name, current, ""))
+        rest = prompt_chars(self.reflection_messages(name, current, ""))
         budget = max(0, self.max_prompt_chars - rest - _REASK_CHARS)
         if budget < _FEEDBACK_CHARS:
             log.warning(
@@ -554,20 +557,6 @@ class GEPA(Optimizer):
                 self.max_prompt_chars,
             )
         return budget
-
-    def _reask(self, base: list[dict[str, str]], reply: str, note: str) -> list[dict[str, str]]:
-        """``base`` (the first ask), the latest ``reply`` and the ``note`` on it. Under a
-        prompt cap the reply is cut to the room :meth:`_examples_budget` kept for the two
-        (at least 200 characters), so a re-ask stays within the cap."""
-        limit = 4000
-        if self.max_prompt_chars is not None:
-            limit = max(200, _REASK_CHARS - len(note))
-        echo = reply if len(reply) <= limit else reply[:limit] + " ..."
-        return [
-            *base,
-            {"role": "assistant", "content": echo},
-            {"role": "user", "content": note},
-        ]
 
     def reflection_messages(self, name: str, current: Any, examples: str) -> list[dict[str, str]]:
         """The chat messages asking for a new value of ``name`` (exposed for tests).
@@ -645,11 +634,7 @@ class GEPA(Optimizer):
                     seed=(self.seed or 0) + 1000 * self.iteration + attempt,
                 )
             except ContextLengthError as exc:
-                raise ReplyError(
-                    f"the reflection prompt ({_chars(messages)} characters) does not fit the "
-                    f"model's context: {exc}. Lower max_prompt_chars (now "
-                    f"{self.max_prompt_chars}) or serve a larger context"
-                ) from None
+                raise ReplyError(self.context_error(messages, exc)) from None
             text = texts[0] if texts else ""
             analysis, needs, raw = self._reply_value(text, items[0] if items else None, current)
             values, errors = self.check({name: raw})
@@ -668,7 +653,7 @@ class GEPA(Optimizer):
             )
             # One failed reply at a time (the latest), so a re-ask stays within the cap.
             note = f"That reply could not be used: {problem[:400]}. {again}"
-            messages = self._reask(base, text, note)
+            messages = self.reask_messages(base, text, note)
         raise ReplyError(f"no usable reflection in {self.max_attempts} attempt(s)")
 
     @staticmethod
@@ -707,7 +692,7 @@ class GEPA(Optimizer):
             asks += 1
             listed = "\n".join(f"- {r}" for r in missing)
             note = render_prompt("optimizers/gepa_missing", name=name, missing=listed)
-            asked = self._reask(messages, text, note)  # the first ask, the latest reply
+            asked = self.reask_messages(messages, text, note)  # the first ask, the latest reply
             try:
                 texts, items = self._chat(
                     asked,
@@ -1148,7 +1133,3 @@ class GEPA(Optimizer):
                 self.rng.setstate((version, tuple(internal), gauss))
         except (TypeError, ValueError, KeyError) as exc:
             raise OptimizerError(f"invalid GEPA state: {exc}") from None
-
-
-def _chars(messages: Sequence[Mapping[str, str]]) -> int:
-    return sum(len(m["content"]) for m in messages)

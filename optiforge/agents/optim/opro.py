@@ -25,9 +25,10 @@ from optiforge.agents.optim.base import Optimizer
 from optiforge.agents.optim.checks import same_value
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
-from optiforge.agents.optim.replies import suggestion_schema
+from optiforge.agents.optim.replies import prompt_chars, suggestion_schema
 from optiforge.agents.optim.report import StepReport
 from optiforge.llm import run_sync
+from optiforge.llm.errors import ContextLengthError
 from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 
@@ -70,6 +71,10 @@ class OPRO(Optimizer):
         examples: task examples shown to the model, as ``(input, output)`` pairs or text.
         hint: extra guidance appended to the instructions (few-shot hints for small models).
         workers: objective calls run at once (threads, or tasks for an async objective).
+        max_prompt_chars: the meta-prompt's length cap, in characters (about 3 per token),
+            so it fits the model's context with room for the replies: the worst of the
+            ``top_k`` solutions are left out to fit. The default fits a 4096-token context;
+            None: no cap.
     """
 
     kind = "opro"
@@ -214,9 +219,28 @@ class OPRO(Optimizer):
         return ", ".join(f"{k}={_fmt(values.get(k))}" for k in self.names)
 
     def meta_prompt(self) -> list[dict[str, str]]:
-        """The chat messages for the next step (exposed for inspection and tests)."""
+        """The chat messages for the next step (exposed for inspection and tests).
+
+        The best ``top_k`` scored solutions are shown; under ``max_prompt_chars`` the worst
+        of them are left out until the prompt fits (the best one always stays): a team's
+        prompts run to thousands of characters each, so twenty of them would not fit a
+        small model's context.
+        """
         ranked = sorted(self.history, key=lambda h: h["score"], reverse=not self.maximize)
         shown = ranked[-self.top_k :]  # the best k, worst first and best last
+        messages = self._meta_messages(shown)
+        cap = self.max_prompt_chars
+        if cap is None or prompt_chars(messages) <= cap or len(shown) <= 1:
+            return messages
+        # Drop the worst in halves, then one by one, so a long history costs few renders.
+        while len(shown) > 1 and prompt_chars(messages) > cap:
+            step = max(1, len(shown) // 2) if prompt_chars(messages) > 2 * cap else 1
+            shown = shown[min(step, len(shown) - 1) :]
+            messages = self._meta_messages(shown)
+        self.warn_over_cap(messages, "only the best solution shown")
+        return messages
+
+    def _meta_messages(self, shown: list[dict[str, Any]]) -> list[dict[str, str]]:
         if shown:
             history = "\n\n".join(
                 f"{self._render_solution(h['values'])}\nscore: {h['score']:.6g}" for h in shown
@@ -284,12 +308,15 @@ class OPRO(Optimizer):
         candidates: list[dict[str, Any]] = []
         for attempt in range(1, self.max_attempts + 1):
             report.attempts = attempt
-            texts, parsed = self._chat(
-                messages,
-                schema=schema,
-                n=self.n,
-                seed=(self.seed or 0) + self.step_count * 101 + attempt,
-            )
+            try:
+                texts, parsed = self._chat(
+                    messages,
+                    schema=schema,
+                    n=self.n,
+                    seed=(self.seed or 0) + self.step_count * 101 + attempt,
+                )
+            except ContextLengthError as exc:
+                raise ReplyError(self.context_error(messages, exc)) from None
             seen = [h["values"] for h in self.history]
             dupes = 0
             for text, obj in zip(texts, parsed, strict=False):

@@ -15,7 +15,13 @@ from typing import Any
 
 from optiforge.agents.optim.base import Optimizer
 from optiforge.agents.optim.errors import OptimizerError
-from optiforge.agents.optim.replies import jsonable, suggestion_schema
+from optiforge.agents.optim.replies import (
+    DEFAULT_MAX_PROMPT_CHARS,
+    MIN_VALUE_CHARS,
+    jsonable,
+    prompt_chars,
+    suggestion_schema,
+)
 from optiforge.agents.optim.report import StepReport
 from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
@@ -57,21 +63,20 @@ class OptoPrime(Optimizer):
         instruction: str = DEFAULT_INSTRUCTION,
         example: bool = True,
         value_chars: int = 1500,
-        max_prompt_chars: int | None = 9000,
+        max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
         reasoning_chars: int = 800,
         max_tokens: int = 1024,
         **kwargs: Any,
     ) -> None:
-        super().__init__(parameters, llm, max_tokens=max_tokens, **kwargs)
+        super().__init__(
+            parameters, llm, max_tokens=max_tokens, max_prompt_chars=max_prompt_chars, **kwargs
+        )
         if memory < 0:
             raise OptimizerError("memory must be 0 or more")
         self.memory_size = memory
         self.instruction = instruction
         self.example = example
         self.value_chars = value_chars
-        if max_prompt_chars is not None and max_prompt_chars < 1:
-            raise OptimizerError("max_prompt_chars must be at least 1 (or None: no cap)")
-        self.max_prompt_chars = max_prompt_chars
         self.reasoning_chars = reasoning_chars
         #: Earlier ``{"variables": {...}, "feedback": str}`` pairs, oldest first.
         self.memory: list[dict[str, Any]] = []
@@ -111,24 +116,17 @@ class OptoPrime(Optimizer):
             return None
         messages = self.messages(sections)
         cap = self.max_prompt_chars
-        if cap is None or _chars(messages) <= cap:
+        if cap is None or prompt_chars(messages) <= cap:
             return sections, messages
         chars, runs = self.value_chars, len(feedback_subgraphs(self.parameters))
-        while _chars(messages) > cap and (chars > _MIN_VALUE_CHARS or runs > 1):
-            if chars > _MIN_VALUE_CHARS:
-                chars = max(_MIN_VALUE_CHARS, chars // 2)
+        while prompt_chars(messages) > cap and (chars > MIN_VALUE_CHARS or runs > 1):
+            if chars > MIN_VALUE_CHARS:
+                chars = max(MIN_VALUE_CHARS, chars // 2)
             else:
                 runs -= 1
             sections = self.sections(chars, runs)
             messages = self.messages(sections)
-        if _chars(messages) > cap:
-            log.warning(
-                "optoprime: the prompt takes %d characters, over max_prompt_chars=%d even "
-                "with one run and values cut at %d; raise it with the model's context",
-                _chars(messages),
-                cap,
-                chars,
-            )
+        self.warn_over_cap(messages, f"one run and values cut at {chars}")
         return sections, messages
 
     def _memory_text(self) -> str:
@@ -202,10 +200,3 @@ class OptoPrime(Optimizer):
         ):
             raise OptimizerError("state 'memory' must be a list of {variables, feedback} entries")
         self.memory = [dict(m) for m in memory]
-
-
-_MIN_VALUE_CHARS = 200
-
-
-def _chars(messages: list[dict[str, str]]) -> int:
-    return sum(len(m["content"]) for m in messages)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from optiforge.agents.optim.errors import ReplyError
+from optiforge.agents.optim.errors import OptimizerError, ReplyError
 from optiforge.agents.optim.parsing import parse_suggestion
 from optiforge.agents.optim.report import StepReport
+from optiforge.llm.errors import ContextLengthError
 from optiforge.trace import ParameterNode
 
 log = logging.getLogger("optiforge.agents.optim")
@@ -73,6 +74,34 @@ def _as_dict(item: Any) -> Any:
     return item.model_dump(by_alias=True) if isinstance(item, BaseModel) else item
 
 
+#: The default cap on an optimizer's prompt, in characters (about 3 per token on
+#: formulations and tables): a 4096-token context keeps room for the reply.
+DEFAULT_MAX_PROMPT_CHARS = 9000
+#: Values shown in a prompt are never cut shorter than this to fit the cap.
+MIN_VALUE_CHARS = 200
+#: A re-ask repeats at most this much of the unusable reply.
+_ECHO_CHARS = 4000
+
+
+def prompt_chars(messages: Sequence[Mapping[str, str]]) -> int:
+    """The characters of a chat request's messages (what ``max_prompt_chars`` caps)."""
+    return sum(len(m["content"]) for m in messages)
+
+
+def check_prompt_cap(max_prompt_chars: int | None) -> int | None:
+    """``max_prompt_chars`` when valid (None: no cap); OptimizerError otherwise."""
+    if max_prompt_chars is not None and (
+        isinstance(max_prompt_chars, bool) or max_prompt_chars < 1
+    ):
+        raise OptimizerError("max_prompt_chars must be at least 1 (or None: no cap)")
+    return max_prompt_chars
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying so."""
+    return text if len(text) <= limit else text[: max(0, limit - 20)] + "\n... (truncated)"
+
+
 class AskingLLM:
     """The optimizer's side of the conversation with its LLM (see the module docstring)."""
 
@@ -89,6 +118,7 @@ class AskingLLM:
     retry_temperature: float
     names: list[str]
     check: Callable[[Mapping[str, Any]], tuple[dict[str, Any], list[str]]]
+    max_prompt_chars: int | None = None
 
     # This optimizer's own count, for clients without per-tag counters.
     _calls = 0
@@ -167,19 +197,23 @@ class AskingLLM:
         ``report.errors`` and answered with a short correction so the next attempt can fix it.
         """
         names = names or self.names
-        messages = list(messages)
+        base = list(messages)
+        messages = base
         for attempt in range(1, self.max_attempts + 1):
             report.attempts = attempt
             # Greedy decoding tends to repeat the same broken reply: retries sample.
             temperature = (
                 self.temperature if attempt == 1 else max(self.temperature, self.retry_temperature)
             )
-            texts, parsed = self._chat(
-                messages,
-                schema=schema,
-                temperature=temperature,
-                seed=(self.seed or 0) + attempt - 1,
-            )
+            try:
+                texts, parsed = self._chat(
+                    messages,
+                    schema=schema,
+                    temperature=temperature,
+                    seed=(self.seed or 0) + attempt - 1,
+                )
+            except ContextLengthError as exc:
+                raise ReplyError(self.context_error(messages, exc)) from None
             text = texts[0] if texts else ""
             try:
                 reasoning, raw = parse_suggestion(
@@ -206,12 +240,46 @@ class AskingLLM:
                     self.max_attempts,
                     exc,
                 )
-                messages = [
-                    *messages,
-                    {"role": "assistant", "content": text[:4000]},
-                    {
-                        "role": "user",
-                        "content": f"That reply could not be used: {exc}. Answer again, following the output format exactly.",
-                    },
-                ]
+                note = (
+                    f"That reply could not be used: {exc}. Answer again, following the "
+                    "output format exactly."
+                )
+                messages = self.reask_messages(base, text, note)
         raise ReplyError(f"no usable reply in {self.max_attempts} attempt(s)")
+
+    def reask_messages(
+        self, base: list[dict[str, str]], reply: str, note: str
+    ) -> list[dict[str, str]]:
+        """A re-ask: ``base`` (the first ask), the latest ``reply`` and the ``note`` on it.
+
+        Only the latest reply is repeated (not every earlier one), cut to the room
+        ``max_prompt_chars`` leaves beside ``base`` and the note (at most 4000 and at
+        least 200 characters), so re-asks do not grow past the model's context.
+        """
+        limit = _ECHO_CHARS
+        if self.max_prompt_chars is not None:
+            limit = min(limit, self.max_prompt_chars - prompt_chars(base) - len(note))
+        limit = max(MIN_VALUE_CHARS, limit)
+        echo = reply if len(reply) <= limit else reply[: limit - 4] + " ..."
+        return [*base, {"role": "assistant", "content": echo}, {"role": "user", "content": note}]
+
+    def context_error(self, messages: Sequence[Mapping[str, str]], exc: Exception) -> str:
+        """Why a request the server refused for its length failed, and what to change."""
+        return (
+            f"the {self.kind} prompt ({prompt_chars(messages)} characters) does not fit the "
+            f"model's context: {exc}. Lower max_prompt_chars (now {self.max_prompt_chars}) "
+            "or serve a larger context"
+        )
+
+    def warn_over_cap(self, messages: Sequence[Mapping[str, str]], what: str) -> None:
+        """Log that ``messages`` stay over ``max_prompt_chars`` even shortened as far as
+        ``what`` says they can be."""
+        if self.max_prompt_chars is not None and prompt_chars(messages) > self.max_prompt_chars:
+            log.warning(
+                "%s: the prompt takes %d characters, over max_prompt_chars=%d even with %s; "
+                "raise it with the model's context",
+                self.kind,
+                prompt_chars(messages),
+                self.max_prompt_chars,
+                what,
+            )

@@ -17,8 +17,9 @@ from typing import Any
 
 from optiforge.agents.optim.base import Optimizer
 from optiforge.agents.optim.errors import OptimizerError, ReplyError
-from optiforge.agents.optim.replies import suggestion_schema
+from optiforge.agents.optim.replies import MIN_VALUE_CHARS, prompt_chars, suggestion_schema
 from optiforge.agents.optim.report import StepReport
+from optiforge.llm.errors import ContextLengthError
 from optiforge.llm.protocol import ChatClient
 from optiforge.prompts import render_prompt
 from optiforge.trace import ExceptionNode, MessageNode, Node
@@ -86,6 +87,11 @@ class TextGrad(Optimizer):
         memory: gradients from this many earlier steps are shown per parameter (0: none).
         gradient_tokens: ``max_tokens`` for each gradient call.
         value_chars: values longer than this are truncated in prompts.
+        max_prompt_chars: each request's length cap, in characters (about 3 per token on
+            formulations and tables), so it fits the model's context with room for the
+            reply: what the requests show is shortened to fit (see :meth:`edge_messages`
+            and :meth:`_step_messages`). The default fits a 4096-token context; None: no
+            cap.
     """
 
     kind = "textgrad"
@@ -117,44 +123,17 @@ class TextGrad(Optimizer):
 
     # -- gradients --------------------------------------------------------------------------
     def edge_gradient(self, child: MessageNode, index: int, feedback: str) -> str:
-        """Ask how input ``index`` of ``child``'s step should change, given ``feedback``."""
-        from optiforge.trace.render import assign_names
+        """Ask how input ``index`` of ``child``'s step should change, given ``feedback``.
 
-        op = child.op
-        argnames = child.argnames
-        parents = child.parents
-        names = assign_names([*(p for p in parents if p.trainable), child, *parents])
-        target = names[parents[index]]
-        op_name = op.name
-        args = ", ".join(
-            f"{argnames[i] if i < len(argnames) else f'arg{i}'}={names[p]}"
-            for i, p in enumerate(parents)
-        )
-        lines = [f"{names[child]} = {op_name}({args})"]
-        doc = op.doc or ""
-        if doc:
-            lines.append(f"Documentation: {doc}")
-        source = op.source
-        if source:
-            lines.append(f"Source:\n{_clip(source, self.value_chars)}")
-        inputs = []
-        for p in dict.fromkeys(parents):
-            role = " (trainable)" if p.trainable else ""
-            desc = f"  # {p.description}" if p.description else ""
-            inputs.append(f"{names[p]}{role} = {_show(p, self.value_chars)}{desc}")
-        content = render_prompt(
-            "optimizers/textgrad_gradient",
-            operation="\n".join(lines),
-            inputs="\n".join(inputs),
-            output=f"{names[child]} = {_show(child, self.value_chars)}",
-            feedback=_clip(feedback, self.value_chars),
-            target=target,
-        )
-        messages = [
-            {"role": "system", "content": render_prompt("optimizers/textgrad_gradient_system")},
-            {"role": "user", "content": content},
-        ]
-        texts, _ = self._chat(messages, schema=None, max_tokens=self.gradient_tokens)
+        A request the model's context cannot hold (after :meth:`edge_messages` shortened
+        it) passes the feedback on unchanged, as an empty gradient does.
+        """
+        messages, target = self.edge_messages(child, index, feedback)
+        try:
+            texts, _ = self._chat(messages, schema=None, max_tokens=self.gradient_tokens)
+        except ContextLengthError as exc:
+            log.warning("textgrad: %s; passing the feedback on", self.context_error(messages, exc))
+            return feedback
         text = (texts[0] if texts else "").strip()
         if not text:
             log.warning(
@@ -163,11 +142,90 @@ class TextGrad(Optimizer):
             return feedback
         return text
 
+    def edge_messages(
+        self, child: MessageNode, index: int, feedback: str
+    ) -> tuple[list[dict[str, str]], str]:
+        """The gradient request for input ``index`` of ``child``'s step, and the input's
+        name. Trainable inputs and the feedback are shown up to ``value_chars`` (twice
+        that for trainable text); under ``max_prompt_chars`` the step's source, other
+        inputs and output are cut at half the length, again and again down to 200
+        characters, until the request fits."""
+        chars = self.value_chars
+        messages, target = self._edge_messages(child, index, feedback, chars)
+        cap = self.max_prompt_chars
+        while cap is not None and prompt_chars(messages) > cap and chars > MIN_VALUE_CHARS:
+            chars = max(MIN_VALUE_CHARS, chars // 2)
+            messages, target = self._edge_messages(child, index, feedback, chars)
+        self.warn_over_cap(messages, f"the step's values cut at {chars}")
+        return messages, target
+
+    def _edge_messages(
+        self, child: MessageNode, index: int, feedback: str, chars: int
+    ) -> tuple[list[dict[str, str]], str]:
+        from optiforge.trace.render import assign_names
+
+        op = child.op
+        argnames = child.argnames
+        parents = child.parents
+        names = assign_names([*(p for p in parents if p.trainable), child, *parents])
+        target = names[parents[index]]
+        args = ", ".join(
+            f"{argnames[i] if i < len(argnames) else f'arg{i}'}={names[p]}"
+            for i, p in enumerate(parents)
+        )
+        lines = [f"{names[child]} = {op.name}({args})"]
+        doc = op.doc or ""
+        if doc:
+            lines.append(f"Documentation: {doc}")
+        source = op.source
+        if source:
+            lines.append(f"Source:\n{_clip(source, chars)}")
+        inputs = []
+        for p in dict.fromkeys(parents):
+            role = " (trainable)" if p.trainable else ""
+            desc = f"  # {p.description}" if p.description else ""
+            shown = _show(p, self.value_chars * 2 if p.trainable else chars)
+            inputs.append(f"{names[p]}{role} = {shown}{desc}")
+        content = render_prompt(
+            "optimizers/textgrad_gradient",
+            operation="\n".join(lines),
+            inputs="\n".join(inputs),
+            output=f"{names[child]} = {_show(child, chars)}",
+            feedback=_clip(feedback, self.value_chars),
+            target=target,
+        )
+        messages = [
+            {"role": "system", "content": render_prompt("optimizers/textgrad_gradient_system")},
+            {"role": "user", "content": content},
+        ]
+        return messages, target
+
     # -- the step ----------------------------------------------------------------------------
     def _step_messages(self, p: Any, name: str, gradient: str) -> list[dict[str, str]]:
+        """The rewrite request for parameter ``p``. Its value is shown up to twice
+        ``value_chars``; under ``max_prompt_chars`` the earlier steps' feedback is left
+        out oldest first, then the feedback is cut at half the length, again and again
+        down to 200 characters, until the request fits."""
+        past = self.gradient_memory.get(name, [])[-self.memory :] if self.memory else []
+        chars = self.value_chars * 2
+        messages = self._render_step(p, name, gradient, past, chars)
+        cap = self.max_prompt_chars
+        while (
+            cap is not None and prompt_chars(messages) > cap and (past or chars > MIN_VALUE_CHARS)
+        ):
+            if past:
+                past = past[1:]
+            else:
+                chars = max(MIN_VALUE_CHARS, chars // 2)
+            messages = self._render_step(p, name, gradient, past, chars)
+        self.warn_over_cap(messages, f"no earlier feedback and the feedback cut at {chars}")
+        return messages
+
+    def _render_step(
+        self, p: Any, name: str, gradient: str, past: list[str], chars: int
+    ) -> list[dict[str, str]]:
         value = p.value
         kind = "code" if p.kind == "code" else type(value).__name__
-        past = self.gradient_memory.get(name, [])[-self.memory :] if self.memory else []
         memory = ""
         if past:
             memory = (
@@ -183,7 +241,7 @@ class TextGrad(Optimizer):
             description=f"\n{p.description}" if p.description else "",
             value=_clip(value if isinstance(value, str) else repr(value), self.value_chars * 2),
             constraints=f"\n# Constraints\n{constraint}\n" if constraint else "",
-            gradients=_clip(gradient, self.value_chars * 2),
+            gradients=_clip(gradient, chars),
             memory=memory,
         )
         return [

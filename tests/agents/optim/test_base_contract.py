@@ -75,3 +75,38 @@ def test_state_files_that_are_not_an_object_are_refused(tmp_path):
         Fixed([x], {}).load(bad)
     with pytest.raises(OptimizerError, match="no optimizer state at"):
         Fixed([x], {}).load(tmp_path / "missing.json")
+
+
+class Asking(Optimizer):
+    """Asks its LLM once per step through the shared re-ask loop."""
+
+    kind = "asking"
+
+    def _propose(self, report):
+        messages = [{"role": "user", "content": "Give x. " + "context " * 300}]  # 2,408
+        return self._ask(messages, report)
+
+
+def test_a_reask_repeats_only_the_latest_reply_cut_to_the_prompt_cap():
+    from optiforge.llm.testing import ScriptedLLM
+
+    bad = ["first broken reply " * 200, "second broken reply " * 200]
+    llm = ScriptedLLM([*bad, '{"reasoning": "r", "suggestion": {"x": 4.0}}'])
+    x = node(1.0, trainable=True, name="x")
+    opt = Asking([x], llm, structured=False, max_prompt_chars=3000)
+    rep = opt.step()
+    assert rep.ok and x.value == 4.0 and rep.attempts == 3
+    third = llm.requests[2].messages
+    assert len(third) == 3  # the first ask, the latest reply, the correction
+    assert "second broken reply" in third[1]["content"]
+    assert all("first broken reply" not in m["content"] for m in third)
+    assert all(sum(len(m["content"]) for m in r.messages) <= 3000 for r in llm.requests)
+
+
+def test_prompt_cap_is_checked_and_defaults_to_a_4096_token_context():
+    x = node(1.0, trainable=True, name="x")
+    assert Fixed([x], {}).max_prompt_chars == replies.DEFAULT_MAX_PROMPT_CHARS == 9000
+    for bad in (0, -5, True):
+        with pytest.raises(OptimizerError, match="max_prompt_chars"):
+            Asking([x], object(), max_prompt_chars=bad)
+    assert Asking([x], object(), max_prompt_chars=None).max_prompt_chars is None

@@ -232,3 +232,47 @@ def test_needs_parameters():
     frozen.trainable = False
     with pytest.raises(OptimizerError, match="no trainable parameters"):
         OPRO([frozen], ScriptedLLM([]))
+
+
+def test_meta_prompt_leaves_out_the_worst_solutions_to_fit_the_prompt_cap(caplog):
+    """The team's prompts are thousands of characters each: twenty of them in the meta-prompt
+    would not fit a small model's context, so the worst give way and the best stays."""
+    instr = node("x" * 100, name="instruction", trainable=True)
+    long = OPRO([instr], ScriptedLLM([]), objective=len, top_k=20, max_prompt_chars=None)
+    capped = OPRO([instr], ScriptedLLM([]), objective=len, top_k=20, max_prompt_chars=6000)
+    for i in range(20):
+        long.observe({"instruction": f"prompt {i:02d} " + "y" * 1000}, float(i))
+    capped.history = long.history
+    assert sum(len(m["content"]) for m in long.meta_prompt()) > 20_000
+    messages = capped.meta_prompt()
+    assert sum(len(m["content"]) for m in messages) <= 6000
+    shown = [int(s) for s in re.findall(r"prompt (\d\d)", messages[1]["content"])]
+    assert shown and shown == list(range(20 - len(shown), 20))  # the best, best last
+    assert len(shown) >= 3  # dropping stops as soon as it fits
+    assert "over max_prompt_chars" not in caplog.text
+
+    tiny = OPRO([instr], ScriptedLLM([]), objective=len, max_prompt_chars=1000)
+    tiny.history = long.history
+    shown = re.findall(r"prompt (\d\d)", tiny.meta_prompt()[1]["content"])
+    assert shown == ["19"]  # the best always stays, and the log says it did not fit
+    assert "over max_prompt_chars=1000" in caplog.text
+
+
+def test_a_meta_prompt_the_server_refuses_for_its_length_is_a_failed_step_not_a_crash():
+    from optiforge.llm.errors import ContextLengthError
+
+    def refuse(messages, **kw):
+        raise ContextLengthError("the request exceeds the available context size")
+
+    w, b = params()
+    opt = OPRO([w, b], ScriptedLLM(refuse), objective=loss, maximize=False, n=2)
+    report = opt.step()
+    assert not report.ok and (w.value, b.value) == (0.0, 0.0)
+    assert any("does not fit the model's context" in e for e in report.errors)
+    assert any("max_prompt_chars (now 9000)" in e for e in report.errors)
+
+
+def test_max_prompt_chars_must_be_positive_or_none():
+    w, b = params()
+    with pytest.raises(OptimizerError, match="max_prompt_chars"):
+        OPRO([w, b], ScriptedLLM([]), objective=loss, max_prompt_chars=0)

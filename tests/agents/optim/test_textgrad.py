@@ -108,3 +108,62 @@ def test_trainable_code_is_rewritten_and_checked(tmp_path):
     opt2.load(path)
     assert double(node(5)).value == 10
     assert opt2.gradient_memory == opt.gradient_memory
+
+
+@bundle
+def answer(instruction, problem):
+    """Answer the problem following the instruction."""
+    return f"{instruction[:10]} ... {problem[-10:]}"
+
+
+def test_gradient_requests_fit_the_prompt_cap_keeping_the_trainable_input_and_feedback(caplog):
+    instruction = node("Write the model. " * 60, name="instruction", trainable=True)  # 1,020
+    problem = node("A long table row. " * 600, name="problem")  # 10,800 characters
+    llm = ScriptedLLM(scripted('{"reasoning": "r", "suggestion": {"instruction": "Be exact."}}'))
+    feedback = "Wrong: the demand of row 3 is missing. " * 20  # 800 characters
+    opt = TextGrad([instruction], llm, value_chars=5000, max_prompt_chars=6000)
+    opt.backward(answer(instruction, problem), feedback)
+    [request] = [r for r in llm.requests if "like a gradient" in r.system]
+    assert sum(len(m["content"]) for m in request.messages) <= 6000
+    assert instruction.value in request.prompt  # the trainable input whole
+    assert feedback.strip() in request.prompt  # and the feedback
+    assert "A long table row." in request.prompt and "(truncated)" in request.prompt
+    assert "over max_prompt_chars" not in caplog.text
+
+    uncapped = ScriptedLLM(scripted("{}"))
+    TextGrad([instruction], uncapped, value_chars=5000, max_prompt_chars=None).backward(
+        answer(instruction, problem), feedback
+    )
+    assert sum(len(m["content"]) for m in uncapped.requests[0].messages) > 6000
+
+
+def test_rewrite_requests_drop_old_gradients_first_then_cut_the_gradient():
+    p = node("Say hello. " * 50, name="greeting", trainable=True)  # 550 characters
+    opt = TextGrad([p], ScriptedLLM([]), memory=3, max_prompt_chars=3500)
+    opt.gradient_memory["greeting"] = ["old advice " * 50, "older " * 100, "last advice " * 50]
+    messages = opt._step_messages(p, "greeting", "now: be brief. " * 100)  # 1,500
+    text = messages[1]["content"]
+    assert sum(len(m["content"]) for m in messages) <= 3500
+    assert p.value in text  # the value being rewritten is never cut
+    assert "last advice" in text and "old advice" not in text  # oldest dropped first
+    small = TextGrad([p], ScriptedLLM([]), memory=3, max_prompt_chars=2000)
+    small.gradient_memory = opt.gradient_memory
+    text = small._step_messages(p, "greeting", "now: be brief. " * 100)[1]["content"]
+    assert "Feedback from earlier steps" not in text and "(truncated)" in text
+    assert p.value in text
+
+
+def test_requests_the_server_refuses_for_length_pass_feedback_on_and_fail_the_step(caplog):
+    from optiforge.llm.errors import ContextLengthError
+
+    def refuse(messages, **kw):
+        raise ContextLengthError("the request exceeds the available context size")
+
+    factor = node(2.0, name="factor", trainable=True)
+    opt = TextGrad([factor], ScriptedLLM(refuse))
+    opt.backward(scale(node(3.0, name="x"), factor), "The result should be 10.")
+    assert factor.feedback == "The result should be 10."  # passed on, not raised
+    assert "does not fit the model's context" in caplog.text
+    report = opt.step()
+    assert not report.ok and factor.value == 2.0
+    assert any("does not fit the model's context" in e for e in report.errors)
