@@ -230,10 +230,8 @@ class OPRO(Optimizer):
         shown = ranked[-self.top_k :]  # the best k, worst first and best last
         messages = self._meta_messages(shown)
         cap = self.max_prompt_chars
-        if cap is None or prompt_chars(messages) <= cap or len(shown) <= 1:
-            return messages
         # Drop the worst in halves, then one by one, so a long history costs few renders.
-        while len(shown) > 1 and prompt_chars(messages) > cap:
+        while cap is not None and len(shown) > 1 and prompt_chars(messages) > cap:
             step = max(1, len(shown) // 2) if prompt_chars(messages) > 2 * cap else 1
             shown = shown[min(step, len(shown) - 1) :]
             messages = self._meta_messages(shown)

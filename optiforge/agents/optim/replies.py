@@ -97,11 +97,6 @@ def check_prompt_cap(max_prompt_chars: int | None) -> int | None:
     return max_prompt_chars
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, saying so."""
-    return text if len(text) <= limit else text[: max(0, limit - 20)] + "\n... (truncated)"
-
-
 class AskingLLM:
     """The optimizer's side of the conversation with its LLM (see the module docstring)."""
 
